@@ -1,0 +1,198 @@
+//! Installs, idempotently, what the VM harness needs on a Debian bookworm host:
+//! QEMU, a static busybox, Debian's 6.12 kernel from bookworm-backports with
+//! its headers, and OpenZFS 2.3.2 (dkms module, tools, development files).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::{run, Result};
+
+/// Packages installed from bookworm-backports (which also pulls the kernel).
+const PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "linux-image-amd64",
+    "linux-headers-amd64",
+    "zfs-dkms",
+    "zfsutils-linux",
+    "libzfslinux-dev",
+    "pkgconf",
+];
+
+const SOURCES_PATH: &str = "/etc/apt/sources.list.d/zfs-replicate.sources";
+const SOURCES: &str = "# Added by zfs-replicate's `cargo xtask`: OpenZFS lives in `contrib`,
+# and OpenZFS 2.3 with a 6.12 kernel in bookworm-backports.
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm
+Components: contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+";
+
+/// Host files whose presence means the packages are installed.
+const REQUIRED_FILES: &[&str] = &[
+    "/usr/bin/qemu-system-x86_64",
+    "/bin/busybox",
+    "/sbin/zfs",
+    "/sbin/zpool",
+    "/usr/include/libzfs/libzfs_core.h",
+    "/usr/bin/pkg-config",
+];
+
+/// The guest kernel and its ZFS modules.
+#[derive(Debug, Clone)]
+pub struct GuestKernel {
+    pub release: String,
+    pub vmlinuz: PathBuf,
+    /// `spl` then `zfs` (load order), possibly compressed (`.ko.xz`).
+    pub modules: Vec<PathBuf>,
+}
+
+/// Makes sure everything is installed and returns the kernel to boot.
+pub fn ensure() -> Result<GuestKernel> {
+    let missing: Vec<&str> = REQUIRED_FILES
+        .iter()
+        .copied()
+        .filter(|f| !Path::new(f).exists())
+        .collect();
+    if missing.is_empty() {
+        if let Some(k) = find_guest_kernel() {
+            return Ok(k);
+        }
+    }
+    install_packages(&missing)?;
+    if let Some(k) = find_guest_kernel() {
+        return Ok(k);
+    }
+    // The kernel is there but dkms has not built ZFS for it (for example, the
+    // headers arrived after zfs-dkms): build it now.
+    for release in kernels_6_12() {
+        eprintln!("xtask: building the ZFS module for {release} with dkms (about 5 minutes)");
+        let mut cmd = privileged("dkms");
+        cmd.args(["autoinstall", "-k", &release]);
+        run(&mut cmd)?;
+    }
+    find_guest_kernel().ok_or_else(|| {
+        "no 6.12 kernel with a dkms-built zfs module under /lib/modules/<release>/updates/dkms \
+         after installing zfs-dkms; see `dkms status`"
+            .into()
+    })
+}
+
+fn install_packages(missing: &[&str]) -> Result<()> {
+    let os_release = fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if !os_release.contains("VERSION_CODENAME=bookworm") {
+        return Err(format!(
+            "the harness installs its packages on Debian 12 (bookworm) only; this host lacks {missing:?}. \
+             Install QEMU, busybox-static, a 6.12 kernel with a zfs module, zfsutils and the libzfs_core \
+             headers by hand, or run `cargo xtask test --host` on a ZFS host"
+        )
+        .into());
+    }
+    eprintln!("xtask: installing the VM harness packages (first run only; the dkms build takes about 5 minutes)");
+    if fs::read_to_string(SOURCES_PATH).ok().as_deref() != Some(SOURCES) {
+        write_root_file(SOURCES_PATH, SOURCES)?;
+    }
+    run(privileged("apt-get").args(["update", "-q"]))?;
+    let mut install = privileged("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            "bookworm-backports",
+        ])
+        .args(PACKAGES);
+    run(&mut install)
+}
+
+fn is_root() -> bool {
+    // Reading our effective uid without libc: /proc/self/status has "Uid: r e s f".
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A command run as root: directly when we are root, otherwise through sudo.
+pub fn privileged(program: &str) -> Command {
+    if is_root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg("--preserve-env=DEBIAN_FRONTEND").arg(program);
+        c
+    }
+}
+
+fn write_root_file(path: &str, contents: &str) -> Result<()> {
+    if is_root() {
+        fs::write(path, contents).map_err(|e| format!("writing {path}: {e}"))?;
+        return Ok(());
+    }
+    let tmp = std::env::temp_dir().join("zfs-replicate.sources");
+    fs::write(&tmp, contents)?;
+    run(privileged("install")
+        .args(["-m", "0644"])
+        .arg(&tmp)
+        .arg(path))
+}
+
+/// Installed Debian 6.12 kernel releases, newest first.
+fn kernels_6_12() -> Vec<String> {
+    let mut releases: Vec<String> = fs::read_dir("/boot")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("vmlinuz-"))
+                .filter(|r| r.starts_with("6.12."))
+                .map(str::to_owned)
+        })
+        .collect();
+    releases.sort_by_key(|r| std::cmp::Reverse(version_key(r)));
+    releases
+}
+
+fn version_key(release: &str) -> Vec<u64> {
+    release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn find_module(release: &str, name: &str) -> Option<PathBuf> {
+    let dir = Path::new("/lib/modules").join(release).join("updates/dkms");
+    ["ko", "ko.xz", "ko.zst"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .find(|p| p.exists())
+}
+
+fn find_guest_kernel() -> Option<GuestKernel> {
+    kernels_6_12().into_iter().find_map(|release| {
+        let spl = find_module(&release, "spl")?;
+        let zfs = find_module(&release, "zfs")?;
+        Some(GuestKernel {
+            vmlinuz: PathBuf::from(format!("/boot/vmlinuz-{release}")),
+            release,
+            modules: vec![spl, zfs],
+        })
+    })
+}

@@ -1,0 +1,309 @@
+//! `cargo xtask`: the project's developer tasks.
+//!
+//! - `cargo xtask test [--host] [-- TEST_ARGS…]`: host unit tests, then the
+//!   ZFS integration tests in a QEMU guest running real OpenZFS (or, with
+//!   `--host`, directly on this machine, which must have `/dev/zfs`).
+//! - `cargo xtask bindgen`: regenerates `zfs-sys/src/bindings.rs`.
+
+mod cpio;
+mod install;
+mod vm;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const USAGE: &str = "usage:
+  cargo xtask test [--host] [-- TEST_ARGS...]   host unit tests + ZFS tests in a QEMU guest
+                                                (--host: run the ZFS tests here; needs /dev/zfs and root)
+  cargo xtask bindgen                           regenerate zfs-sys/src/bindings.rs (needs libclang)
+
+environment: XTASK_VM_MEMORY_MIB (default 4096), XTASK_VM_CPUS (default 2),
+             XTASK_VM_TIMEOUT_SECS (default 3600)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("bindgen") => bindgen().map(|()| true),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(true)
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a line to stdout at once (the harness streams guest output).
+pub fn output(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs a command, failing with its name when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("starting {:?}: {e}", cmd.get_program()))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed with {status}").into());
+    }
+    Ok(())
+}
+
+/// Passed/failed totals read off libtest's `test result:` lines.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestCounts {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl TestCounts {
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                if let Ok(n) = n.parse::<u64>() {
+                    match what {
+                        "passed" => self.passed += n,
+                        "failed" => self.failed += n,
+                        "ignored" => self.ignored += n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn test(args: &[String]) -> Result<bool> {
+    let started = Instant::now();
+    let (opts, test_args) = match args.iter().position(|a| a == "--") {
+        Some(i) => (&args[..i], args[i + 1..].to_vec()),
+        None => (args, Vec::new()),
+    };
+    let host = opts.iter().any(|a| a == "--host");
+    if let Some(bad) = opts.iter().find(|a| *a != "--host") {
+        return Err(format!("unknown option {bad}\n{USAGE}").into());
+    }
+
+    if host {
+        if !Path::new("/dev/zfs").exists() {
+            return Err(
+                "--host needs /dev/zfs (a loaded ZFS module); without it, run `cargo xtask test`"
+                    .into(),
+            );
+        }
+        let mut cmd = cargo();
+        cmd.args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+            "--",
+            "--include-ignored",
+        ])
+        .args(&test_args);
+        let (ok, counts) = run_cargo_tests(&mut cmd)?;
+        return Ok(summary(ok, counts, started));
+    }
+
+    // Install first: the host build links against libzfs_core from libzfslinux-dev.
+    let kernel = install::ensure()?;
+
+    // 1. Host unit tests (the ZFS tests are #[ignore]d there).
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--no-fail-fast"]);
+    let (host_ok, host_counts) = run_cargo_tests(&mut cmd)?;
+
+    // 2. The same test binaries, run with --ignored inside the guest.
+    let tests = test_binaries()?;
+    let vm_opts = vm::VmOptions {
+        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
+        cpus: env_or("XTASK_VM_CPUS", 2),
+        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 3600)),
+        test_args,
+    };
+    let work_dir = workspace_root().join("target/xtask-vm");
+    let outcome = vm::run_tests(&kernel, &tests, &work_dir, &vm_opts)?;
+
+    let mut ok = host_ok;
+    if !outcome.completed {
+        eprintln!(
+            "xtask: the guest did not report completion (crash, module load failure or timeout)"
+        );
+        ok = false;
+    }
+    for (name, code) in &outcome.failed_binaries {
+        eprintln!("xtask: guest test binary {name} exited with {code}");
+        ok = false;
+    }
+    let total = TestCounts {
+        passed: host_counts.passed + outcome.counts.passed,
+        failed: host_counts.failed + outcome.counts.failed,
+        ignored: host_counts.ignored,
+    };
+    eprintln!(
+        "xtask: host {} passed, {} failed ({} need ZFS, run in the guest); guest {} passed, {} failed",
+        host_counts.passed,
+        host_counts.failed,
+        host_counts.ignored,
+        outcome.counts.passed,
+        outcome.counts.failed
+    );
+    Ok(summary(ok, total, started))
+}
+
+fn summary(ok: bool, counts: TestCounts, started: Instant) -> bool {
+    let ok = ok && counts.failed == 0;
+    eprintln!(
+        "xtask: {} in {:.0} s",
+        if ok { "all tests passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    output(&format!(
+        "harness: {} passed, {} failed",
+        counts.passed, counts.failed
+    ));
+    ok
+}
+
+/// Runs `cargo test …`, echoing and counting its output.
+fn run_cargo_tests(cmd: &mut Command) -> Result<(bool, TestCounts)> {
+    cmd.stdout(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut counts = TestCounts::default();
+    let stdout = child.stdout.take().ok_or("cargo stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        output(&line);
+        counts.add_line(&line);
+    }
+    Ok((child.wait()?.success(), counts))
+}
+
+/// Builds the workspace's test executables and lists them.
+fn test_binaries() -> Result<Vec<vm::TestBinary>> {
+    let out = cargo()
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err("cargo test --no-run failed".into());
+    }
+    let mut tests = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else {
+            continue;
+        };
+        let target = msg["target"]["name"].as_str().unwrap_or("test");
+        let kind = msg["target"]["kind"][0].as_str().unwrap_or("test");
+        let name: String = format!("{target}-{kind}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        tests.push(vm::TestBinary {
+            name,
+            path: PathBuf::from(exe),
+        });
+    }
+    if tests.is_empty() {
+        return Err("no test executables were built".into());
+    }
+    Ok(tests)
+}
+
+/// Regenerates the committed bindings from the installed headers.
+fn bindgen() -> Result<()> {
+    let out = workspace_root().join("zfs-sys/src/bindings.rs");
+    run(cargo()
+        .args(["build", "-p", "zfs-sys", "--features", "buildtime-bindgen"])
+        .env("ZFS_SYS_BINDINGS_OUT", &out))?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_libtest_result_lines() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 3 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        c.add_line("vm| noise");
+        c.add_line(
+            "test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        assert_eq!((c.passed, c.failed, c.ignored), (4, 1, 2));
+    }
+
+    #[test]
+    fn cpio_entries_are_aligned() {
+        let mut w = cpio::CpioWriter::new(Vec::new());
+        w.file("/a", 0o644, b"xyz").unwrap();
+        w.symlink("/b", "a").unwrap();
+        let bytes = w.finish().unwrap();
+        assert_eq!(bytes.len() % 4, 0);
+        assert!(bytes.starts_with(b"070701"));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("TRAILER!!!"));
+    }
+}

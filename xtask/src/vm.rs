@@ -1,0 +1,405 @@
+//! Builds the guest initramfs and runs the ZFS tests inside a QEMU guest.
+//!
+//! The initramfs is two concatenated cpio archives: a cached base (busybox,
+//! the spl/zfs modules, the zfs/zpool/zstream tools and their libraries) and a
+//! per-run archive (the `/init` script and the test binaries). The guest loads
+//! the modules, runs each test binary with `--ignored`, prints one
+//! `ZFS-HARNESS-EXIT <binary> <code>` line per binary and `ZFS-HARNESS-DONE`,
+//! then powers off.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cpio::CpioWriter;
+use crate::install::GuestKernel;
+use crate::{output, Result, TestCounts};
+
+/// ZFS tools copied into the guest (for test fixtures and CLI comparisons).
+const GUEST_TOOLS: &[(&str, &str)] = &[
+    ("/sbin/zfs", "/usr/sbin/zfs"),
+    ("/sbin/zpool", "/usr/sbin/zpool"),
+    ("/sbin/zstream", "/usr/sbin/zstream"),
+];
+
+/// A test executable to run in the guest.
+pub struct TestBinary {
+    /// A unique, shell-safe name, such as `zfs_core-lib` or `snapshot_list-test`.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+pub struct VmOptions {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub timeout: Duration,
+    /// Extra arguments for every test binary (a filter, `--nocapture`, …).
+    pub test_args: Vec<String>,
+}
+
+/// The result of one guest run.
+pub struct VmOutcome {
+    pub counts: TestCounts,
+    /// Binaries whose exit code was not 0, with that code.
+    pub failed_binaries: Vec<(String, i32)>,
+    /// Whether the guest reported completion (no crash, no timeout).
+    pub completed: bool,
+}
+
+pub fn run_tests(
+    kernel: &GuestKernel,
+    tests: &[TestBinary],
+    work_dir: &Path,
+    opts: &VmOptions,
+) -> Result<VmOutcome> {
+    fs::create_dir_all(work_dir)?;
+    let base = base_image(kernel, work_dir)?;
+    let run_archive = work_dir.join("run.cpio");
+    write_run_archive(&run_archive, tests, opts)?;
+    let initrd = work_dir.join("initrd.cpio");
+    {
+        let mut out = BufWriter::new(fs::File::create(&initrd)?);
+        out.write_all(&fs::read(&base)?)?;
+        out.write_all(&fs::read(&run_archive)?)?;
+        out.flush()?;
+    }
+    boot(kernel, &initrd, opts)
+}
+
+/// Returns the cached base archive, building it when the kernel, the modules
+/// or the tools changed.
+fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    kernel.release.hash(&mut hasher);
+    BASE_LAYOUT_VERSION.hash(&mut hasher);
+    for p in kernel
+        .modules
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(GUEST_TOOLS.iter().map(|(p, _)| Path::new(*p)))
+        .chain([Path::new("/bin/busybox")])
+    {
+        let meta = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        (p, meta.len(), meta.modified().ok()).hash(&mut hasher);
+    }
+    let path = work_dir.join(format!("base-{:016x}.cpio", hasher.finish()));
+    if path.exists() {
+        eprintln!("xtask: reusing cached guest base image {}", path.display());
+        return Ok(path);
+    }
+    eprintln!("xtask: building guest base image {}", path.display());
+    let tmp = path.with_extension("tmp");
+    let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(&tmp)?));
+    for d in [
+        "/dev",
+        "/proc",
+        "/sys",
+        "/tmp",
+        "/run",
+        "/etc",
+        "/etc/zfs",
+        "/usr",
+        "/usr/bin",
+        "/usr/sbin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/modules",
+        "/tests",
+    ] {
+        cpio.dir(d)?;
+    }
+    for (link, target) in [
+        ("/bin", "usr/bin"),
+        ("/sbin", "usr/sbin"),
+        ("/lib", "usr/lib"),
+        ("/lib64", "usr/lib64"),
+        ("/etc/mtab", "/proc/self/mounts"),
+    ] {
+        cpio.symlink(link, target)?;
+    }
+    cpio.char_device("/dev/console", 5, 1)?;
+    cpio.char_device("/dev/null", 1, 3)?;
+    cpio.file("/usr/bin/busybox", 0o755, &fs::read("/bin/busybox")?)?;
+    for (i, module) in kernel.modules.iter().enumerate() {
+        let name = module
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .ok_or("bad module file name")?;
+        cpio.file(
+            &format!("/modules/{i}-{name}.ko"),
+            0o644,
+            &read_module(module)?,
+        )?;
+    }
+    let mut libs = BTreeMap::new();
+    for (host, guest) in GUEST_TOOLS {
+        let real = fs::canonicalize(host).map_err(|e| format!("{host}: {e}"))?;
+        cpio.file(guest, 0o755, &fs::read(&real)?)?;
+        shared_libraries(&real, &mut libs)?;
+    }
+    add_libraries(&mut cpio, &libs, &mut BTreeSet::new())?;
+    cpio.finish()?.flush()?;
+    fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Bump when the base image's layout changes, to invalidate caches.
+const BASE_LAYOUT_VERSION: u32 = 1;
+
+fn read_module(path: &Path) -> Result<Vec<u8>> {
+    let name = path.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else {
+        return Ok(fs::read(path)?);
+    };
+    let out = Command::new(tool).arg("-dc").arg(path).output()?;
+    if !out.status.success() {
+        return Err(format!("{tool} -dc {name} failed").into());
+    }
+    Ok(out.stdout)
+}
+
+/// Collects the shared libraries `binary` needs (guest path → host path),
+/// including the dynamic loader and libgcc_s (which glibc loads at run time
+/// for pthread_cancel, so ldd does not list it).
+fn shared_libraries(binary: &Path, libs: &mut BTreeMap<String, PathBuf>) -> Result<()> {
+    let out = Command::new("ldd").arg(binary).output()?;
+    if !out.status.success() {
+        return Err(format!("ldd {} failed", binary.display()).into());
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let line = line.trim();
+        // "libfoo.so.1 => /lib/x86_64-linux-gnu/libfoo.so.1 (0x…)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x…)"; skip "linux-vdso.so.1 (0x…)".
+        let path = match line.split_once(" => ") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.insert(guest_lib_path(p), PathBuf::from(p));
+        }
+    }
+    for extra in ["/lib/x86_64-linux-gnu/libgcc_s.so.1"] {
+        if Path::new(extra).exists() {
+            libs.insert(guest_lib_path(extra), PathBuf::from(extra));
+        }
+    }
+    Ok(())
+}
+
+/// The guest has a merged /usr, with /lib and /lib64 as symlinks.
+fn guest_lib_path(host: &str) -> String {
+    for (from, to) in [("/lib64/", "/usr/lib64/"), ("/lib/", "/usr/lib/")] {
+        if let Some(rest) = host.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    host.to_owned()
+}
+
+fn add_libraries<W: Write>(
+    cpio: &mut CpioWriter<W>,
+    libs: &BTreeMap<String, PathBuf>,
+    dirs: &mut BTreeSet<String>,
+) -> Result<()> {
+    for (guest, host) in libs {
+        let mut dir = String::new();
+        let parent = Path::new(guest)
+            .parent()
+            .and_then(|p| p.to_str())
+            .unwrap_or("/");
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            dir.push('/');
+            dir.push_str(part);
+            if !["/usr", "/usr/lib", "/usr/lib64"].contains(&dir.as_str())
+                && dirs.insert(dir.clone())
+            {
+                cpio.dir(&dir)?;
+            }
+        }
+        cpio.file(guest, 0o755, &fs::read(host)?)?;
+    }
+    Ok(())
+}
+
+fn write_run_archive(path: &Path, tests: &[TestBinary], opts: &VmOptions) -> Result<()> {
+    let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(path)?));
+    cpio.file(
+        "/init",
+        0o755,
+        init_script(tests, &opts.test_args).as_bytes(),
+    )?;
+    let mut libs = BTreeMap::new();
+    for t in tests {
+        shared_libraries(&t.path, &mut libs)?;
+        cpio.file(&format!("/tests/{}", t.name), 0o755, &stripped(&t.path)?)?;
+    }
+    // The base already has most of these; duplicates just overwrite.
+    let mut dirs = BTreeSet::new();
+    add_libraries(&mut cpio, &libs, &mut dirs)?;
+    cpio.finish()?.flush()?;
+    Ok(())
+}
+
+/// Test binaries without debug info, to keep the initramfs small.
+fn stripped(path: &Path) -> Result<Vec<u8>> {
+    let tmp = std::env::temp_dir().join(format!(
+        "xtask-strip-{}-{}",
+        std::process::id(),
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("bin")
+    ));
+    let ok = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&tmp)
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    let data = if ok { fs::read(&tmp)? } else { fs::read(path)? };
+    let _ = fs::remove_file(&tmp);
+    Ok(data)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn init_script(tests: &[TestBinary], test_args: &[String]) -> String {
+    let args: Vec<String> = test_args.iter().map(|a| shell_quote(a)).collect();
+    let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    format!(
+        r#"#!/usr/bin/busybox sh
+/usr/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin
+export HOME=/tmp RUST_BACKTRACE=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs -o size=80% tmpfs /tmp
+mount -t tmpfs tmpfs /run
+fatal() {{ echo "ZFS-HARNESS-FATAL $*"; sync; poweroff -f; }}
+echo "ZFS-HARNESS: guest kernel $(uname -r), $(nproc) cpus, $(free -m | awk '/Mem:/{{print $2}}') MiB"
+for m in /modules/*.ko; do insmod "$m" || fatal "insmod $m failed"; done
+[ -c /dev/zfs ] || fatal "/dev/zfs missing after loading the modules"
+echo "ZFS-HARNESS: $(cat /sys/module/zfs/version 2>/dev/null || echo zfs) loaded"
+cd /tmp
+for t in {names}; do
+    echo "ZFS-HARNESS: running $t"
+    /tests/$t --ignored {args}
+    echo "ZFS-HARNESS-EXIT $t $?"
+done
+echo "ZFS-HARNESS-DONE"
+sync
+poweroff -f
+"#,
+        names = names.join(" "),
+        args = args.join(" "),
+    )
+}
+
+fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    // TCG only: /dev/kvm on these machines is PVM-only.
+    cmd.args(["-machine", "q35,accel=tcg", "-cpu", "max"])
+        .args(["-smp", &opts.cpus.to_string()])
+        .args(["-m", &opts.memory_mib.to_string()])
+        .args(["-nodefaults", "-no-reboot", "-display", "none"])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 oops=panic quiet loglevel=4 rdinit=/init",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    eprintln!(
+        "xtask: booting {} under TCG ({} cpus, {} MiB)",
+        kernel.vmlinuz.display(),
+        opts.cpus,
+        opts.memory_mib
+    );
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("starting qemu-system-x86_64: {e}"))?;
+    let pid = child.id();
+    let finished = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let finished = finished.clone();
+        let timed_out = timed_out.clone();
+        let timeout = opts.timeout;
+        std::thread::spawn(move || {
+            while !finished.load(Ordering::SeqCst) {
+                if started.elapsed() > timeout {
+                    timed_out.store(true, Ordering::SeqCst);
+                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+
+    let mut counts = TestCounts::default();
+    let mut failed_binaries = Vec::new();
+    let mut completed = false;
+    let stdout = child.stdout.take().ok_or("qemu stdout")?;
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\r', '\n']);
+        output(&format!("vm| {line}"));
+        counts.add_line(line);
+        if let Some(rest) = line.strip_prefix("ZFS-HARNESS-EXIT ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap_or("?").to_owned();
+            let code: i32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
+            if code != 0 {
+                failed_binaries.push((name, code));
+            }
+        } else if line == "ZFS-HARNESS-DONE" {
+            completed = true;
+        }
+    }
+    let status = child.wait()?;
+    finished.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
+    eprintln!(
+        "xtask: guest ran {:.1} s, qemu exited with {status}",
+        started.elapsed().as_secs_f64()
+    );
+    if timed_out.load(Ordering::SeqCst) {
+        eprintln!(
+            "xtask: the guest timed out after {:?} and was killed",
+            opts.timeout
+        );
+    }
+    Ok(VmOutcome {
+        counts,
+        failed_binaries,
+        completed,
+    })
+}
