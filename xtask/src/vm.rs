@@ -60,16 +60,21 @@ pub fn run_tests(
 ) -> Result<VmOutcome> {
     fs::create_dir_all(work_dir)?;
     let base = base_image(kernel, work_dir)?;
-    let run_archive = work_dir.join("run.cpio");
+    // Per-process file names, so that concurrent harness runs do not clash.
+    let pid = std::process::id();
+    let run_archive = work_dir.join(format!("run-{pid}.cpio"));
     write_run_archive(&run_archive, tests, opts)?;
-    let initrd = work_dir.join("initrd.cpio");
+    let initrd = work_dir.join(format!("initrd-{pid}.cpio"));
     {
         let mut out = BufWriter::new(fs::File::create(&initrd)?);
         out.write_all(&fs::read(&base)?)?;
         out.write_all(&fs::read(&run_archive)?)?;
         out.flush()?;
     }
-    boot(kernel, &initrd, opts)
+    let outcome = boot(kernel, &initrd, opts);
+    let _ = fs::remove_file(&run_archive);
+    let _ = fs::remove_file(&initrd);
+    outcome
 }
 
 /// Returns the cached base archive, building it when the kernel, the modules
@@ -94,7 +99,7 @@ fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
         return Ok(path);
     }
     eprintln!("xtask: building guest base image {}", path.display());
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(&tmp)?));
     for d in [
         "/dev",
