@@ -123,8 +123,6 @@ fn generate(mut include_paths: Vec<PathBuf>) {
         .allowlist_function("nvpair_.*")
         .blocklist_function("nvlist_print.*")
         .blocklist_function("nvlist_prt.*")
-        .blocklist_function("nvpair_value_hrtime")
-        .blocklist_function("nvlist_.*hrtime")
         .blocklist_function("nvpair_value_match.*")
         .blocklist_function("nvlist_x.*")
         .blocklist_function("nvlist_lookup_nv_alloc")

@@ -1,5 +1,106 @@
-//! The typed, safe ZFS API (names, handles, listing, snapshots, holds,
-//! bookmarks, send and receive) arrives with the next issue; today this crate
-//! only re-exports the raw layer it will wrap.
+//! A typed, safe API over OpenZFS's `libzfs_core` and the `/dev/zfs` ioctls.
+//!
+//! - [`name`]: validated names ([`DatasetName`], [`SnapshotName`], …) that
+//!   accept spaces and reject everything ZFS would.
+//! - [`Zfs`]: the library handle. Lookups return typed handles
+//!   ([`Filesystem`], [`Snapshot`], [`Bookmark`], …) carrying GUID and
+//!   createtxg; listing goes through the kernel's list ioctls, not the CLI.
+//! - Operations: snapshots (batch, atomic), destroy, bookmarks, holds (with
+//!   guards that release on drop), rollback, rename, clone, promote.
+//! - [`send`] and [`receive`]: stream primitives over any file descriptor,
+//!   with a [`resume`] token decoder and send progress.
+//! - [`Error`]: names the failing call and dataset; [`ErrorKind`] to match on.
+//!
+//! ```no_run
+//! use zfs_core::{DatasetName, Zfs};
+//!
+//! let zfs = Zfs::open()?;
+//! let fs: DatasetName = "tank/my documents".parse()?;
+//! let snap = fs.snapshot("before upgrade")?;
+//! zfs.snapshot(&[snap.clone()])?;
+//! for s in zfs.snapshots(&fs)? {
+//!     println!("{} guid={:#x} txg={}", s.name(), s.guid(), s.createtxg());
+//! }
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+//!
+//! Process notes: libzfs_core is initialised once per process and never
+//! finalised. Sends write from the kernel into a pipe; Rust programs ignore
+//! `SIGPIPE` by default, and embedders that restore it must expect a broken
+//! pipe to raise it.
 
-pub use zfs_sys as sys;
+pub mod bookmark;
+pub mod dataset;
+pub mod error;
+mod ffi;
+pub mod hold;
+pub mod name;
+pub mod nvlist;
+pub mod pipe;
+pub mod pool;
+pub mod receive;
+pub mod resume;
+pub mod send;
+pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+pub use bookmark::Bookmark;
+pub use bookmark::SnapshotOrBookmark;
+pub use dataset::{Dataset, DatasetType, Encryption, Filesystem, KeyStatus, Properties, Volume};
+pub use error::{BatchFailure, Errno, Error, ErrorKind, Result};
+pub use hold::HoldGuard;
+pub use name::{AnyName, BookmarkName, DatasetName, NameError, PoolName, SnapshotName};
+pub use nvlist::{NvList, NvValue};
+pub use pool::Pool;
+pub use receive::{ReceiveOptions, Received};
+pub use resume::ResumeToken;
+pub use send::{SendFlags, SendOptions};
+pub use snapshot::Snapshot;
+
+/// The library handle: an open `/dev/zfs` plus the process-wide libzfs_core
+/// initialisation. Cheap to share: it is `Send + Sync`, and every method
+/// takes `&self`.
+#[derive(Debug)]
+pub struct Zfs {
+    dev: OwnedFd,
+}
+
+impl Zfs {
+    /// Initialises libzfs_core (once per process) and opens `/dev/zfs` for
+    /// the raw ioctls. Fails with [`ErrorKind::NotFound`] when the ZFS module
+    /// is not loaded.
+    pub fn open() -> Result<Zfs> {
+        ffi::init_libzfs_core().map_err(|e| Error::from_errno("libzfs_core_init", "", e))?;
+        Ok(Zfs {
+            dev: open_dev_zfs()?,
+        })
+    }
+
+    pub(crate) fn dev(&self) -> BorrowedFd<'_> {
+        self.dev.as_fd()
+    }
+}
+
+/// Opens `/dev/zfs` read-write with close-on-exec.
+pub(crate) fn open_dev_zfs() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/zfs")
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("open", "/dev/zfs", e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn handle_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::Zfs>();
+        check::<super::HoldGuard>();
+        check::<super::Error>();
+    }
+}

@@ -425,6 +425,13 @@ extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 extern "C" {
+    pub fn nvlist_add_hrtime(
+        arg1: *mut nvlist_t,
+        arg2: *const ::std::os::raw::c_char,
+        arg3: hrtime_t,
+    ) -> ::std::os::raw::c_int;
+}
+extern "C" {
     pub fn nvlist_add_double(
         arg1: *mut nvlist_t,
         arg2: *const ::std::os::raw::c_char,
@@ -634,6 +641,13 @@ extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 extern "C" {
+    pub fn nvlist_lookup_hrtime(
+        arg1: *mut nvlist_t,
+        arg2: *const ::std::os::raw::c_char,
+        arg3: *mut hrtime_t,
+    ) -> ::std::os::raw::c_int;
+}
+extern "C" {
     pub fn nvlist_lookup_double(
         arg1: *const nvlist_t,
         arg2: *const ::std::os::raw::c_char,
@@ -805,6 +819,9 @@ extern "C" {
         arg2: *mut *mut *mut nvlist_t,
         arg3: *mut uint_t,
     ) -> ::std::os::raw::c_int;
+}
+extern "C" {
+    pub fn nvpair_value_hrtime(arg1: *mut nvpair_t, arg2: *mut hrtime_t) -> ::std::os::raw::c_int;
 }
 extern "C" {
     pub fn nvpair_value_double(arg1: *const nvpair_t, arg2: *mut f64) -> ::std::os::raw::c_int;

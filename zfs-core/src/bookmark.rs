@@ -1,0 +1,159 @@
+//! Bookmarks: the typed handle, batch creation (from a snapshot or another
+//! bookmark), listing with GUID and createtxg, and batch destruction.
+//!
+//! A bookmark keeps a snapshot's position in history without its data, so an
+//! incremental send can start from it after the snapshot is gone.
+//!
+//! ```no_run
+//! use zfs_core::{SnapshotName, Zfs};
+//!
+//! let zfs = Zfs::open()?;
+//! let snap: SnapshotName = "tank/home@monday".parse()?;
+//! let mark = snap.bookmark("monday")?;
+//! zfs.bookmark(&[(mark.clone(), snap.clone().into())])?;
+//! for b in zfs.bookmarks(&snap.dataset())? {
+//!     println!("{} guid={:#x}", b.name(), b.guid());
+//! }
+//! zfs.destroy_bookmarks(&[mark])?;
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ffi;
+use crate::name::AnyName;
+use crate::name::{BookmarkName, DatasetName, SnapshotName};
+use crate::nvlist::NvList;
+use crate::Zfs;
+
+/// A bookmark: its name, and the GUID and createtxg of the snapshot it marks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Bookmark {
+    name: BookmarkName,
+    guid: u64,
+    createtxg: u64,
+}
+
+impl Bookmark {
+    pub fn name(&self) -> &BookmarkName {
+        &self.name
+    }
+    /// The GUID of the snapshot this bookmark was made from.
+    pub fn guid(&self) -> u64 {
+        self.guid
+    }
+    /// The createtxg of the snapshot this bookmark was made from.
+    pub fn createtxg(&self) -> u64 {
+        self.createtxg
+    }
+}
+
+/// A snapshot or a bookmark: the source of a bookmark, or the base of an
+/// incremental send.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SnapshotOrBookmark {
+    Snapshot(SnapshotName),
+    Bookmark(BookmarkName),
+}
+
+impl SnapshotOrBookmark {
+    pub fn as_str(&self) -> &str {
+        match self {
+            SnapshotOrBookmark::Snapshot(s) => s.as_str(),
+            SnapshotOrBookmark::Bookmark(b) => b.as_str(),
+        }
+    }
+}
+
+impl From<SnapshotName> for SnapshotOrBookmark {
+    fn from(s: SnapshotName) -> Self {
+        SnapshotOrBookmark::Snapshot(s)
+    }
+}
+
+impl From<BookmarkName> for SnapshotOrBookmark {
+    fn from(b: BookmarkName) -> Self {
+        SnapshotOrBookmark::Bookmark(b)
+    }
+}
+
+fn guid_and_txg(op: &'static str, target: &str, props: &NvList) -> Result<(u64, u64)> {
+    let get = |key: &str| {
+        props
+            .get_nvlist(key)
+            .and_then(|v| v.get_u64("value"))
+            .map_err(|e| Error::shape(op, target, e))
+    };
+    Ok((get("guid")?, get("createtxg")?))
+}
+
+impl Zfs {
+    /// Creates bookmarks, each from a snapshot or an existing bookmark of the
+    /// same filesystem. All in one pool; the batch is atomic.
+    pub fn bookmark(&self, bookmarks: &[(BookmarkName, SnapshotOrBookmark)]) -> Result<()> {
+        if bookmarks.is_empty() {
+            return Ok(());
+        }
+        let mut l = NvList::new();
+        for (mark, source) in bookmarks {
+            l.insert(mark.as_str(), source.as_str());
+        }
+        ffi::lzc_bookmark(&l)
+            .map_err(|(errno, list)| Error::from_batch("lzc_bookmark", errno, list))
+    }
+
+    /// The bookmarks of a filesystem or volume, oldest first (by createtxg).
+    pub fn bookmarks(&self, dataset: &DatasetName) -> Result<Vec<Bookmark>> {
+        const OP: &str = "lzc_get_bookmarks";
+        let mut want = NvList::new();
+        want.insert_flag("guid").insert_flag("createtxg");
+        let list = ffi::lzc_get_bookmarks(&dataset.to_c_name(), &want)
+            .map_err(|e| Error::from_errno(OP, dataset.as_str(), e))?;
+        let mut out = Vec::with_capacity(list.len());
+        for (short, props) in list.iter() {
+            let crate::NvValue::NvList(props) = props else {
+                return Err(Error::invalid(
+                    OP,
+                    dataset.as_str(),
+                    ErrorKind::UnexpectedShape,
+                    format!("entry {short:?} is not an nvlist"),
+                ));
+            };
+            let name = dataset.bookmark(short)?;
+            let (guid, createtxg) = guid_and_txg(OP, name.as_str(), props)?;
+            out.push(Bookmark {
+                name,
+                guid,
+                createtxg,
+            });
+        }
+        out.sort_by_key(|b| b.createtxg);
+        Ok(out)
+    }
+
+    /// Looks up one bookmark.
+    pub fn bookmark_info(&self, name: &BookmarkName) -> Result<Bookmark> {
+        self.bookmarks(&name.dataset())?
+            .into_iter()
+            .find(|b| b.name == *name)
+            .ok_or_else(|| {
+                Error::from_errno(
+                    "lzc_get_bookmarks",
+                    name.as_str(),
+                    crate::Errno(libc::ENOENT),
+                )
+            })
+    }
+
+    /// Destroys bookmarks (all in one pool). Missing bookmarks are not an error.
+    pub fn destroy_bookmarks(&self, bookmarks: &[BookmarkName]) -> Result<()> {
+        if bookmarks.is_empty() {
+            return Ok(());
+        }
+        let mut l = NvList::new();
+        for b in bookmarks {
+            l.insert_flag(b.as_str());
+        }
+        ffi::lzc_destroy_bookmarks(&l)
+            .map_err(|(errno, list)| Error::from_batch("lzc_destroy_bookmarks", errno, list))
+    }
+}

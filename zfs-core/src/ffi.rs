@@ -1,0 +1,691 @@
+//! The one module of zfs-core that uses `unsafe`: thin wrappers over
+//! `zfs-sys` (libzfs_core, libnvpair, `/dev/zfs` ioctls) and a few libc calls.
+//!
+//! Every function here takes and returns safe Rust types; callers elsewhere in
+//! the crate never touch a raw pointer. Each `unsafe` block states why it is
+//! sound.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::{self, NonNull};
+use std::sync::OnceLock;
+
+use zfs_sys::data_type_t as dt;
+use zfs_sys::ioctl::zfs_cmd_t;
+
+use crate::error::Errno;
+use crate::nvlist::{NvList, NvValue};
+
+/// Initialises libzfs_core once per process and never finalises it, so no
+/// thread can race a `libzfs_core_fini` (the library refcounts one global fd).
+pub(crate) fn init_libzfs_core() -> Result<(), Errno> {
+    static INIT: OnceLock<i32> = OnceLock::new();
+    // SAFETY: libzfs_core_init takes no arguments; OnceLock runs it once.
+    let rc = *INIT.get_or_init(|| unsafe { zfs_sys::libzfs_core_init() });
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno(rc))
+    }
+}
+
+fn last_errno() -> Errno {
+    Errno(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+fn rc(rc: libc::c_int) -> Result<(), Errno> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno(rc))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// nvlist conversion: Rust `NvList` <-> C `nvlist_t`.
+// ---------------------------------------------------------------------------
+
+/// An owned C nvlist, freed on drop.
+pub(crate) struct CNvList(NonNull<zfs_sys::nvlist_t>);
+
+impl Drop for CNvList {
+    fn drop(&mut self) {
+        // SAFETY: we own the list; nothing else frees it.
+        unsafe { zfs_sys::nvlist_free(self.0.as_ptr()) }
+    }
+}
+
+impl CNvList {
+    fn alloc() -> Result<Self, Errno> {
+        let mut nvl = ptr::null_mut();
+        // SAFETY: nvlist_alloc writes a fresh list into `nvl` on success.
+        rc(unsafe { zfs_sys::nvlist_alloc(&mut nvl, zfs_sys::NV_UNIQUE_NAME, 0) })?;
+        NonNull::new(nvl).map(Self).ok_or(Errno(libc::ENOMEM))
+    }
+
+    /// Takes ownership of a list returned by libzfs_core (NULL gives None).
+    fn from_raw(nvl: *mut zfs_sys::nvlist_t) -> Option<Self> {
+        NonNull::new(nvl).map(Self)
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut zfs_sys::nvlist_t {
+        self.0.as_ptr()
+    }
+
+    /// Builds a C list from a Rust one. Fails on interior NULs or ENOMEM.
+    pub(crate) fn from_nvlist(list: &NvList) -> Result<Self, Errno> {
+        let c = Self::alloc()?;
+        for (key, value) in list.iter() {
+            c.add(key, value)?;
+        }
+        Ok(c)
+    }
+
+    fn add(&self, key: &str, value: &NvValue) -> Result<(), Errno> {
+        let k = cstring(key)?;
+        let l = self.as_ptr();
+        let k = k.as_ptr();
+        // SAFETY (all arms): `l` is a valid list we own, `k` a NUL-terminated
+        // key, and every pointer/length pair describes a live Rust buffer for
+        // the duration of the call; libnvpair copies what it is given.
+        let r = unsafe {
+            match value {
+                NvValue::Boolean => zfs_sys::nvlist_add_boolean(l, k),
+                NvValue::BoolValue(v) => zfs_sys::nvlist_add_boolean_value(l, k, *v as u32),
+                NvValue::Byte(v) => zfs_sys::nvlist_add_byte(l, k, *v),
+                NvValue::I8(v) => zfs_sys::nvlist_add_int8(l, k, *v),
+                NvValue::U8(v) => zfs_sys::nvlist_add_uint8(l, k, *v),
+                NvValue::I16(v) => zfs_sys::nvlist_add_int16(l, k, *v),
+                NvValue::U16(v) => zfs_sys::nvlist_add_uint16(l, k, *v),
+                NvValue::I32(v) => zfs_sys::nvlist_add_int32(l, k, *v),
+                NvValue::U32(v) => zfs_sys::nvlist_add_uint32(l, k, *v),
+                NvValue::I64(v) => zfs_sys::nvlist_add_int64(l, k, *v),
+                NvValue::U64(v) => zfs_sys::nvlist_add_uint64(l, k, *v),
+                NvValue::Double(v) => zfs_sys::nvlist_add_double(l, k, *v),
+                NvValue::String(v) => {
+                    let v = cstring(v)?;
+                    zfs_sys::nvlist_add_string(l, k, v.as_ptr())
+                }
+                NvValue::NvList(v) => {
+                    let v = CNvList::from_nvlist(v)?;
+                    zfs_sys::nvlist_add_nvlist(l, k, v.as_ptr())
+                }
+                NvValue::BoolArray(v) => {
+                    let v: Vec<u32> = v.iter().map(|b| *b as u32).collect();
+                    zfs_sys::nvlist_add_boolean_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::ByteArray(v) => {
+                    zfs_sys::nvlist_add_byte_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::I32Array(v) => {
+                    zfs_sys::nvlist_add_int32_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::U32Array(v) => {
+                    zfs_sys::nvlist_add_uint32_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::I64Array(v) => {
+                    zfs_sys::nvlist_add_int64_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::U64Array(v) => {
+                    zfs_sys::nvlist_add_uint64_array(l, k, v.as_ptr(), len_u32(v.len())?)
+                }
+                NvValue::StringArray(v) => {
+                    let owned = v
+                        .iter()
+                        .map(|s| cstring(s))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let ptrs: Vec<*const libc::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
+                    zfs_sys::nvlist_add_string_array(l, k, ptrs.as_ptr(), len_u32(ptrs.len())?)
+                }
+                NvValue::NvListArray(v) => {
+                    let owned = v
+                        .iter()
+                        .map(CNvList::from_nvlist)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let ptrs: Vec<*const zfs_sys::nvlist_t> =
+                        owned.iter().map(|c| c.as_ptr() as *const _).collect();
+                    zfs_sys::nvlist_add_nvlist_array(l, k, ptrs.as_ptr(), len_u32(ptrs.len())?)
+                }
+                NvValue::HrTime(v) => zfs_sys::nvlist_add_hrtime(l, k, *v),
+            }
+        };
+        rc(r)
+    }
+
+    /// Converts the C list to a Rust one. Unknown pair types are an error,
+    /// never a panic.
+    pub(crate) fn to_nvlist(&self) -> Result<NvList, Errno> {
+        let mut out = NvList::new();
+        let mut pair: *mut zfs_sys::nvpair_t = ptr::null_mut();
+        loop {
+            // SAFETY: `self` is a valid list; `pair` is NULL or a pair of it.
+            pair = unsafe { zfs_sys::nvlist_next_nvpair(self.as_ptr(), pair) };
+            if pair.is_null() {
+                break;
+            }
+            // SAFETY: `pair` is a live pair of this list; its name is a
+            // NUL-terminated string owned by the list.
+            let name = unsafe { CStr::from_ptr(zfs_sys::nvpair_name(pair)) }
+                .to_string_lossy()
+                .into_owned();
+            let value = pair_value(pair)?;
+            out.insert(name, value);
+        }
+        Ok(out)
+    }
+
+    /// Packs in native encoding.
+    pub(crate) fn pack(&self) -> Result<Vec<u8>, Errno> {
+        let mut buf: *mut libc::c_char = ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: valid list; nvlist_pack mallocs `buf` and sets `size`.
+        rc(unsafe {
+            zfs_sys::nvlist_pack(
+                self.as_ptr(),
+                &mut buf,
+                &mut size,
+                zfs_sys::NV_ENCODE_NATIVE as i32,
+                0,
+            )
+        })?;
+        if buf.is_null() {
+            return Err(Errno(libc::ENOMEM));
+        }
+        // SAFETY: `buf` holds `size` bytes written by nvlist_pack.
+        let out = unsafe { std::slice::from_raw_parts(buf as *const u8, size) }.to_vec();
+        // SAFETY: `buf` was malloc'd by nvlist_pack and is freed once.
+        unsafe { libc::free(buf.cast()) };
+        Ok(out)
+    }
+
+    /// Unpacks a packed list (native or XDR encoding).
+    pub(crate) fn unpack(bytes: &[u8]) -> Result<Self, Errno> {
+        let mut nvl = ptr::null_mut();
+        // SAFETY: `bytes` is a live buffer of the given length; nvlist_unpack
+        // only reads it and validates the encoding, returning an errno on
+        // malformed input.
+        rc(unsafe {
+            zfs_sys::nvlist_unpack(
+                bytes.as_ptr() as *mut libc::c_char,
+                bytes.len(),
+                &mut nvl,
+                0,
+            )
+        })?;
+        Self::from_raw(nvl).ok_or(Errno(libc::ENOMEM))
+    }
+}
+
+fn len_u32(n: usize) -> Result<u32, Errno> {
+    u32::try_from(n).map_err(|_| Errno(libc::E2BIG))
+}
+
+fn cstring(s: &str) -> Result<CString, Errno> {
+    CString::new(s).map_err(|_| Errno(libc::EINVAL))
+}
+
+/// Reads an array value: `getter` fills a pointer and a count.
+///
+/// # Safety
+/// `getter` must call an `nvpair_value_*_array` function on a live pair, which
+/// sets the pointer to `count` elements owned by the list (or NULL with 0).
+unsafe fn read_array<T: Copy>(
+    getter: impl FnOnce(*mut *mut T, *mut u32) -> libc::c_int,
+) -> Result<Vec<T>, Errno> {
+    let mut p: *mut T = ptr::null_mut();
+    let mut n: u32 = 0;
+    rc(getter(&mut p, &mut n))?;
+    if p.is_null() || n == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: per the contract, `p` points to `n` initialised elements.
+    Ok(unsafe { std::slice::from_raw_parts(p, n as usize) }.to_vec())
+}
+
+fn pair_value(pair: *mut zfs_sys::nvpair_t) -> Result<NvValue, Errno> {
+    macro_rules! scalar {
+        ($f:ident, $t:ty, $variant:ident) => {{
+            let mut v: $t = Default::default();
+            // SAFETY: `pair` is a live pair of this type; `v` is a valid out slot.
+            rc(unsafe { zfs_sys::$f(pair, &mut v) })?;
+            NvValue::$variant(v)
+        }};
+    }
+    macro_rules! array {
+        ($f:ident, $variant:ident) => {{
+            // SAFETY: `pair` is a live pair of this array type; see read_array.
+            NvValue::$variant(unsafe { read_array(|p, n| zfs_sys::$f(pair, p, n)) }?)
+        }};
+    }
+    // SAFETY: `pair` is a live pair.
+    let ty = unsafe { zfs_sys::nvpair_type(pair) };
+    Ok(match ty {
+        dt::DATA_TYPE_BOOLEAN => NvValue::Boolean,
+        dt::DATA_TYPE_BOOLEAN_VALUE => {
+            let mut v: zfs_sys::boolean_t = 0;
+            // SAFETY: live boolean_value pair; valid out slot.
+            rc(unsafe { zfs_sys::nvpair_value_boolean_value(pair, &mut v) })?;
+            NvValue::BoolValue(v != 0)
+        }
+        dt::DATA_TYPE_BYTE => scalar!(nvpair_value_byte, u8, Byte),
+        dt::DATA_TYPE_INT8 => scalar!(nvpair_value_int8, i8, I8),
+        dt::DATA_TYPE_UINT8 => scalar!(nvpair_value_uint8, u8, U8),
+        dt::DATA_TYPE_INT16 => scalar!(nvpair_value_int16, i16, I16),
+        dt::DATA_TYPE_UINT16 => scalar!(nvpair_value_uint16, u16, U16),
+        dt::DATA_TYPE_INT32 => scalar!(nvpair_value_int32, i32, I32),
+        dt::DATA_TYPE_UINT32 => scalar!(nvpair_value_uint32, u32, U32),
+        dt::DATA_TYPE_INT64 => scalar!(nvpair_value_int64, i64, I64),
+        dt::DATA_TYPE_UINT64 => scalar!(nvpair_value_uint64, u64, U64),
+        dt::DATA_TYPE_DOUBLE => scalar!(nvpair_value_double, f64, Double),
+        dt::DATA_TYPE_HRTIME => scalar!(nvpair_value_hrtime, i64, HrTime),
+        dt::DATA_TYPE_STRING => {
+            let mut s: *const libc::c_char = ptr::null();
+            // SAFETY: live string pair; `s` receives a pointer owned by the list.
+            rc(unsafe { zfs_sys::nvpair_value_string(pair, &mut s) })?;
+            if s.is_null() {
+                return Err(Errno(libc::EINVAL));
+            }
+            // SAFETY: non-NULL, NUL-terminated, owned by the live list.
+            NvValue::String(unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned())
+        }
+        dt::DATA_TYPE_NVLIST => {
+            let mut l: *mut zfs_sys::nvlist_t = ptr::null_mut();
+            // SAFETY: live nvlist pair; `l` is borrowed from the parent list.
+            rc(unsafe { zfs_sys::nvpair_value_nvlist(pair, &mut l) })?;
+            NvValue::NvList(borrowed_to_nvlist(l)?)
+        }
+        dt::DATA_TYPE_BOOLEAN_ARRAY => {
+            // SAFETY: live boolean array pair; see read_array.
+            let v: Vec<zfs_sys::boolean_t> =
+                unsafe { read_array(|p, n| zfs_sys::nvpair_value_boolean_array(pair, p, n)) }?;
+            NvValue::BoolArray(v.into_iter().map(|b| b != 0).collect())
+        }
+        dt::DATA_TYPE_BYTE_ARRAY => array!(nvpair_value_byte_array, ByteArray),
+        dt::DATA_TYPE_UINT8_ARRAY => array!(nvpair_value_uint8_array, ByteArray),
+        dt::DATA_TYPE_INT32_ARRAY => array!(nvpair_value_int32_array, I32Array),
+        dt::DATA_TYPE_UINT32_ARRAY => array!(nvpair_value_uint32_array, U32Array),
+        dt::DATA_TYPE_INT64_ARRAY => array!(nvpair_value_int64_array, I64Array),
+        dt::DATA_TYPE_UINT64_ARRAY => array!(nvpair_value_uint64_array, U64Array),
+        dt::DATA_TYPE_STRING_ARRAY => {
+            // SAFETY: live string array pair; the element pointers are owned
+            // by the list and each is NUL-terminated or NULL.
+            let v: Vec<*const libc::c_char> = unsafe {
+                read_array(|p, n| zfs_sys::nvpair_value_string_array(pair, p as *mut _, n))
+            }?;
+            let mut out = Vec::with_capacity(v.len());
+            for s in v {
+                if s.is_null() {
+                    return Err(Errno(libc::EINVAL));
+                }
+                // SAFETY: non-NULL, NUL-terminated, owned by the live list.
+                out.push(unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned());
+            }
+            NvValue::StringArray(out)
+        }
+        dt::DATA_TYPE_NVLIST_ARRAY => {
+            // SAFETY: live nvlist array pair; elements are borrowed lists.
+            let v: Vec<*mut zfs_sys::nvlist_t> =
+                unsafe { read_array(|p, n| zfs_sys::nvpair_value_nvlist_array(pair, p, n)) }?;
+            NvValue::NvListArray(
+                v.into_iter()
+                    .map(borrowed_to_nvlist)
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        // INT8/INT16/UINT16 arrays and unknown types: not used by ZFS's
+        // ioctl interfaces; report rather than guess.
+        _ => return Err(Errno(libc::ENOTSUP)),
+    })
+}
+
+fn borrowed_to_nvlist(l: *mut zfs_sys::nvlist_t) -> Result<NvList, Errno> {
+    let Some(nn) = NonNull::new(l) else {
+        return Err(Errno(libc::EINVAL));
+    };
+    // Wrap without taking ownership: convert, then forget the wrapper.
+    let tmp = std::mem::ManuallyDrop::new(CNvList(nn));
+    tmp.to_nvlist()
+}
+
+/// Converts an owned list returned by libzfs_core (NULL gives None).
+fn take_list(nvl: *mut zfs_sys::nvlist_t) -> Result<Option<NvList>, Errno> {
+    match CNvList::from_raw(nvl) {
+        Some(c) => c.to_nvlist().map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Result of a libzfs_core batch call: the errno and the per-name errlist.
+pub(crate) type BatchResult = Result<(), (Errno, Option<NvList>)>;
+
+fn batch(r: libc::c_int, errlist: *mut zfs_sys::nvlist_t) -> BatchResult {
+    let list = take_list(errlist).ok().flatten();
+    if r == 0 {
+        Ok(())
+    } else {
+        Err((Errno(r), list))
+    }
+}
+
+fn c_opt(s: Option<&CStr>) -> *const libc::c_char {
+    s.map_or(ptr::null(), CStr::as_ptr)
+}
+
+// ---------------------------------------------------------------------------
+// libzfs_core calls.
+// ---------------------------------------------------------------------------
+
+pub(crate) fn lzc_exists(name: &CStr) -> bool {
+    // SAFETY: NUL-terminated name; libzfs_core is initialised by Zfs::open.
+    unsafe { zfs_sys::lzc_exists(name.as_ptr()) != 0 }
+}
+
+pub(crate) fn lzc_snapshot(snaps: &NvList, props: &NvList) -> BatchResult {
+    let snaps = CNvList::from_nvlist(snaps).map_err(|e| (e, None))?;
+    let props = CNvList::from_nvlist(props).map_err(|e| (e, None))?;
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid lists; errlist receives an owned list or stays NULL.
+    let r = unsafe { zfs_sys::lzc_snapshot(snaps.as_ptr(), props.as_ptr(), &mut errlist) };
+    batch(r, errlist)
+}
+
+pub(crate) fn lzc_destroy_snaps(snaps: &NvList, defer: bool) -> BatchResult {
+    let snaps = CNvList::from_nvlist(snaps).map_err(|e| (e, None))?;
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid list; errlist receives an owned list or stays NULL.
+    let r = unsafe { zfs_sys::lzc_destroy_snaps(snaps.as_ptr(), defer as u32, &mut errlist) };
+    batch(r, errlist)
+}
+
+pub(crate) fn lzc_bookmark(bookmarks: &NvList) -> BatchResult {
+    let b = CNvList::from_nvlist(bookmarks).map_err(|e| (e, None))?;
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid list; errlist receives an owned list or stays NULL.
+    let r = unsafe { zfs_sys::lzc_bookmark(b.as_ptr(), &mut errlist) };
+    batch(r, errlist)
+}
+
+pub(crate) fn lzc_destroy_bookmarks(bookmarks: &NvList) -> BatchResult {
+    let b = CNvList::from_nvlist(bookmarks).map_err(|e| (e, None))?;
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid list; errlist receives an owned list or stays NULL.
+    let r = unsafe { zfs_sys::lzc_destroy_bookmarks(b.as_ptr(), &mut errlist) };
+    batch(r, errlist)
+}
+
+pub(crate) fn lzc_get_bookmarks(fs: &CStr, props: &NvList) -> Result<NvList, Errno> {
+    let props = CNvList::from_nvlist(props)?;
+    let mut out = ptr::null_mut();
+    // SAFETY: NUL-terminated name, valid props list; `out` receives an owned list.
+    rc(unsafe { zfs_sys::lzc_get_bookmarks(fs.as_ptr(), props.as_ptr(), &mut out) })?;
+    Ok(take_list(out)?.unwrap_or_default())
+}
+
+/// `lzc_hold`. On success, returns the errlist too: holds on missing
+/// snapshots are skipped by the kernel and only reported there.
+pub(crate) fn lzc_hold(
+    holds: &NvList,
+    cleanup_fd: Option<BorrowedFd<'_>>,
+) -> Result<Option<NvList>, (Errno, Option<NvList>)> {
+    let h = CNvList::from_nvlist(holds).map_err(|e| (e, None))?;
+    let fd = cleanup_fd.map_or(-1, |f| f.as_raw_fd());
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid list; `fd` is -1 or an fd borrowed for the call.
+    let r = unsafe { zfs_sys::lzc_hold(h.as_ptr(), fd, &mut errlist) };
+    let list = take_list(errlist).ok().flatten();
+    if r == 0 {
+        Ok(list)
+    } else {
+        Err((Errno(r), list))
+    }
+}
+
+pub(crate) fn lzc_release(holds: &NvList) -> BatchResult {
+    let h = CNvList::from_nvlist(holds).map_err(|e| (e, None))?;
+    let mut errlist = ptr::null_mut();
+    // SAFETY: valid list; errlist receives an owned list or stays NULL.
+    let r = unsafe { zfs_sys::lzc_release(h.as_ptr(), &mut errlist) };
+    batch(r, errlist)
+}
+
+pub(crate) fn lzc_get_holds(snap: &CStr) -> Result<NvList, Errno> {
+    let mut out = ptr::null_mut();
+    // SAFETY: NUL-terminated name; `out` receives an owned list.
+    rc(unsafe { zfs_sys::lzc_get_holds(snap.as_ptr(), &mut out) })?;
+    Ok(take_list(out)?.unwrap_or_default())
+}
+
+pub(crate) fn lzc_create(
+    name: &CStr,
+    volume: bool,
+    props: &NvList,
+    key: Option<&[u8]>,
+) -> Result<(), Errno> {
+    let props = CNvList::from_nvlist(props)?;
+    let ty = if volume {
+        zfs_sys::lzc_dataset_type::LZC_DATSET_TYPE_ZVOL
+    } else {
+        zfs_sys::lzc_dataset_type::LZC_DATSET_TYPE_ZFS
+    };
+    let (kp, kl) = match key {
+        Some(k) => (k.as_ptr() as *mut u8, len_u32(k.len())?),
+        None => (ptr::null_mut(), 0),
+    };
+    // SAFETY: NUL-terminated name, valid list; the key buffer is only read.
+    rc(unsafe { zfs_sys::lzc_create(name.as_ptr(), ty, props.as_ptr(), kp, kl) })
+}
+
+pub(crate) fn lzc_clone(name: &CStr, origin: &CStr, props: &NvList) -> Result<(), Errno> {
+    let props = CNvList::from_nvlist(props)?;
+    // SAFETY: NUL-terminated names and a valid list.
+    rc(unsafe { zfs_sys::lzc_clone(name.as_ptr(), origin.as_ptr(), props.as_ptr()) })
+}
+
+/// Promotes a clone; on EEXIST returns the conflicting snapshot's name.
+pub(crate) fn lzc_promote(name: &CStr) -> Result<(), (Errno, String)> {
+    let mut buf = vec![0u8; zfs_sys::ioctl::MAXNAMELEN];
+    // SAFETY: NUL-terminated name; `buf` has the length we pass.
+    let r =
+        unsafe { zfs_sys::lzc_promote(name.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32) };
+    rc(r).map_err(|e| (e, c_buf_to_string(&buf)))
+}
+
+pub(crate) fn lzc_destroy(name: &CStr) -> Result<(), Errno> {
+    // SAFETY: NUL-terminated name.
+    rc(unsafe { zfs_sys::lzc_destroy(name.as_ptr()) })
+}
+
+/// Rolls back to the latest snapshot; returns its name.
+pub(crate) fn lzc_rollback(fs: &CStr) -> Result<String, Errno> {
+    let mut buf = vec![0u8; zfs_sys::ioctl::MAXNAMELEN];
+    // SAFETY: NUL-terminated name; `buf` has the length we pass.
+    rc(unsafe { zfs_sys::lzc_rollback(fs.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32) })?;
+    Ok(c_buf_to_string(&buf))
+}
+
+pub(crate) fn lzc_rollback_to(fs: &CStr, snap: &CStr) -> Result<(), Errno> {
+    // SAFETY: NUL-terminated names.
+    rc(unsafe { zfs_sys::lzc_rollback_to(fs.as_ptr(), snap.as_ptr()) })
+}
+
+pub(crate) fn lzc_rename(from: &CStr, to: &CStr) -> Result<(), Errno> {
+    // SAFETY: NUL-terminated names.
+    rc(unsafe { zfs_sys::lzc_rename(from.as_ptr(), to.as_ptr()) })
+}
+
+pub(crate) fn lzc_send(
+    snap: &CStr,
+    from: Option<&CStr>,
+    fd: BorrowedFd<'_>,
+    flags: u32,
+    resume: Option<(u64, u64)>,
+) -> Result<(), Errno> {
+    let f = zfs_sys::lzc_send_flags(flags);
+    // SAFETY: NUL-terminated names (or NULL for `from`); `fd` is borrowed
+    // for the duration of the call.
+    let r = unsafe {
+        match resume {
+            None => zfs_sys::lzc_send(snap.as_ptr(), c_opt(from), fd.as_raw_fd(), f),
+            Some((obj, off)) => {
+                zfs_sys::lzc_send_resume(snap.as_ptr(), c_opt(from), fd.as_raw_fd(), f, obj, off)
+            }
+        }
+    };
+    rc(r)
+}
+
+pub(crate) fn lzc_send_space(snap: &CStr, from: Option<&CStr>, flags: u32) -> Result<u64, Errno> {
+    let mut space = 0u64;
+    // SAFETY: NUL-terminated names (or NULL); `space` is a valid out slot.
+    rc(unsafe {
+        zfs_sys::lzc_send_space(
+            snap.as_ptr(),
+            c_opt(from),
+            zfs_sys::lzc_send_flags(flags),
+            &mut space,
+        )
+    })?;
+    Ok(space)
+}
+
+/// What `lzc_receive_one` reports besides its errno.
+pub(crate) struct ReceiveOutcome {
+    pub read_bytes: u64,
+    /// Per-property errors of the received properties, if any.
+    pub prop_errors: Option<NvList>,
+}
+
+/// Receives one substream whose BEGIN record the caller already read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lzc_receive_one(
+    snap: &CStr,
+    props: Option<&NvList>,
+    origin: Option<&CStr>,
+    force: bool,
+    resumable: bool,
+    raw: bool,
+    fd: BorrowedFd<'_>,
+    begin_record: &[u8; 312],
+) -> Result<ReceiveOutcome, (Errno, ReceiveOutcome)> {
+    let props = match props.map(CNvList::from_nvlist).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            return Err((
+                e,
+                ReceiveOutcome {
+                    read_bytes: 0,
+                    prop_errors: None,
+                },
+            ));
+        }
+    };
+    let mut read_bytes = 0u64;
+    let mut errflags = 0u64;
+    let mut action_handle = 0u64;
+    let mut errors = ptr::null_mut();
+    // SAFETY: NUL-terminated names (or NULL); `props` is NULL or a valid
+    // list; `begin_record` is 312 readable bytes, the size of
+    // dmu_replay_record_t; the out slots are valid; `fd` is borrowed for the
+    // call; -1 means no cleanup fd.
+    let r = unsafe {
+        zfs_sys::lzc_receive_one(
+            snap.as_ptr(),
+            props.as_ref().map_or(ptr::null_mut(), CNvList::as_ptr),
+            c_opt(origin),
+            force as u32,
+            resumable as u32,
+            raw as u32,
+            fd.as_raw_fd(),
+            begin_record.as_ptr().cast(),
+            -1,
+            &mut read_bytes,
+            &mut errflags,
+            &mut action_handle,
+            &mut errors,
+        )
+    };
+    let outcome = ReceiveOutcome {
+        read_bytes,
+        prop_errors: take_list(errors).ok().flatten().filter(|l| !l.is_empty()),
+    };
+    if r == 0 {
+        Ok(outcome)
+    } else {
+        Err((Errno(r), outcome))
+    }
+}
+
+fn c_buf_to_string(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// Raw ioctls and libc.
+// ---------------------------------------------------------------------------
+
+/// A zeroed `zfs_cmd_t` on the heap (it is 13744 bytes).
+pub(crate) fn new_cmd() -> Box<zfs_cmd_t> {
+    Box::new(zfs_cmd_t::zeroed())
+}
+
+/// Issues one `/dev/zfs` ioctl.
+pub(crate) fn zfs_ioctl(
+    dev: BorrowedFd<'_>,
+    request: u32,
+    zc: &mut zfs_cmd_t,
+) -> Result<(), Errno> {
+    // SAFETY: `zc` is an exclusively borrowed zfs_cmd_t of exactly the size
+    // the kernel copies; any buffers it points to were set by the caller
+    // from live Rust allocations; `dev` is an open fd.
+    let r = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            request as libc::c_ulong,
+            zc as *mut zfs_cmd_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd), Errno> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: pipe2 succeeded, so both fds are open and owned by us alone.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `fcntl(F_SETPIPE_SZ)`: returns the size the kernel granted.
+pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> Result<usize, Errno> {
+    let size = libc::c_int::try_from(size).map_err(|_| Errno(libc::EINVAL))?;
+    // SAFETY: fcntl on an open fd with an integer argument.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Whether `fd` is a FIFO (pipe).
+pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
+    // SAFETY: an all-zero `stat` is a valid out buffer for fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: open fd and a valid out buffer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFIFO)
+}

@@ -1,0 +1,173 @@
+//! User holds: a held snapshot cannot be destroyed.
+//!
+//! Temporary holds are bound to a cleanup file descriptor: [`HoldGuard`]
+//! releases them on drop, and the kernel releases them when the descriptor
+//! closes, even if the process is killed. Nothing leaks.
+//!
+//! ```no_run
+//! use zfs_core::{SnapshotName, Zfs};
+//!
+//! let zfs = Zfs::open()?;
+//! let base: SnapshotName = "tank/home@base".parse()?;
+//! {
+//!     let _guard = zfs.hold_temporary(&[(base.clone(), "myapp:transfer".to_string())])?;
+//!     // `base` cannot be destroyed here.
+//!     assert!(zfs.holds(&base)?.contains_key("myapp:transfer"));
+//! } // released
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+
+use crate::error::{Errno, Error, Result};
+use crate::ffi;
+use crate::name::AnyName;
+use crate::name::SnapshotName;
+use crate::nvlist::NvList;
+use crate::Zfs;
+
+/// Temporary holds that are released when the guard drops (or, if the
+/// process dies, when the kernel closes its cleanup descriptor).
+#[derive(Debug)]
+pub struct HoldGuard {
+    holds: Vec<(SnapshotName, String)>,
+    cleanup_fd: Option<OwnedFd>,
+}
+
+impl HoldGuard {
+    /// The holds this guard owns.
+    pub fn holds(&self) -> &[(SnapshotName, String)] {
+        &self.holds
+    }
+
+    /// Releases the holds now, reporting failures (dropping releases too,
+    /// ignoring them).
+    pub fn release(mut self) -> Result<()> {
+        let holds = std::mem::take(&mut self.holds);
+        let result = release_all(&holds);
+        // Closing the cleanup fd releases anything left.
+        self.cleanup_fd.take();
+        result
+    }
+}
+
+impl Drop for HoldGuard {
+    fn drop(&mut self) {
+        let holds = std::mem::take(&mut self.holds);
+        let _ = release_all(&holds);
+    }
+}
+
+/// Releases holds, one call per tag so that several tags on one snapshot work.
+fn release_all(holds: &[(SnapshotName, String)]) -> Result<()> {
+    let mut first_error = None;
+    for chunk in group_by_unique_snapshot(holds) {
+        let mut l = NvList::new();
+        for (snap, tag) in chunk {
+            l.insert(
+                snap.as_str(),
+                NvList::new().with(tag.as_str(), crate::NvValue::Boolean),
+            );
+        }
+        if let Err((errno, list)) = ffi::lzc_release(&l) {
+            first_error.get_or_insert(Error::from_batch("lzc_release", errno, list));
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Splits holds into batches in which each snapshot appears once (an nvlist
+/// has unique keys).
+fn group_by_unique_snapshot(holds: &[(SnapshotName, String)]) -> Vec<Vec<&(SnapshotName, String)>> {
+    let mut batches: Vec<Vec<&(SnapshotName, String)>> = Vec::new();
+    for h in holds {
+        match batches
+            .iter_mut()
+            .find(|b| b.iter().all(|(s, _)| *s != h.0))
+        {
+            Some(b) => b.push(h),
+            None => batches.push(vec![h]),
+        }
+    }
+    batches
+}
+
+impl Zfs {
+    fn hold_impl(&self, holds: &[(SnapshotName, String)], cleanup: Option<&OwnedFd>) -> Result<()> {
+        let mut taken: Vec<(SnapshotName, String)> = Vec::new();
+        for batch in group_by_unique_snapshot(holds) {
+            let mut l = NvList::new();
+            for (snap, tag) in &batch {
+                l.insert(snap.as_str(), tag.as_str());
+            }
+            let outcome = ffi::lzc_hold(&l, cleanup.map(|f| f.as_fd()));
+            let failure = match outcome {
+                // The kernel skips missing snapshots and lists them: report
+                // that as a failure of the whole call.
+                Ok(Some(list)) if !list.is_empty() => Some(Error::from_batch(
+                    "lzc_hold",
+                    Errno(libc::ENOENT),
+                    Some(list),
+                )),
+                Ok(_) => None,
+                Err((errno, list)) => Some(Error::from_batch("lzc_hold", errno, list)),
+            };
+            match failure {
+                None => taken.extend(batch.into_iter().cloned()),
+                Some(e) => {
+                    // Undo what this call took, so a failed hold leaves nothing.
+                    let failed: Vec<&str> =
+                        e.batch_failures().iter().map(|f| f.name.as_str()).collect();
+                    taken.extend(
+                        batch
+                            .into_iter()
+                            .filter(|(s, _)| !failed.contains(&s.as_str()))
+                            .cloned(),
+                    );
+                    let _ = release_all(&taken);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Places persistent user holds (`zfs hold`): they survive reboots until
+    /// [`release`](Self::release)d. On any failure, holds taken by this call
+    /// are released again. A tag already on a snapshot is
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists).
+    pub fn hold(&self, holds: &[(SnapshotName, String)]) -> Result<()> {
+        self.hold_impl(holds, None)
+    }
+
+    /// Places temporary holds bound to a fresh cleanup descriptor.
+    pub fn hold_temporary(&self, holds: &[(SnapshotName, String)]) -> Result<HoldGuard> {
+        let fd = crate::open_dev_zfs()?;
+        self.hold_impl(holds, Some(&fd))?;
+        Ok(HoldGuard {
+            holds: holds.to_vec(),
+            cleanup_fd: Some(fd),
+        })
+    }
+
+    /// Releases user holds.
+    pub fn release(&self, holds: &[(SnapshotName, String)]) -> Result<()> {
+        release_all(holds)
+    }
+
+    /// The holds on a snapshot: tag → creation time (seconds since the epoch).
+    pub fn holds(&self, snapshot: &SnapshotName) -> Result<BTreeMap<String, u64>> {
+        const OP: &str = "lzc_get_holds";
+        let list = ffi::lzc_get_holds(&snapshot.to_c_name())
+            .map_err(|e| Error::from_errno(OP, snapshot.as_str(), e))?;
+        let mut out = BTreeMap::new();
+        for (tag, _) in list.iter() {
+            let when = list
+                .get_u64(tag)
+                .map_err(|e| Error::shape(OP, snapshot.as_str(), e))?;
+            out.insert(tag.to_owned(), when);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,405 @@
+//! Name/value lists, the argument and result format of every ZFS interface.
+//!
+//! [`NvList`] is an owned Rust value that converts to and from libnvpair's
+//! `nvlist_t` at the call boundary, so nothing here needs `unsafe` and no
+//! lifetime ties a result to a C allocation. Nested lists are borrowed with
+//! [`NvList::get_nvlist`]. Lists have unique names (`NV_UNIQUE_NAME`): adding a
+//! key again replaces its value.
+//!
+//! ```
+//! use zfs_core::nvlist::NvList;
+//!
+//! let mut props = NvList::new();
+//! props.insert("com.example:owner", "backup job");
+//! props.insert("recordsize", 1u64 << 20);
+//! let packed = props.pack()?;
+//! let back = NvList::unpack(&packed)?;
+//! assert_eq!(back.get_str("com.example:owner")?, "backup job");
+//! assert_eq!(back.get_u64("recordsize")?, 1 << 20);
+//! assert!(back.get_u64("com.example:owner").is_err()); // wrong type: an error, not a panic
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use std::fmt;
+
+use crate::error::{Errno, Error};
+use crate::ffi::CNvList;
+
+/// One value of an [`NvList`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum NvValue {
+    /// A bare name (`DATA_TYPE_BOOLEAN`): present or absent, no value.
+    Boolean,
+    BoolValue(bool),
+    Byte(u8),
+    I8(i8),
+    U8(u8),
+    I16(i16),
+    U16(u16),
+    I32(i32),
+    U32(u32),
+    I64(i64),
+    U64(u64),
+    Double(f64),
+    HrTime(i64),
+    String(String),
+    NvList(NvList),
+    BoolArray(Vec<bool>),
+    ByteArray(Vec<u8>),
+    I32Array(Vec<i32>),
+    U32Array(Vec<u32>),
+    I64Array(Vec<i64>),
+    U64Array(Vec<u64>),
+    StringArray(Vec<String>),
+    NvListArray(Vec<NvList>),
+}
+
+impl NvValue {
+    /// The libnvpair type name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            NvValue::Boolean => "boolean",
+            NvValue::BoolValue(_) => "boolean_value",
+            NvValue::Byte(_) => "byte",
+            NvValue::I8(_) => "int8",
+            NvValue::U8(_) => "uint8",
+            NvValue::I16(_) => "int16",
+            NvValue::U16(_) => "uint16",
+            NvValue::I32(_) => "int32",
+            NvValue::U32(_) => "uint32",
+            NvValue::I64(_) => "int64",
+            NvValue::U64(_) => "uint64",
+            NvValue::Double(_) => "double",
+            NvValue::HrTime(_) => "hrtime",
+            NvValue::String(_) => "string",
+            NvValue::NvList(_) => "nvlist",
+            NvValue::BoolArray(_) => "boolean_array",
+            NvValue::ByteArray(_) => "byte_array",
+            NvValue::I32Array(_) => "int32_array",
+            NvValue::U32Array(_) => "uint32_array",
+            NvValue::I64Array(_) => "int64_array",
+            NvValue::U64Array(_) => "uint64_array",
+            NvValue::StringArray(_) => "string_array",
+            NvValue::NvListArray(_) => "nvlist_array",
+        }
+    }
+}
+
+macro_rules! from_impl {
+    ($($t:ty => $v:ident),* $(,)?) => {
+        $(impl From<$t> for NvValue {
+            fn from(v: $t) -> Self {
+                NvValue::$v(v.into())
+            }
+        })*
+    };
+}
+
+from_impl! {
+    bool => BoolValue,
+    i32 => I32,
+    u32 => U32,
+    i64 => I64,
+    u64 => U64,
+    String => String,
+    &str => String,
+    NvList => NvList,
+    Vec<String> => StringArray,
+    Vec<u64> => U64Array,
+    Vec<NvList> => NvListArray,
+}
+
+/// Why a typed read of an [`NvList`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NvListError {
+    /// The key is absent.
+    #[error("nvlist has no key {key:?}")]
+    MissingKey { key: String },
+    /// The key holds a value of another type.
+    #[error("nvlist key {key:?} holds a {found}, expected a {expected}")]
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+}
+
+/// An owned list of unique names and typed values, in insertion order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NvList {
+    pairs: Vec<(String, NvValue)>,
+}
+
+macro_rules! getter {
+    ($(#[$doc:meta])* $name:ident, $variant:ident, $t:ty) => {
+        $(#[$doc])*
+        pub fn $name(&self, key: &str) -> Result<$t, NvListError> {
+            match self.lookup(key)? {
+                NvValue::$variant(v) => Ok(v.clone()),
+                other => Err(wrong_type(key, stringify!($variant), other)),
+            }
+        }
+    };
+}
+
+fn wrong_type(key: &str, expected: &'static str, found: &NvValue) -> NvListError {
+    NvListError::WrongType {
+        key: key.to_owned(),
+        expected: expected_name(expected),
+        found: found.type_name(),
+    }
+}
+
+fn expected_name(variant: &'static str) -> &'static str {
+    match variant {
+        "U64" => "uint64",
+        "I32" => "int32",
+        "I64" => "int64",
+        "U32" => "uint32",
+        "BoolValue" => "boolean_value",
+        "StringArray" => "string_array",
+        "U64Array" => "uint64_array",
+        "ByteArray" => "byte_array",
+        other => other,
+    }
+}
+
+impl NvList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces `key`.
+    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<NvValue>) -> &mut Self {
+        let key = key.into();
+        let value = value.into();
+        match self.pairs.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.pairs.push((key, value)),
+        }
+        self
+    }
+
+    /// Adds a bare name (`DATA_TYPE_BOOLEAN`), as ZFS uses for sets of names.
+    pub fn insert_flag(&mut self, key: impl Into<String>) -> &mut Self {
+        self.insert(key, NvValue::Boolean)
+    }
+
+    /// Builder form of [`insert`](Self::insert).
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<NvValue>) -> Self {
+        self.insert(key, value);
+        self
+    }
+
+    /// Removes `key`, returning its value.
+    pub fn remove(&mut self, key: &str) -> Option<NvValue> {
+        let i = self.pairs.iter().position(|(k, _)| k == key)?;
+        Some(self.pairs.remove(i).1)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<&NvValue> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` is present.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The pairs, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &NvValue)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The keys, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    fn lookup(&self, key: &str) -> Result<&NvValue, NvListError> {
+        self.get(key).ok_or_else(|| NvListError::MissingKey {
+            key: key.to_owned(),
+        })
+    }
+
+    getter!(
+        /// A `uint64` value.
+        get_u64, U64, u64
+    );
+    getter!(
+        /// An `int32` value.
+        get_i32, I32, i32
+    );
+    getter!(
+        /// An `int64` value.
+        get_i64, I64, i64
+    );
+    getter!(
+        /// A `uint32` value.
+        get_u32, U32, u32
+    );
+    getter!(
+        /// A `boolean_value`.
+        get_bool, BoolValue, bool
+    );
+    getter!(
+        /// A `string_array` value.
+        get_string_array, StringArray, Vec<String>
+    );
+    getter!(
+        /// A `uint64_array` value.
+        get_u64_array, U64Array, Vec<u64>
+    );
+    getter!(
+        /// A `byte_array` (or `uint8_array`) value.
+        get_bytes, ByteArray, Vec<u8>
+    );
+
+    /// A `string` value, borrowed.
+    pub fn get_str(&self, key: &str) -> Result<&str, NvListError> {
+        match self.lookup(key)? {
+            NvValue::String(s) => Ok(s),
+            other => Err(wrong_type(key, "string", other)),
+        }
+    }
+
+    /// A nested list, borrowed.
+    pub fn get_nvlist(&self, key: &str) -> Result<&NvList, NvListError> {
+        match self.lookup(key)? {
+            NvValue::NvList(l) => Ok(l),
+            other => Err(wrong_type(key, "nvlist", other)),
+        }
+    }
+
+    /// An `nvlist_array` value, borrowed.
+    pub fn get_nvlist_array(&self, key: &str) -> Result<&[NvList], NvListError> {
+        match self.lookup(key)? {
+            NvValue::NvListArray(l) => Ok(l),
+            other => Err(wrong_type(key, "nvlist_array", other)),
+        }
+    }
+
+    /// Packs the list in libnvpair's native encoding.
+    pub fn pack(&self) -> Result<Vec<u8>, Error> {
+        let c = CNvList::from_nvlist(self).map_err(|e| nv_error("nvlist_pack", e))?;
+        c.pack().map_err(|e| nv_error("nvlist_pack", e))
+    }
+
+    /// Unpacks a list packed by libnvpair (native or XDR encoding). Malformed
+    /// input gives an error.
+    pub fn unpack(bytes: &[u8]) -> Result<NvList, Error> {
+        let c = CNvList::unpack(bytes).map_err(|e| nv_error("nvlist_unpack", e))?;
+        c.to_nvlist().map_err(|e| nv_error("nvlist_unpack", e))
+    }
+}
+
+fn nv_error(operation: &'static str, errno: Errno) -> Error {
+    Error::from_errno(operation, "", errno)
+}
+
+impl fmt::Display for NvList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, (k, v)) in self.pairs.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k:?}: ")?;
+            match v {
+                NvValue::String(s) => write!(f, "{s:?}")?,
+                NvValue::NvList(l) => write!(f, "{l}")?,
+                NvValue::Boolean => f.write_str("true")?,
+                other => write!(f, "{other:?}")?,
+            }
+        }
+        f.write_str("}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> NvList {
+        let mut inner = NvList::new();
+        inner.insert("value", 7u64).insert("source", "local");
+        let mut l = NvList::new();
+        l.insert("u64", u64::MAX)
+            .insert("i32", -5i32)
+            .insert("b", true)
+            .insert("s", "a name with spaces")
+            .insert_flag("flag")
+            .insert("nested", inner.clone())
+            .insert("strings", vec!["x".to_string(), "y".to_string()])
+            .insert("u64s", vec![1u64, 2, 3])
+            .insert("lists", vec![inner.clone(), inner]);
+        l
+    }
+
+    #[test]
+    fn pack_unpack_round_trips_every_supported_shape() {
+        let l = sample();
+        let back = NvList::unpack(&l.pack().unwrap()).unwrap();
+        assert_eq!(back, l);
+        assert_eq!(
+            back.get_nvlist("nested").unwrap().get_u64("value").unwrap(),
+            7
+        );
+        assert_eq!(back.get_nvlist_array("lists").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn typed_accessors_report_shape_errors() {
+        let l = sample();
+        assert_eq!(
+            l.get_u64("s"),
+            Err(NvListError::WrongType {
+                key: "s".into(),
+                expected: "uint64",
+                found: "string"
+            })
+        );
+        assert!(matches!(
+            l.get_str("missing"),
+            Err(NvListError::MissingKey { .. })
+        ));
+        assert!(l.get_nvlist("u64").is_err());
+        assert!(l.contains_key("flag"));
+    }
+
+    #[test]
+    fn insert_replaces_existing_key() {
+        let mut l = NvList::new();
+        l.insert("k", 1u64).insert("k", 2u64);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l.get_u64("k").unwrap(), 2);
+    }
+
+    #[test]
+    fn unpack_rejects_garbage() {
+        assert!(NvList::unpack(b"").is_err());
+        assert!(NvList::unpack(&[0xff; 64]).is_err());
+        let mut packed = sample().pack().unwrap();
+        packed.truncate(packed.len() / 2);
+        assert!(NvList::unpack(&packed).is_err());
+    }
+
+    #[test]
+    fn interior_nul_is_an_error_not_a_panic() {
+        let mut l = NvList::new();
+        l.insert("bad\0key", 1u64);
+        assert!(l.pack().is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! Sending snapshots: full or incremental (from a snapshot or a bookmark),
+//! resumed from a token, size estimates and progress.
+//!
+//! The kernel writes the stream itself. It is always handed the write end of
+//! a pipe this process created (since Linux 5.10 the kernel cannot write to
+//! some descriptor types): when the output is not a pipe, zfs-core creates
+//! one and copies from it to the output.
+//!
+//! ```no_run
+//! use std::fs::File;
+//! use zfs_core::{SendFlags, SendOptions, SnapshotName, Zfs};
+//!
+//! let zfs = Zfs::open()?;
+//! let monday: SnapshotName = "tank/home@monday".parse()?;
+//! let tuesday: SnapshotName = "tank/home@tuesday".parse()?;
+//! let opts = SendOptions::new()
+//!     .from(monday)
+//!     .flags(SendFlags::LARGE_BLOCK | SendFlags::EMBED_DATA | SendFlags::COMPRESS);
+//! println!("about {} bytes", zfs.send_space(&tuesday, &opts)?);
+//! let file = File::create("/backup/home-tuesday.zstream").map_err(|e| zfs_core::Error::from(e))?;
+//! zfs.send(&tuesday, &opts, &file)?;
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use zfs_sys::ioctl::ZFS_IOC_SEND_PROGRESS;
+
+use crate::bookmark::SnapshotOrBookmark;
+use crate::dataset::set_field;
+use crate::error::{Errno, Error, Result};
+use crate::ffi;
+use crate::name::AnyName;
+use crate::name::SnapshotName;
+use crate::Zfs;
+
+bitflags::bitflags! {
+    /// Stream options (`enum lzc_send_flags`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct SendFlags: u32 {
+        /// Keep embedded (tiny, compressed) blocks embedded (`zfs send -e`).
+        const EMBED_DATA = 1;
+        /// Allow blocks larger than 128 KiB (`-L`).
+        const LARGE_BLOCK = 2;
+        /// Send compressed blocks as they are on disk (`-c`).
+        const COMPRESS = 4;
+        /// Send encrypted data as ciphertext, without the key (`-w`).
+        const RAW = 8;
+        /// Send the partially received state of an interrupted receive (`-S`).
+        const SAVED = 16;
+    }
+}
+
+/// What and how to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendOptions {
+    from: Option<SnapshotOrBookmark>,
+    flags: SendFlags,
+    resume: Option<(u64, u64)>,
+}
+
+impl SendOptions {
+    /// A full stream with no flags.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the stream incremental from a snapshot or bookmark (`zfs send -i`).
+    pub fn from(mut self, base: impl Into<SnapshotOrBookmark>) -> Self {
+        self.from = Some(base.into());
+        self
+    }
+
+    pub fn flags(mut self, flags: SendFlags) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// Restarts at an object and offset (from a resume token).
+    pub fn resume_at(mut self, object: u64, offset: u64) -> Self {
+        self.resume = Some((object, offset));
+        self
+    }
+
+    pub fn base(&self) -> Option<&SnapshotOrBookmark> {
+        self.from.as_ref()
+    }
+
+    pub fn send_flags(&self) -> SendFlags {
+        self.flags
+    }
+
+    fn base_c_name(&self) -> Option<std::ffi::CString> {
+        self.from.as_ref().map(|f| match f {
+            SnapshotOrBookmark::Snapshot(s) => s.to_c_name(),
+            SnapshotOrBookmark::Bookmark(b) => b.to_c_name(),
+        })
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::io("io", "", e)
+    }
+}
+
+impl Zfs {
+    /// Writes a send stream of `snapshot` to `out` (a pipe, file or socket).
+    ///
+    /// When `out` is not a pipe, a pipe is created and a thread copies from
+    /// it: if writing to `out` fails, that error is returned, not the
+    /// sender's broken pipe.
+    pub fn send(&self, snapshot: &SnapshotName, opts: &SendOptions, out: impl AsFd) -> Result<()> {
+        let out = out.as_fd();
+        let is_pipe =
+            ffi::is_fifo(out).map_err(|e| Error::from_errno("fstat", snapshot.as_str(), e))?;
+        if is_pipe {
+            return self.send_to_pipe(snapshot, opts, out);
+        }
+        let (read_end, write_end) =
+            ffi::pipe().map_err(|e| Error::from_errno("pipe2", snapshot.as_str(), e))?;
+        let mut output = File::from(
+            out.try_clone_to_owned()
+                .map_err(|e| Error::io("dup", snapshot.as_str(), e))?,
+        );
+        let mut input = File::from(read_end);
+        std::thread::scope(|scope| {
+            let sender = scope.spawn(move || {
+                let r = self.send_to_pipe(snapshot, opts, write_end.as_fd());
+                drop(write_end); // EOF for the copier
+                r
+            });
+            let copied = io::copy(&mut input, &mut output);
+            drop(input); // if the copy failed, the sender now gets EPIPE and stops
+            let sent = sender.join().unwrap_or_else(|_| {
+                Err(Error::from_errno(
+                    "lzc_send",
+                    snapshot.as_str(),
+                    Errno(libc::EIO),
+                ))
+            });
+            match (copied, sent) {
+                (Err(e), _) => Err(Error::io("write", snapshot.as_str(), e)),
+                (Ok(_), r) => r,
+            }
+        })
+    }
+
+    /// Sends into a pipe's write end directly (the caller created the pipe).
+    fn send_to_pipe(
+        &self,
+        snapshot: &SnapshotName,
+        opts: &SendOptions,
+        fd: BorrowedFd<'_>,
+    ) -> Result<()> {
+        let from = opts.base_c_name();
+        ffi::lzc_send(
+            &snapshot.to_c_name(),
+            from.as_deref(),
+            fd,
+            opts.flags.bits(),
+            opts.resume,
+        )
+        .map_err(|e| {
+            Error::from_errno(
+                if opts.resume.is_some() {
+                    "lzc_send_resume"
+                } else {
+                    "lzc_send"
+                },
+                snapshot.as_str(),
+                e,
+            )
+        })
+    }
+
+    /// Estimates the stream size in bytes (`zfs send -nv`).
+    pub fn send_space(&self, snapshot: &SnapshotName, opts: &SendOptions) -> Result<u64> {
+        let from = opts.base_c_name();
+        ffi::lzc_send_space(&snapshot.to_c_name(), from.as_deref(), opts.flags.bits())
+            .map_err(|e| Error::from_errno("lzc_send_space", snapshot.as_str(), e))
+    }
+
+    /// Bytes written so far by a send of `snapshot` that this process
+    /// started on descriptor `fd` (the pipe write end it passed to
+    /// [`send`](Self::send)). Another process's send, or none, gives
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    pub fn send_progress(&self, snapshot: &SnapshotName, fd: BorrowedFd<'_>) -> Result<u64> {
+        let mut zc = ffi::new_cmd();
+        set_field(&mut zc.zc_name, snapshot.as_str());
+        zc.zc_cookie = std::os::fd::AsRawFd::as_raw_fd(&fd) as u64;
+        ffi::zfs_ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS, &mut zc)
+            .map_err(|e| Error::from_errno("ZFS_IOC_SEND_PROGRESS", snapshot.as_str(), e))?;
+        Ok(zc.zc_cookie)
+    }
+}

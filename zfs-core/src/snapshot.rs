@@ -1,0 +1,94 @@
+//! Snapshots: the typed handle, batch (atomic) creation with user
+//! properties, and batch destruction.
+//!
+//! ```no_run
+//! use zfs_core::{DatasetName, NvList, Zfs};
+//!
+//! let zfs = Zfs::open()?;
+//! let a: DatasetName = "tank/a".parse()?;
+//! let b: DatasetName = "tank/b".parse()?;
+//! // One atomic snapshot of both filesystems, tagged with a user property.
+//! let snaps = [a.snapshot("nightly")?, b.snapshot("nightly")?];
+//! let mut props = NvList::new();
+//! props.insert("com.example:job", "nightly");
+//! zfs.snapshot_with_props(&snaps, &props)?;
+//! zfs.destroy_snapshots(&snaps, false)?;
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use crate::error::{Error, Result};
+use crate::ffi;
+use crate::name::SnapshotName;
+use crate::nvlist::NvList;
+use crate::Zfs;
+
+/// A snapshot: its name, GUID and creation txg.
+///
+/// The GUID identifies a snapshot across pools: a received snapshot keeps
+/// its source's GUID, which is how replication finds a common base.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    name: SnapshotName,
+    guid: u64,
+    createtxg: u64,
+}
+
+impl Snapshot {
+    pub(crate) fn new(name: SnapshotName, guid: u64, createtxg: u64) -> Self {
+        Snapshot {
+            name,
+            guid,
+            createtxg,
+        }
+    }
+
+    pub fn name(&self) -> &SnapshotName {
+        &self.name
+    }
+
+    pub fn guid(&self) -> u64 {
+        self.guid
+    }
+
+    pub fn createtxg(&self) -> u64 {
+        self.createtxg
+    }
+}
+
+fn name_set<'a>(names: impl IntoIterator<Item = &'a SnapshotName>) -> NvList {
+    let mut l = NvList::new();
+    for n in names {
+        l.insert_flag(n.as_str());
+    }
+    l
+}
+
+impl Zfs {
+    /// Takes the given snapshots atomically: all are created in one
+    /// transaction group, or none is. They must all be in one pool
+    /// ([`ErrorKind::CrossPool`](crate::ErrorKind::CrossPool) otherwise).
+    pub fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
+        self.snapshot_with_props(snapshots, &NvList::new())
+    }
+
+    /// [`snapshot`](Self::snapshot), setting user properties
+    /// (`module:property` = string) on every new snapshot.
+    pub fn snapshot_with_props(&self, snapshots: &[SnapshotName], props: &NvList) -> Result<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        ffi::lzc_snapshot(&name_set(snapshots), props)
+            .map_err(|(errno, list)| Error::from_batch("lzc_snapshot", errno, list))
+    }
+
+    /// Destroys the given snapshots atomically. With `defer`, a snapshot
+    /// that is held or cloned is marked for destruction when released
+    /// instead of failing with [`ErrorKind::Busy`](crate::ErrorKind::Busy).
+    pub fn destroy_snapshots(&self, snapshots: &[SnapshotName], defer: bool) -> Result<()> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        ffi::lzc_destroy_snaps(&name_set(snapshots), defer)
+            .map_err(|(errno, list)| Error::from_batch("lzc_destroy_snaps", errno, list))
+    }
+}

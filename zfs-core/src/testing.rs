@@ -1,0 +1,148 @@
+//! A file-backed pool for integration tests (feature `testing`).
+//!
+//! The pool lives on a sparse file, is created and destroyed through the pool
+//! ioctls (no subprocess, no cache file, nothing mounted), and is destroyed
+//! with its file on drop. Embedders can write their own ZFS tests with it.
+//!
+//! ```no_run
+//! use zfs_core::testing::FilePool;
+//! use zfs_core::Zfs;
+//!
+//! let zfs = Zfs::open()?;
+//! let pool = FilePool::create(&zfs, "scratch", 256 << 20)?;
+//! let fs = pool.root().child("data")?;
+//! zfs.create_filesystem(&fs, &zfs_core::NvList::new())?;
+//! # Ok::<(), zfs_core::Error>(())
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use zfs_sys::ioctl::{ZFS_IOC_POOL_CREATE, ZFS_IOC_POOL_DESTROY};
+
+use crate::dataset::set_field;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ffi;
+use crate::name::{DatasetName, PoolName};
+use crate::nvlist::NvList;
+use crate::Zfs;
+
+/// A pool on a sparse file, destroyed (with the file) on drop.
+#[derive(Debug)]
+pub struct FilePool {
+    name: PoolName,
+    file: PathBuf,
+    zfs: Zfs,
+}
+
+/// The directory for pool files: `$ZFS_TEST_DIR`, else the temp dir.
+pub fn pool_dir() -> PathBuf {
+    std::env::var_os("ZFS_TEST_DIR").map_or_else(std::env::temp_dir, PathBuf::from)
+}
+
+/// A pool name unique within this process: `<prefix><pid>n<counter>`.
+pub fn unique_pool_name(prefix: &str) -> Result<PoolName> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    Ok(PoolName::new(format!(
+        "{prefix}{}n{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))?)
+}
+
+impl FilePool {
+    /// Creates pool `name` on a new sparse file of `size` bytes (at least
+    /// 64 MiB) in [`pool_dir`]. Pool properties: `cachefile=none`.
+    pub fn create(zfs: &Zfs, name: &str, size: u64) -> Result<FilePool> {
+        let name = PoolName::new(name)?;
+        let file = pool_dir().join(format!("{name}.img"));
+        Self::create_at(zfs, name, &file, size)
+    }
+
+    /// Like [`create`](Self::create), with a unique name from `prefix`.
+    pub fn create_unique(zfs: &Zfs, prefix: &str, size: u64) -> Result<FilePool> {
+        let name = unique_pool_name(prefix)?;
+        let file = pool_dir().join(format!("{name}.img"));
+        Self::create_at(zfs, name, &file, size)
+    }
+
+    fn create_at(zfs: &Zfs, name: PoolName, file: &Path, size: u64) -> Result<FilePool> {
+        const OP: &str = "ZFS_IOC_POOL_CREATE";
+        let path = file.to_str().ok_or_else(|| {
+            Error::invalid(
+                OP,
+                name.as_str(),
+                ErrorKind::InvalidArgument,
+                "pool file path is not UTF-8",
+            )
+        })?;
+        std::fs::File::create(file)
+            .and_then(|f| f.set_len(size))
+            .map_err(|e| Error::io("create pool file", path, e))?;
+        let leaf = NvList::new()
+            .with("type", "file")
+            .with("path", path)
+            .with("is_log", 0u64);
+        let config = NvList::new()
+            .with("type", "root")
+            .with("children", vec![leaf])
+            .pack()?;
+        let props = NvList::new().with("cachefile", "none").pack()?;
+        let mut zc = ffi::new_cmd();
+        set_field(&mut zc.zc_name, name.as_str());
+        zc.zc_nvlist_conf = config.as_ptr() as u64;
+        zc.zc_nvlist_conf_size = config.len() as u64;
+        zc.zc_nvlist_src = props.as_ptr() as u64;
+        zc.zc_nvlist_src_size = props.len() as u64;
+        if let Err(e) = ffi::zfs_ioctl(zfs.dev(), ZFS_IOC_POOL_CREATE, &mut zc) {
+            let _ = std::fs::remove_file(file);
+            return Err(Error::from_errno(OP, name.as_str(), e));
+        }
+        Ok(FilePool {
+            name,
+            file: file.to_owned(),
+            zfs: Zfs::open()?,
+        })
+    }
+
+    pub fn name(&self) -> &PoolName {
+        &self.name
+    }
+
+    /// The pool's root filesystem.
+    pub fn root(&self) -> DatasetName {
+        self.name.root()
+    }
+
+    /// The backing file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Destroys the pool now, reporting failure (drop ignores it).
+    pub fn destroy(mut self) -> Result<()> {
+        let r = self.destroy_inner();
+        self.file = PathBuf::new();
+        r
+    }
+
+    fn destroy_inner(&mut self) -> Result<()> {
+        if self.file.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let mut zc = ffi::new_cmd();
+        set_field(&mut zc.zc_name, self.name.as_str());
+        let r = ffi::zfs_ioctl(self.zfs.dev(), ZFS_IOC_POOL_DESTROY, &mut zc)
+            .map_err(|e| Error::from_errno("ZFS_IOC_POOL_DESTROY", self.name.as_str(), e));
+        let _ = std::fs::remove_file(&self.file);
+        r
+    }
+}
+
+impl Drop for FilePool {
+    fn drop(&mut self) {
+        if let Err(e) = self.destroy_inner() {
+            eprintln!("zfs_core::testing: {e}");
+        }
+    }
+}
