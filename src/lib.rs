@@ -230,3 +230,50 @@ impl Drop for RawFilePool {
         let _ = std::fs::remove_file(&self.file);
     }
 }
+
+/// Runs the `zfs` CLI (fixtures and comparisons only; the library itself
+/// never spawns it) and returns its stdout.
+pub fn zfs_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("zfs")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running zfs {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "zfs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Mounts `fs` at a fresh directory under the test dir and returns it.
+pub fn mount(fs: &str) -> PathBuf {
+    let dir = std::env::var_os("ZFS_TEST_DIR")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join(format!("mnt-{}", fs.replace(['/', ' ', '@'], "_")));
+    std::fs::create_dir_all(&dir).expect("mountpoint");
+    zfs_cli(&["set", &format!("mountpoint={}", dir.display()), fs]);
+    if !zfs_cli(&["get", "-H", "-o", "value", "mounted", fs]).starts_with("yes") {
+        zfs_cli(&["mount", fs]);
+    }
+    dir
+}
+
+/// Unmounts `fs`.
+pub fn unmount(fs: &str) {
+    zfs_cli(&["unmount", fs]);
+}
+
+/// Writes `len` pseudo-random bytes (seeded) to `path`.
+pub fn write_file(path: &std::path::Path, seed: u64, len: usize) {
+    let mut x = seed | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(path, data).expect("write test file");
+}

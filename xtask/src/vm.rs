@@ -377,7 +377,7 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\r', '\n']);
         output(&format!("vm| {line}"));
-        counts.add_line(line);
+        counts.add_test_line(line);
         if let Some(rest) = line.strip_prefix("ZFS-HARNESS-EXIT ") {
             let mut parts = rest.split_whitespace();
             let name = parts.next().unwrap_or("?").to_owned();

@@ -161,7 +161,8 @@ pub struct Properties {
     pub written: Option<u64>,
     /// The token of an interrupted resumable receive.
     pub receive_resume_token: Option<String>,
-    pub encryption: Option<Encryption>,
+    /// `Off` when the kernel does not list it (its default).
+    pub encryption: Encryption,
     /// The dataset whose key this one uses (`encryptionroot`).
     pub encryption_root: Option<String>,
     pub key_status: Option<KeyStatus>,
@@ -241,7 +242,7 @@ impl Properties {
         Ok(Properties {
             written: num("written")?,
             receive_resume_token: text("receive_resume_token")?,
-            encryption: num("encryption")?.map(Encryption::from_index),
+            encryption: num("encryption")?.map_or(Encryption::Off, Encryption::from_index),
             encryption_root: text("encryptionroot")?,
             key_status: num("keystatus")?.map(|v| match v {
                 0 => KeyStatus::None,
@@ -259,8 +260,9 @@ impl Properties {
         })
     }
 
-    /// Where a property's value comes from (`local`, `$recvd`, a parent's
-    /// name for inherited values…), when the kernel says.
+    /// Where a property's value comes from, as the kernel says it: the
+    /// dataset's own name when set locally, `$recvd` when received, the
+    /// ancestor's name when inherited.
     pub fn source(&self, property: &str) -> Option<&str> {
         self.raw.get_nvlist(property).ok()?.get_str("source").ok()
     }
@@ -272,7 +274,12 @@ const PROPS_BUFFER_MAX: usize = 64 << 20;
 impl Zfs {
     /// Whether a dataset, snapshot or bookmark exists.
     pub fn exists(&self, name: &impl AnyName) -> bool {
-        ffi::lzc_exists(&name.to_c_name())
+        // lzc_exists goes through the objset-stats ioctl, which does not
+        // know bookmarks.
+        match crate::name::BookmarkName::new(name.as_str()) {
+            Ok(mark) => self.bookmark_info(&mark).is_ok(),
+            Err(_) => ffi::lzc_exists(&name.to_c_name()),
+        }
     }
 
     /// The fast stats of one dataset or snapshot, and optionally its
@@ -398,6 +405,10 @@ impl Zfs {
                 out.push(d);
             }
         }
+        if out.is_empty() {
+            // The list ioctl ends with ESRCH for a missing parent too.
+            self.objset_stats(parent.as_str(), false)?;
+        }
         Ok(out)
     }
 
@@ -428,6 +439,10 @@ impl Zfs {
             cookie = next;
             let name = SnapshotName::new(stats.name.clone())?;
             out.push(Snapshot::new(name, stats.guid, stats.createtxg));
+        }
+        if out.is_empty() {
+            // The list ioctl ends with ESRCH for a missing dataset too.
+            self.objset_stats(dataset.as_str(), false)?;
         }
         out.sort_by_key(|s| s.createtxg());
         Ok(out)

@@ -24,7 +24,7 @@ use crate::error::{Errno, Error, Result};
 use crate::ffi;
 use crate::name::AnyName;
 use crate::name::SnapshotName;
-use crate::nvlist::NvList;
+use crate::nvlist::{NvList, NvValue};
 use crate::Zfs;
 
 /// Temporary holds that are released when the guard drops (or, if the
@@ -95,39 +95,70 @@ fn group_by_unique_snapshot(holds: &[(SnapshotName, String)]) -> Vec<Vec<&(Snaps
 
 impl Zfs {
     fn hold_impl(&self, holds: &[(SnapshotName, String)], cleanup: Option<&OwnedFd>) -> Result<()> {
+        const OP: &str = "lzc_hold";
+        // The kernel skips holds on missing snapshots and tags already
+        // present, and reports them only in an errlist; check first so
+        // those are clear errors, and nothing is taken.
+        let mut problems = NvList::new();
+        for (snap, tag) in holds {
+            match self.holds(snap) {
+                Ok(h) if h.contains_key(tag) => {
+                    problems.insert(snap.as_str(), libc::EEXIST);
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                    problems.insert(snap.as_str(), libc::ENOENT);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let first_code = problems.iter().find_map(|(_, v)| match v {
+            NvValue::I32(code) => Some(*code),
+            _ => None,
+        });
+        if let Some(code) = first_code {
+            return Err(Error::from_batch(OP, Errno(code), Some(problems)));
+        }
         let mut taken: Vec<(SnapshotName, String)> = Vec::new();
         for batch in group_by_unique_snapshot(holds) {
             let mut l = NvList::new();
             for (snap, tag) in &batch {
                 l.insert(snap.as_str(), tag.as_str());
             }
-            let outcome = ffi::lzc_hold(&l, cleanup.map(|f| f.as_fd()));
-            let failure = match outcome {
-                // The kernel skips missing snapshots and lists them: report
-                // that as a failure of the whole call.
-                Ok(Some(list)) if !list.is_empty() => Some(Error::from_batch(
-                    "lzc_hold",
-                    Errno(libc::ENOENT),
-                    Some(list),
-                )),
-                Ok(_) => None,
-                Err((errno, list)) => Some(Error::from_batch("lzc_hold", errno, list)),
-            };
-            match failure {
-                None => taken.extend(batch.into_iter().cloned()),
-                Some(e) => {
-                    // Undo what this call took, so a failed hold leaves nothing.
-                    let failed: Vec<&str> =
-                        e.batch_failures().iter().map(|f| f.name.as_str()).collect();
-                    taken.extend(
-                        batch
-                            .into_iter()
-                            .filter(|(s, _)| !failed.contains(&s.as_str()))
-                            .cloned(),
-                    );
-                    let _ = release_all(&taken);
-                    return Err(e);
+            let failure = match ffi::lzc_hold(&l, cleanup.map(|f| f.as_fd())) {
+                Ok(Some(list)) if !list.is_empty() => {
+                    Some(Error::from_batch(OP, Errno(libc::ENOENT), Some(list)))
                 }
+                Ok(_) => None,
+                Err((errno, list)) => Some(Error::from_batch(OP, errno, list)),
+            };
+            let failed: Vec<String> = failure
+                .as_ref()
+                .map(|e| e.batch_failures().iter().map(|f| f.name.clone()).collect())
+                .unwrap_or_default();
+            taken.extend(
+                batch
+                    .into_iter()
+                    .filter(|(s, _)| !failed.iter().any(|f| f == s.as_str()))
+                    .cloned(),
+            );
+            if let Some(e) = failure {
+                // Undo what this call took, so a failed hold leaves nothing.
+                let _ = release_all(&taken);
+                return Err(e);
+            }
+        }
+        // A snapshot destroyed between the check and the hold is skipped
+        // silently: confirm every hold is in place.
+        for (snap, tag) in holds {
+            let present = self
+                .holds(snap)
+                .map(|h| h.contains_key(tag))
+                .unwrap_or(false);
+            if !present {
+                let _ = release_all(&taken);
+                let errlist = NvList::new().with(snap.as_str(), libc::ENOENT);
+                return Err(Error::from_batch(OP, Errno(libc::ENOENT), Some(errlist)));
             }
         }
         Ok(())
@@ -151,8 +182,29 @@ impl Zfs {
         })
     }
 
-    /// Releases user holds.
+    /// Releases user holds. A hold that is not there is
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound), and then none
+    /// is released.
     pub fn release(&self, holds: &[(SnapshotName, String)]) -> Result<()> {
+        // The kernel skips absent holds silently on success: check first.
+        let mut missing = NvList::new();
+        for (snap, tag) in holds {
+            let present = match self.holds(snap) {
+                Ok(h) => h.contains_key(tag),
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !present {
+                missing.insert(snap.as_str(), libc::ENOENT);
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::from_batch(
+                "lzc_release",
+                Errno(libc::ENOENT),
+                Some(missing),
+            ));
+        }
         release_all(holds)
     }
 

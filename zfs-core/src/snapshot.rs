@@ -16,7 +16,7 @@
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::SnapshotName;
 use crate::nvlist::NvList;
@@ -63,6 +63,45 @@ fn name_set<'a>(names: impl IntoIterator<Item = &'a SnapshotName>) -> NvList {
     l
 }
 
+/// The kernel's batch rules, checked up front for a clear error: one pool
+/// per batch, and (for creation) one snapshot per dataset.
+fn check_batch(
+    operation: &'static str,
+    snapshots: &[SnapshotName],
+    one_per_dataset: bool,
+) -> Result<()> {
+    let first = &snapshots[0];
+    if let Some(other) = snapshots
+        .iter()
+        .find(|s| s.dataset().pool() != first.dataset().pool())
+    {
+        return Err(Error::invalid(
+            operation,
+            other.as_str(),
+            ErrorKind::CrossPool,
+            format!(
+                "is not in pool {} like {first}: a batch covers one pool",
+                first.dataset().pool()
+            ),
+        ));
+    }
+    if one_per_dataset {
+        for (i, s) in snapshots.iter().enumerate() {
+            if let Some(dup) = snapshots[..i].iter().find(|o| o.dataset() == s.dataset()) {
+                return Err(Error::invalid(
+                    operation,
+                    s.as_str(),
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "{dup} is in the same batch: ZFS takes one snapshot per dataset per batch"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Zfs {
     /// Takes the given snapshots atomically: all are created in one
     /// transaction group, or none is. They must all be in one pool
@@ -77,6 +116,7 @@ impl Zfs {
         if snapshots.is_empty() {
             return Ok(());
         }
+        check_batch("lzc_snapshot", snapshots, true)?;
         ffi::lzc_snapshot(&name_set(snapshots), props)
             .map_err(|(errno, list)| Error::from_batch("lzc_snapshot", errno, list))
     }
@@ -88,6 +128,7 @@ impl Zfs {
         if snapshots.is_empty() {
             return Ok(());
         }
+        check_batch("lzc_destroy_snaps", snapshots, false)?;
         ffi::lzc_destroy_snaps(&name_set(snapshots), defer)
             .map_err(|(errno, list)| Error::from_batch("lzc_destroy_snaps", errno, list))
     }

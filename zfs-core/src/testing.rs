@@ -50,6 +50,45 @@ pub fn unique_pool_name(prefix: &str) -> Result<PoolName> {
     ))?)
 }
 
+/// Features enabled on test pools: those every release since 2.1 knows.
+/// (The kernel enables none by itself; `zpool create` asks for all.)
+const POOL_FEATURES: &[&str] = &[
+    "async_destroy",
+    "empty_bpobj",
+    "lz4_compress",
+    "multi_vdev_crash_dump",
+    "spacemap_histogram",
+    "enabled_txg",
+    "hole_birth",
+    "extensible_dataset",
+    "embedded_data",
+    "bookmarks",
+    "filesystem_limits",
+    "large_blocks",
+    "large_dnode",
+    "sha512",
+    "skein",
+    "edonr",
+    "userobj_accounting",
+    "encryption",
+    "project_quota",
+    "device_removal",
+    "obsolete_counts",
+    "zpool_checkpoint",
+    "spacemap_v2",
+    "allocation_classes",
+    "resilver_defer",
+    "bookmark_v2",
+    "redaction_bookmarks",
+    "redacted_datasets",
+    "bookmark_written",
+    "log_spacemap",
+    "livelist",
+    "device_rebuild",
+    "zstd_compress",
+    "draid",
+];
+
 impl FilePool {
     /// Creates pool `name` on a new sparse file of `size` bytes (at least
     /// 64 MiB) in [`pool_dir`]. Pool properties: `cachefile=none`.
@@ -87,7 +126,12 @@ impl FilePool {
             .with("type", "root")
             .with("children", vec![leaf])
             .pack()?;
-        let props = NvList::new().with("cachefile", "none").pack()?;
+        let mut props = NvList::new().with("cachefile", "none");
+        for feature in POOL_FEATURES {
+            // The kernel takes 0 (ZFS_FEATURE_ENABLED) for "enabled".
+            props.insert(format!("feature@{feature}"), 0u64);
+        }
+        let props = props.pack()?;
         let mut zc = ffi::new_cmd();
         set_field(&mut zc.zc_name, name.as_str());
         zc.zc_nvlist_conf = config.as_ptr() as u64;

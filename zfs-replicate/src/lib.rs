@@ -1,4 +1,5 @@
-//! Incremental ZFS replication (planned in the replication issue). Today this
-//! crate only re-exports the layer it builds on.
+//! Incremental ZFS replication, in process.
 
 pub use zfs_core as core;
+
+pub mod stream;
