@@ -4,6 +4,8 @@
 //! snapshots, holds, bookmarks, send/receive, rollback, listing order, and a
 //! name with spaces end to end.
 
+#![allow(clippy::cloned_ref_to_slice_refs)] // literal one-element batches read better
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
