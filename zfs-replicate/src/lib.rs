@@ -1,5 +1,96 @@
-//! Incremental ZFS replication, in process.
+//! Incremental ZFS replication, in process: no `zfs` subprocess, snapshots
+//! matched by GUID, resumable transfers, holds that cannot leak, and no
+//! silent `receive -F`.
+//!
+//! ```no_run
+//! use zfs_core::Zfs;
+//! use zfs_replicate::{ExecuteOptions, Replication};
+//!
+//! let zfs = Zfs::open()?;
+//! let sync = Replication::new("tank".parse()?, "pipe/tank".parse()?)
+//!     .recursive(true)
+//!     .prefix("backup")
+//!     .sync(&zfs, &ExecuteOptions::default(), Some(7))?;
+//! println!("took {}, moved {} bytes", sync.snapshot, sync.report.bytes());
+//! # Ok::<(), zfs_replicate::Error>(())
+//! ```
+//!
+//! - [`plan`]: [`Replication::plan`] is a typed dry run; divergence is a
+//!   [`Divergence`], resolved only by an explicit `rollback(true)`.
+//! - [`execute`]: send → pipe → relay → pipe → receive per snapshot, with
+//!   temporary holds on both bases, a cancel token and a progress observer;
+//!   a bookmark of the newest replicated snapshot stays on the source.
+//! - [`prune`]: our own `<prefix>_<UTC time>` snapshots, retention by count.
+//! - [`file`] and [`stream`]: streams kept in files, verified record by
+//!   record without a pool.
+//!
+//! Backups are received with `canmount=off`: a backup never mounts over live
+//! paths, and reading files in a mounted backup would change it (atime), which
+//! the next run reports as divergence.
 
 pub use zfs_core as core;
 
+pub mod error;
+pub mod execute;
+pub mod file;
+pub mod plan;
+pub mod prune;
 pub mod stream;
+
+pub use error::{Error, Result};
+pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
+pub use plan::{Action, Base, Divergence, Plan, Replication, Step};
+
+use zfs_core::Zfs;
+
+/// What [`Replication::sync`] did.
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    /// The snapshot taken on the source (short name).
+    pub snapshot: String,
+    pub plan: Plan,
+    pub report: Report,
+    pub pruned_source: prune::PruneReport,
+    pub pruned_target: prune::PruneReport,
+}
+
+impl Replication {
+    /// The whole job: check for divergence (changing nothing if there is
+    /// any), take `<prefix>_<UTC time>` on the source, replicate, and with
+    /// `keep` prune our snapshots on both sides, never the new common base.
+    pub fn sync(
+        &self,
+        zfs: &Zfs,
+        opts: &ExecuteOptions,
+        keep: Option<usize>,
+    ) -> Result<SyncReport> {
+        let before = self.plan(zfs)?;
+        let divergences = before.divergences();
+        if !divergences.is_empty() {
+            return Err(Error::Diverged(divergences));
+        }
+        let snapshot = prune::take_snapshot(zfs, &self.source, self.recursive, &self.prefix)?;
+        let plan = self.plan(zfs)?;
+        let report = execute(zfs, &plan, opts)?;
+        let mut pruned_source = prune::PruneReport::default();
+        let mut pruned_target = prune::PruneReport::default();
+        if let Some(keep) = keep {
+            let retention = prune::Retention::keep_newest(self.prefix.clone(), keep);
+            let protect: Vec<u64> = plan
+                .steps
+                .iter()
+                .filter_map(|s| zfs.snapshot_info(&s.source.snapshot(&snapshot).ok()?).ok())
+                .map(|s| s.guid())
+                .collect();
+            pruned_source = prune::prune(zfs, &self.source, self.recursive, &retention, &protect)?;
+            pruned_target = prune::prune(zfs, &self.target, self.recursive, &retention, &protect)?;
+        }
+        Ok(SyncReport {
+            snapshot,
+            plan,
+            report,
+            pruned_source,
+            pruned_target,
+        })
+    }
+}

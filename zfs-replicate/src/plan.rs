@@ -1,0 +1,668 @@
+//! Planning: what a replication would do, computed without changing
+//! anything (so it doubles as a dry run).
+//!
+//! The common base is found by GUID, never by name: the newest target
+//! snapshot whose GUID matches a source snapshot, or a source bookmark (the
+//! bookmark this crate leaves after each run, so the next incremental works
+//! even when every source snapshot was pruned).
+//!
+//! ```no_run
+//! use zfs_core::Zfs;
+//! use zfs_replicate::Replication;
+//!
+//! let zfs = Zfs::open()?;
+//! let plan = Replication::new("tank/home".parse()?, "pipe/home".parse()?)
+//!     .recursive(true)
+//!     .plan(&zfs)?;
+//! print!("{plan}");
+//! for (target, why) in plan.divergences() {
+//!     eprintln!("{target}: {why}");
+//! }
+//! # Ok::<(), zfs_replicate::Error>(())
+//! ```
+
+use std::fmt;
+
+use zfs_core::{
+    Bookmark, DatasetName, NvList, ResumeToken, SendFlags, SendOptions, Snapshot, SnapshotName, Zfs,
+};
+
+use crate::error::{Error, Result};
+
+/// Default stream flags: what `zfs send -L -e -c` gives.
+pub const DEFAULT_FLAGS: SendFlags = SendFlags::LARGE_BLOCK
+    .union(SendFlags::EMBED_DATA)
+    .union(SendFlags::COMPRESS);
+
+/// A replication request: a source filesystem (or volume) and a target name.
+#[derive(Debug, Clone)]
+pub struct Replication {
+    pub(crate) source: DatasetName,
+    pub(crate) target: DatasetName,
+    pub(crate) recursive: bool,
+    pub(crate) raw: bool,
+    pub(crate) properties: bool,
+    pub(crate) rollback: bool,
+    pub(crate) destroy_removed: bool,
+    pub(crate) parallelism: usize,
+    pub(crate) prefix: String,
+}
+
+impl Replication {
+    /// Replicates `source` into `target` (which need not exist yet).
+    pub fn new(source: DatasetName, target: DatasetName) -> Self {
+        Replication {
+            source,
+            target,
+            recursive: false,
+            raw: false,
+            properties: false,
+            rollback: false,
+            destroy_removed: false,
+            parallelism: 2,
+            prefix: "zfs-replicate".to_owned(),
+        }
+    }
+
+    /// Include every descendant filesystem and volume, dataset by dataset.
+    pub fn recursive(mut self, yes: bool) -> Self {
+        self.recursive = yes;
+        self
+    }
+
+    /// Send raw streams (encrypted data stays encrypted; no key needed on
+    /// either side).
+    pub fn raw(mut self, yes: bool) -> Self {
+        self.raw = yes;
+        self
+    }
+
+    /// Copy the source's locally set properties as received properties
+    /// (never `mountpoint`, `canmount`, `sharenfs` or `sharesmb`).
+    pub fn properties(mut self, yes: bool) -> Self {
+        self.properties = yes;
+        self
+    }
+
+    /// Resolve divergence by rolling the target back to the common base,
+    /// destroying target snapshots newer than it. Without it, divergence
+    /// stops the run before anything changes.
+    pub fn rollback(mut self, yes: bool) -> Self {
+        self.rollback = yes;
+        self
+    }
+
+    /// With `recursive`, destroy target children whose source was destroyed
+    /// (otherwise they are only reported).
+    pub fn destroy_removed(mut self, yes: bool) -> Self {
+        self.destroy_removed = yes;
+        self
+    }
+
+    /// How many independent datasets replicate at once (at least 1).
+    pub fn parallelism(mut self, n: usize) -> Self {
+        self.parallelism = n.max(1);
+        self
+    }
+
+    /// The prefix of the snapshots, holds and bookmarks this crate makes
+    /// (default `zfs-replicate`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    pub fn source(&self) -> &DatasetName {
+        &self.source
+    }
+
+    pub fn target(&self) -> &DatasetName {
+        &self.target
+    }
+
+    /// The send flags this replication uses.
+    pub fn send_flags(&self) -> SendFlags {
+        if self.raw {
+            DEFAULT_FLAGS | SendFlags::RAW
+        } else {
+            DEFAULT_FLAGS
+        }
+    }
+
+    /// Computes the plan. Changes nothing.
+    pub fn plan(&self, zfs: &Zfs) -> Result<Plan> {
+        let sources = if self.recursive {
+            zfs.descendants(&self.source)?
+                .into_iter()
+                .map(|d| d.name().clone())
+                .collect()
+        } else {
+            zfs.dataset(&self.source)?;
+            vec![self.source.clone()]
+        };
+        let mut steps = Vec::with_capacity(sources.len());
+        for source in &sources {
+            let rel = source.relative_to(&self.source).unwrap_or("");
+            let target = if rel.is_empty() {
+                self.target.clone()
+            } else {
+                DatasetName::new(format!("{}/{rel}", self.target))?
+            };
+            steps.push(self.plan_one(zfs, source.clone(), target)?);
+        }
+        let mut removed_on_source = Vec::new();
+        if self.recursive && zfs.exists(&self.target) {
+            for d in zfs.descendants(&self.target)? {
+                let rel = d.name().relative_to(&self.target).unwrap_or("");
+                if rel.is_empty() {
+                    continue;
+                }
+                let src = DatasetName::new(format!("{}/{rel}", self.source))?;
+                if !sources.contains(&src) {
+                    removed_on_source.push(d.name().clone());
+                }
+            }
+        }
+        Ok(Plan {
+            replication: self.clone(),
+            steps,
+            removed_on_source,
+        })
+    }
+
+    fn plan_one(&self, zfs: &Zfs, source: DatasetName, target: DatasetName) -> Result<Step> {
+        let src_snaps = zfs.snapshots(&source)?;
+        let src_marks = zfs.bookmarks(&source)?;
+        let flags = self.send_flags();
+        let src_props = zfs.properties(&source)?;
+        let mut step = Step {
+            source: source.clone(),
+            target: target.clone(),
+            action: Action::UpToDate,
+            divergence: None,
+            rollback: None,
+            resume: None,
+            estimated_bytes: 0,
+            flags,
+            receive_props: NvList::new(),
+        };
+        step.receive_props = self.receive_props(&src_props, &source);
+        if src_snaps.is_empty() {
+            return Err(Error::Invalid(format!(
+                "{source} has no snapshot to replicate"
+            )));
+        }
+
+        let target_exists = zfs.exists(&target);
+        let (tgt_snaps, tgt_props) = if target_exists {
+            (zfs.snapshots(&target)?, Some(zfs.properties(&target)?))
+        } else {
+            (Vec::new(), None)
+        };
+
+        // A pending resumable receive: resume it if it fits, clear it if not.
+        if let Some(token) = tgt_props
+            .as_ref()
+            .and_then(|p| p.receive_resume_token.clone())
+        {
+            match ResumeToken::parse(&token) {
+                Ok(t) => {
+                    let to_idx = src_snaps.iter().position(|s| s.guid() == t.to_guid);
+                    let base_ok = match t.from_guid {
+                        None => tgt_snaps.is_empty(),
+                        Some(g) => tgt_snaps.last().map(|s| s.guid()) == Some(g),
+                    };
+                    let matches = to_idx.is_some()
+                        && base_ok
+                        && (t.flags.contains(SendFlags::RAW) == self.raw);
+                    step.resume = Some(PendingResume {
+                        token: Some(t.clone()),
+                        raw: token.clone(),
+                        matches,
+                    });
+                    if let (true, Some(i)) = (matches, to_idx) {
+                        let rest: Vec<Snapshot> = src_snaps[i + 1..].to_vec();
+                        step.estimated_bytes = estimate_remaining(zfs, &src_snaps[i], &t, flags)
+                            + estimate_chain(zfs, Some(&src_snaps[i]), &rest, flags);
+                        step.action = Action::Resume {
+                            snapshot: src_snaps[i].clone(),
+                            then: rest,
+                        };
+                        return Ok(step);
+                    }
+                }
+                Err(_) => {
+                    step.resume = Some(PendingResume {
+                        token: None,
+                        raw: token.clone(),
+                        matches: false,
+                    });
+                }
+            }
+        }
+
+        // An inconsistent target that a stale token left is cleared and
+        // treated as absent.
+        let target_is_partial_full = target_exists
+            && tgt_snaps.is_empty()
+            && step.resume.as_ref().is_some_and(|r| {
+                !r.matches && r.token.as_ref().is_none_or(|t| t.from_guid.is_none())
+            });
+        if !target_exists || target_is_partial_full {
+            let first = src_snaps[0].clone();
+            let rest = src_snaps[1..].to_vec();
+            step.estimated_bytes =
+                estimate_full(zfs, &first, flags) + estimate_chain(zfs, Some(&first), &rest, flags);
+            step.action = Action::Full {
+                snapshot: first,
+                then: rest,
+            };
+            return Ok(step);
+        }
+        let tgt_props = tgt_props.expect("exists");
+
+        // Encryption lineage.
+        let src_enc = src_props.encryption.is_encrypted();
+        let tgt_enc = tgt_props.encryption.is_encrypted();
+        if src_enc && self.raw && !tgt_enc {
+            step.divergence = Some(Divergence::EncryptionMismatch {
+                reason: "the source is encrypted and the stream raw, but the target holds unencrypted (non-raw) data".into(),
+            });
+            return Ok(step);
+        }
+        if tgt_enc && !self.raw {
+            step.divergence = Some(Divergence::EncryptionMismatch {
+                reason: "the target holds encrypted data: replicate it raw".into(),
+            });
+            return Ok(step);
+        }
+
+        // Newest target snapshot whose GUID the source has (as a snapshot,
+        // else as a bookmark).
+        let mut common = None;
+        for (ti, t) in tgt_snaps.iter().enumerate().rev() {
+            if let Some(s) = src_snaps.iter().find(|s| s.guid() == t.guid()) {
+                common = Some((ti, Base::Snapshot(s.clone()), t.clone()));
+                break;
+            }
+            if let Some(b) = src_marks.iter().find(|b| b.guid() == t.guid()) {
+                common = Some((ti, Base::Bookmark(b.clone()), t.clone()));
+                break;
+            }
+        }
+        let Some((ti, base, target_base)) = common else {
+            step.divergence = Some(Divergence::NoCommonSnapshot {
+                target_snapshots: tgt_snaps.len(),
+            });
+            return Ok(step);
+        };
+        let newer: Vec<SnapshotName> = tgt_snaps[ti + 1..]
+            .iter()
+            .map(|s| s.name().clone())
+            .collect();
+        let written = tgt_props.written.unwrap_or(0);
+        let divergence = if !newer.is_empty() {
+            Some(Divergence::TargetHasNewerSnapshots {
+                base: target_base.name().clone(),
+                newer: newer.clone(),
+            })
+        } else if written > 0 {
+            Some(Divergence::TargetModified {
+                base: target_base.name().clone(),
+                written,
+            })
+        } else {
+            None
+        };
+        if let Some(d) = divergence {
+            if self.rollback {
+                step.rollback = Some(Rollback {
+                    to: target_base.name().clone(),
+                    destroy: newer,
+                });
+            } else {
+                step.divergence = Some(d);
+                return Ok(step);
+            }
+        }
+
+        let base_txg = base.createtxg();
+        let to_send: Vec<Snapshot> = src_snaps
+            .iter()
+            .filter(|s| s.createtxg() > base_txg)
+            .cloned()
+            .collect();
+        if to_send.is_empty() {
+            step.action = Action::UpToDate;
+            return Ok(step);
+        }
+        step.estimated_bytes = estimate_incremental(zfs, &base, &to_send, flags);
+        step.action = Action::Incremental {
+            base,
+            target_base,
+            snapshots: to_send,
+        };
+        Ok(step)
+    }
+
+    /// Received properties for a full receive: the backup is never mounted
+    /// (`canmount=off`), plus the source's local properties when asked.
+    fn receive_props(&self, src: &zfs_core::Properties, source: &DatasetName) -> NvList {
+        let mut props = NvList::new();
+        if self.properties {
+            for (name, value) in src.raw.iter() {
+                if matches!(name, "mountpoint" | "canmount" | "sharenfs" | "sharesmb") {
+                    continue;
+                }
+                let zfs_core::NvValue::NvList(v) = value else {
+                    continue;
+                };
+                // A locally set value's source is the dataset itself.
+                let local = v.get_str("source").ok() == Some(source.as_str());
+                if !local {
+                    continue;
+                }
+                if let Some(val) = v.get("value") {
+                    props.insert(name, val.clone());
+                }
+            }
+        }
+        props.insert("canmount", 0u64);
+        props
+    }
+}
+
+fn estimate_full(zfs: &Zfs, snap: &Snapshot, flags: SendFlags) -> u64 {
+    zfs.send_space(snap.name(), &SendOptions::new().flags(flags))
+        .unwrap_or(0)
+}
+
+fn estimate_chain(zfs: &Zfs, base: Option<&Snapshot>, rest: &[Snapshot], flags: SendFlags) -> u64 {
+    let mut prev = base.cloned();
+    let mut total = 0;
+    for s in rest {
+        let opts = match &prev {
+            Some(p) => SendOptions::new().flags(flags).from(p.name().clone()),
+            None => SendOptions::new().flags(flags),
+        };
+        total += zfs.send_space(s.name(), &opts).unwrap_or(0);
+        prev = Some(s.clone());
+    }
+    total
+}
+
+fn estimate_incremental(zfs: &Zfs, base: &Base, to_send: &[Snapshot], flags: SendFlags) -> u64 {
+    let Some((first, rest)) = to_send.split_first() else {
+        return 0;
+    };
+    let first_bytes = zfs
+        .send_space(
+            first.name(),
+            &SendOptions::new().flags(flags).from(base.as_send_base()),
+        )
+        .unwrap_or(0);
+    first_bytes + estimate_chain(zfs, Some(first), rest, flags)
+}
+
+fn estimate_remaining(zfs: &Zfs, snap: &Snapshot, token: &ResumeToken, flags: SendFlags) -> u64 {
+    let total = match zfs.resolve_resume_token(token) {
+        Ok((_, opts)) => {
+            let base_opts = match opts.base() {
+                Some(b) => SendOptions::new().flags(flags).from(b.clone()),
+                None => SendOptions::new().flags(flags),
+            };
+            zfs.send_space(snap.name(), &base_opts).unwrap_or(0)
+        }
+        Err(_) => 0,
+    };
+    total.saturating_sub(token.bytes)
+}
+
+/// The incremental base on the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    Snapshot(Snapshot),
+    /// A bookmark: the snapshot is gone, its position is kept.
+    Bookmark(Bookmark),
+}
+
+impl Base {
+    pub fn guid(&self) -> u64 {
+        match self {
+            Base::Snapshot(s) => s.guid(),
+            Base::Bookmark(b) => b.guid(),
+        }
+    }
+
+    pub fn createtxg(&self) -> u64 {
+        match self {
+            Base::Snapshot(s) => s.createtxg(),
+            Base::Bookmark(b) => b.createtxg(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Base::Snapshot(s) => s.name().to_string(),
+            Base::Bookmark(b) => b.name().to_string(),
+        }
+    }
+
+    pub(crate) fn as_send_base(&self) -> zfs_core::SnapshotOrBookmark {
+        match self {
+            Base::Snapshot(s) => s.name().clone().into(),
+            Base::Bookmark(b) => b.name().clone().into(),
+        }
+    }
+}
+
+/// What to do for one dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// The target is absent: a full stream of `snapshot`, then each of `then`
+    /// incrementally (all history, like `zfs send -R`).
+    Full {
+        snapshot: Snapshot,
+        then: Vec<Snapshot>,
+    },
+    /// Incremental from `base` through each of `snapshots` (like
+    /// `zfs send -I`; from a bookmark the first step is `-i`).
+    Incremental {
+        base: Base,
+        /// The target's snapshot with the base's GUID.
+        target_base: Snapshot,
+        snapshots: Vec<Snapshot>,
+    },
+    /// Finish the interrupted transfer of `snapshot`, then send `then`.
+    Resume {
+        snapshot: Snapshot,
+        then: Vec<Snapshot>,
+    },
+    /// Nothing to send.
+    UpToDate,
+}
+
+/// Why a target cannot simply take the next incremental.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Divergence {
+    /// The target exists but shares no snapshot (by GUID) with the source.
+    NoCommonSnapshot { target_snapshots: usize },
+    /// The target changed since its newest snapshot, the common base.
+    TargetModified { base: SnapshotName, written: u64 },
+    /// The target has snapshots newer than the common base.
+    TargetHasNewerSnapshots {
+        base: SnapshotName,
+        newer: Vec<SnapshotName>,
+    },
+    /// Encryption or raw lineage does not match.
+    EncryptionMismatch { reason: String },
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Divergence::NoCommonSnapshot { target_snapshots } => write!(
+                f,
+                "no common snapshot: none of the target's {target_snapshots} snapshots matches a source snapshot or bookmark by GUID"
+            ),
+            Divergence::TargetModified { base, written } => {
+                write!(f, "target modified since {base} ({written} bytes written); use rollback to discard")
+            }
+            Divergence::TargetHasNewerSnapshots { base, newer } => {
+                let names: Vec<&str> = newer.iter().map(|s| s.short_name()).collect();
+                write!(f, "target has snapshots newer than the common base {base}: {}; use rollback to destroy them", names.join(", "))
+            }
+            Divergence::EncryptionMismatch { reason } => write!(f, "encryption mismatch: {reason}"),
+        }
+    }
+}
+
+/// A pending resumable receive found on the target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingResume {
+    /// The decoded token (None if it does not decode).
+    pub token: Option<ResumeToken>,
+    /// The token as the target reports it.
+    pub raw: String,
+    /// Whether it continues this plan (resumed) or is stale (cleared).
+    pub matches: bool,
+}
+
+/// What rollback does to a diverged target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollback {
+    /// Roll back to this snapshot (the common base).
+    pub to: SnapshotName,
+    /// Destroy these newer target snapshots first.
+    pub destroy: Vec<SnapshotName>,
+}
+
+/// The plan for one dataset.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Step {
+    pub source: DatasetName,
+    pub target: DatasetName,
+    pub action: Action,
+    /// Set when the step cannot run; nothing will be sent.
+    pub divergence: Option<Divergence>,
+    /// Set when `rollback` resolves divergence.
+    pub rollback: Option<Rollback>,
+    pub resume: Option<PendingResume>,
+    /// Estimated stream bytes.
+    pub estimated_bytes: u64,
+    pub flags: SendFlags,
+    /// Received properties set on a full receive.
+    pub receive_props: NvList,
+}
+
+/// A typed dry run of a replication.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub replication: Replication,
+    /// One step per dataset, parents before children.
+    pub steps: Vec<Step>,
+    /// Target datasets whose source no longer exists.
+    pub removed_on_source: Vec<DatasetName>,
+}
+
+impl Plan {
+    /// The steps that cannot run, and why.
+    pub fn divergences(&self) -> Vec<(DatasetName, Divergence)> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.divergence.clone().map(|d| (s.target.clone(), d)))
+            .collect()
+    }
+
+    /// Total estimated bytes.
+    pub fn estimated_bytes(&self) -> u64 {
+        self.steps.iter().map(|s| s.estimated_bytes).sum()
+    }
+
+    /// Whether there is nothing to send.
+    pub fn is_up_to_date(&self) -> bool {
+        self.steps
+            .iter()
+            .all(|s| s.action == Action::UpToDate && s.divergence.is_none())
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "plan: {} -> {}{}{}",
+            self.replication.source,
+            self.replication.target,
+            if self.replication.recursive {
+                " (recursive)"
+            } else {
+                ""
+            },
+            if self.replication.raw { " (raw)" } else { "" }
+        )?;
+        for s in &self.steps {
+            write!(f, "  {} -> {}: ", s.source, s.target)?;
+            if let Some(d) = &s.divergence {
+                writeln!(f, "BLOCKED: {d}")?;
+                continue;
+            }
+            if let Some(r) = &s.resume {
+                if !r.matches {
+                    write!(f, "clear stale resume token; ")?;
+                }
+            }
+            if let Some(r) = &s.rollback {
+                write!(f, "roll back to {}", r.to)?;
+                if !r.destroy.is_empty() {
+                    write!(f, " destroying {} newer snapshot(s)", r.destroy.len())?;
+                }
+                write!(f, "; ")?;
+            }
+            match &s.action {
+                Action::Full { snapshot, then } => write!(
+                    f,
+                    "full {} + {} incremental(s)",
+                    snapshot.name().short_name(),
+                    then.len()
+                )?,
+                Action::Incremental {
+                    base, snapshots, ..
+                } => write!(
+                    f,
+                    "incremental from {} ({:#x}) through {} ({} snapshot(s))",
+                    base.name(),
+                    base.guid(),
+                    snapshots
+                        .last()
+                        .map(|s| s.name().short_name())
+                        .unwrap_or("?"),
+                    snapshots.len()
+                )?,
+                Action::Resume { snapshot, then } => write!(
+                    f,
+                    "resume {} + {} incremental(s)",
+                    snapshot.name().short_name(),
+                    then.len()
+                )?,
+                Action::UpToDate => write!(f, "up to date")?,
+            }
+            writeln!(f, ", about {} bytes", s.estimated_bytes)?;
+        }
+        for r in &self.removed_on_source {
+            writeln!(
+                f,
+                "  {r}: source removed; {}",
+                if self.replication.destroy_removed {
+                    "will be destroyed"
+                } else {
+                    "kept (not requested to destroy)"
+                }
+            )?;
+        }
+        Ok(())
+    }
+}

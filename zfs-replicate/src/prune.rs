@@ -1,0 +1,205 @@
+//! Our own snapshots: taking them (`<prefix>_<UTC timestamp>`, atomically
+//! across a tree) and pruning them with a retention policy.
+//!
+//! Pruning only ever considers snapshots whose name has our prefix and a
+//! timestamp we wrote; it never destroys a held snapshot, another tool's
+//! snapshot, or the newest common base.
+//!
+//! ```no_run
+//! use zfs_core::Zfs;
+//! use zfs_replicate::prune::{prune, take_snapshot, Retention};
+//!
+//! let zfs = Zfs::open()?;
+//! let home = "tank/home".parse()?;
+//! let snap = take_snapshot(&zfs, &home, true, "backup")?;
+//! println!("took {snap}");
+//! let report = prune(&zfs, &home, true, &Retention::keep_newest("backup", 7), &[])?;
+//! println!("destroyed {}", report.destroyed.len());
+//! # Ok::<(), zfs_replicate::Error>(())
+//! ```
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use zfs_core::{DatasetName, SnapshotName, Zfs};
+
+use crate::error::{Error, Result};
+
+/// Formats a UTC time as `YYYYMMDDTHHMMSS.mmmZ` (sortable, valid in names).
+pub fn utc_timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Whether `short` (the part after `@`) is one of our snapshots for `prefix`.
+pub fn is_ours(short: &str, prefix: &str) -> bool {
+    let Some(stamp) = short.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')) else {
+        return false;
+    };
+    let b = stamp.as_bytes();
+    b.len() == 20
+        && b[8] == b'T'
+        && b[15] == b'.'
+        && b[19] == b'Z'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| matches!(i, 8 | 15 | 19) || c.is_ascii_digit())
+}
+
+/// Takes `<prefix>_<now>` on `dataset` (and, if `recursive`, on every
+/// descendant) in one atomic batch. Returns the short snapshot name.
+pub fn take_snapshot(
+    zfs: &Zfs,
+    dataset: &DatasetName,
+    recursive: bool,
+    prefix: &str,
+) -> Result<String> {
+    let short = format!("{prefix}_{}", utc_timestamp(SystemTime::now()));
+    let datasets: Vec<DatasetName> = if recursive {
+        zfs.descendants(dataset)?
+            .into_iter()
+            .map(|d| d.name().clone())
+            .collect()
+    } else {
+        vec![dataset.clone()]
+    };
+    let snaps = datasets
+        .iter()
+        .map(|d| d.snapshot(&short))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(zfs_core::Error::from)?;
+    zfs.snapshot(&snaps)?;
+    Ok(short)
+}
+
+/// Which of our snapshots to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub prefix: String,
+    /// Keep the newest `keep` of our snapshots per dataset.
+    pub keep: usize,
+}
+
+impl Retention {
+    pub fn keep_newest(prefix: impl Into<String>, keep: usize) -> Self {
+        Retention {
+            prefix: prefix.into(),
+            keep,
+        }
+    }
+}
+
+/// What a prune did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    pub destroyed: Vec<SnapshotName>,
+    /// Candidates kept because they are held.
+    pub kept_held: Vec<SnapshotName>,
+    /// Candidates kept because they are a protected common base.
+    pub kept_base: Vec<SnapshotName>,
+}
+
+/// Prunes our snapshots on `dataset` (and descendants if `recursive`):
+/// keeps the newest `retention.keep`, every held snapshot, and every
+/// snapshot whose GUID is in `protect` (the common bases). Destroys the rest
+/// in one batch per dataset.
+pub fn prune(
+    zfs: &Zfs,
+    dataset: &DatasetName,
+    recursive: bool,
+    retention: &Retention,
+    protect: &[u64],
+) -> Result<PruneReport> {
+    let datasets: Vec<DatasetName> = if recursive {
+        zfs.descendants(dataset)?
+            .into_iter()
+            .map(|d| d.name().clone())
+            .collect()
+    } else {
+        vec![dataset.clone()]
+    };
+    let mut report = PruneReport::default();
+    for d in &datasets {
+        let ours: Vec<_> = zfs
+            .snapshots(d)?
+            .into_iter()
+            .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
+            .collect();
+        let cut = ours.len().saturating_sub(retention.keep);
+        let mut doomed = Vec::new();
+        for s in &ours[..cut] {
+            if protect.contains(&s.guid()) {
+                report.kept_base.push(s.name().clone());
+            } else if !zfs.holds(s.name())?.is_empty() {
+                report.kept_held.push(s.name().clone());
+            } else {
+                doomed.push(s.name().clone());
+            }
+        }
+        if doomed.is_empty() {
+            continue;
+        }
+        match zfs.destroy_snapshots(&doomed, false) {
+            Ok(()) => report.destroyed.extend(doomed),
+            // Something changed under us (a new hold, a clone): go one by one.
+            Err(_) => {
+                for s in doomed {
+                    match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
+                        Ok(()) => report.destroyed.push(s),
+                        Err(e) if e.kind() == zfs_core::ErrorKind::Busy => report.kept_held.push(s),
+                        Err(e) => return Err(Error::Zfs(e)),
+                    }
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_utc_and_ours() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_764_147_661_042); // 2025-11-26T09:01:01.042Z
+        let s = utc_timestamp(t);
+        assert_eq!(s, "20251126T090101.042Z");
+        assert!(is_ours(&format!("backup_{s}"), "backup"));
+        assert!(!is_ours(&format!("backup_{s}x"), "backup"));
+        assert!(!is_ours(&format!("other_{s}"), "backup"));
+        assert!(!is_ours("backup_20251126T0901010042Z", "backup"));
+        assert!(!is_ours("backup", "backup"));
+        assert_eq!(utc_timestamp(UNIX_EPOCH), "19700101T000000.000Z");
+        // Leap day.
+        assert_eq!(
+            &utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400))[..8],
+            "20000229"
+        );
+    }
+}
