@@ -259,7 +259,9 @@ impl Replication {
             };
             return Ok(step);
         }
-        let tgt_props = tgt_props.expect("exists");
+        let Some(tgt_props) = tgt_props else {
+            return Err(Error::Invalid(format!("{target}: properties unavailable")));
+        };
 
         // Encryption lineage.
         let src_enc = src_props.encryption.is_encrypted();
