@@ -106,8 +106,8 @@ fn main() {
     let ours = time(3, || {
         snaps[..sample]
             .iter()
-            .map(|s| zfs.properties(s.name()).unwrap().written)
-            .count()
+            .filter_map(|s| zfs.properties(s.name()).unwrap().written)
+            .sum::<u64>()
     });
     let cli = time(1, || {
         for s in &snaps[..sample] {

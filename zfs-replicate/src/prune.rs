@@ -70,6 +70,18 @@ pub fn is_ours(short: &str, prefix: &str) -> bool {
             .all(|(i, c)| matches!(i, 8 | 15 | 19) || c.is_ascii_digit())
 }
 
+/// `dataset`, and with `recursive` all its descendants, parents first.
+fn tree(zfs: &Zfs, dataset: &DatasetName, recursive: bool) -> Result<Vec<DatasetName>> {
+    if !recursive {
+        return Ok(vec![dataset.clone()]);
+    }
+    Ok(zfs
+        .descendants(dataset)?
+        .into_iter()
+        .map(|d| d.name().clone())
+        .collect())
+}
+
 /// Takes `<prefix>_<now>` on `dataset` (and, if `recursive`, on every
 /// descendant) in one atomic batch. Returns the short snapshot name.
 pub fn take_snapshot(
@@ -79,14 +91,7 @@ pub fn take_snapshot(
     prefix: &str,
 ) -> Result<String> {
     let short = format!("{prefix}_{}", utc_timestamp(SystemTime::now()));
-    let datasets: Vec<DatasetName> = if recursive {
-        zfs.descendants(dataset)?
-            .into_iter()
-            .map(|d| d.name().clone())
-            .collect()
-    } else {
-        vec![dataset.clone()]
-    };
+    let datasets = tree(zfs, dataset, recursive)?;
     let snaps = datasets
         .iter()
         .map(|d| d.snapshot(&short))
@@ -134,14 +139,7 @@ pub fn prune(
     retention: &Retention,
     protect: &[u64],
 ) -> Result<PruneReport> {
-    let datasets: Vec<DatasetName> = if recursive {
-        zfs.descendants(dataset)?
-            .into_iter()
-            .map(|d| d.name().clone())
-            .collect()
-    } else {
-        vec![dataset.clone()]
-    };
+    let datasets = tree(zfs, dataset, recursive)?;
     let mut report = PruneReport::default();
     for d in &datasets {
         let ours: Vec<_> = zfs
