@@ -3,9 +3,13 @@
 //! - `cargo xtask test [--host] [-- TEST_ARGS…]`: host unit tests, then the
 //!   ZFS integration tests in a QEMU guest running real OpenZFS (or, with
 //!   `--host`, directly on this machine, which must have `/dev/zfs`).
+//! - `cargo xtask demo`: the `backup` example's story (sync, incremental,
+//!   prune, stream files, divergence) on two pools in the QEMU guest, with
+//!   the GUIDs that prove both sides match.
 //! - `cargo xtask bindgen`: regenerates `zfs-sys/src/bindings.rs`.
 
 mod cpio;
+mod demo;
 mod install;
 mod vm;
 
@@ -19,15 +23,18 @@ pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 const USAGE: &str = "usage:
   cargo xtask test [--host] [-- TEST_ARGS...]   host unit tests + ZFS tests in a QEMU guest
                                                 (--host: run the ZFS tests here; needs /dev/zfs and root)
+  cargo xtask demo                              the backup example on two pools in a QEMU guest:
+                                                sync, incremental, prune, stream files, GUID proof
   cargo xtask bindgen                           regenerate zfs-sys/src/bindings.rs (needs libclang)
 
 environment: XTASK_VM_MEMORY_MIB (default 4096), XTASK_VM_CPUS (default 2),
-             XTASK_VM_TIMEOUT_SECS (default 1800)";
+             XTASK_VM_TIMEOUT_SECS (default 1800 for test, 600 for demo)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
+        Some("demo") => demo::demo(&args[1..]),
         Some("bindgen") => bindgen().map(|()| true),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");

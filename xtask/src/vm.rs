@@ -1,11 +1,13 @@
-//! Builds the guest initramfs and runs the ZFS tests inside a QEMU guest.
+//! Builds the guest initramfs and runs a payload inside a QEMU guest: the
+//! ZFS tests, or any shell script with extra binaries (the demo).
 //!
 //! The initramfs is two concatenated cpio archives: a cached base (busybox,
 //! the spl/zfs modules, the zfs/zpool/zstream tools and their libraries) and a
-//! per-run archive (the `/init` script and the test binaries). The guest loads
-//! the modules, runs each test binary with `--ignored`, prints one
-//! `ZFS-HARNESS-EXIT <binary> <code>` line per binary and `ZFS-HARNESS-DONE`,
-//! then powers off.
+//! per-run archive (the `/init` script and the payload's files). The guest
+//! loads the modules and runs the payload's script, which prints one
+//! `ZFS-HARNESS-EXIT <name> <code>` line per program it runs (for the tests,
+//! each test binary with `--ignored`); `/init` then prints `ZFS-HARNESS-DONE`
+//! and powers off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -43,6 +45,19 @@ pub struct VmOptions {
     pub test_args: Vec<String>,
 }
 
+/// What a guest run carries and does, on top of the base image.
+pub struct GuestPayload {
+    /// Executables: (guest path, host path). Copied without debug info, with
+    /// the shared libraries they need.
+    pub binaries: Vec<(String, PathBuf)>,
+    /// Other files: (guest path, mode, contents).
+    pub files: Vec<(String, u32, Vec<u8>)>,
+    /// Shell commands `/init` runs in `/tmp` once ZFS is loaded (PATH has
+    /// busybox and the ZFS tools). They should print a
+    /// `ZFS-HARNESS-EXIT <name> <code>` line for each program they run.
+    pub script: String,
+}
+
 /// The result of one guest run.
 pub struct VmOutcome {
     pub counts: TestCounts,
@@ -52,9 +67,28 @@ pub struct VmOutcome {
     pub completed: bool,
 }
 
+/// Runs each test binary with `--ignored` (and `opts.test_args`) in the guest.
 pub fn run_tests(
     kernel: &GuestKernel,
     tests: &[TestBinary],
+    work_dir: &Path,
+    opts: &VmOptions,
+) -> Result<VmOutcome> {
+    let payload = GuestPayload {
+        binaries: tests
+            .iter()
+            .map(|t| (format!("/tests/{}", t.name), t.path.clone()))
+            .collect(),
+        files: Vec::new(),
+        script: test_script(tests, &opts.test_args),
+    };
+    run_payload(kernel, &payload, work_dir, opts)
+}
+
+/// Boots the guest with `payload` and runs its script.
+pub fn run_payload(
+    kernel: &GuestKernel,
+    payload: &GuestPayload,
     work_dir: &Path,
     opts: &VmOptions,
 ) -> Result<VmOutcome> {
@@ -63,7 +97,7 @@ pub fn run_tests(
     // Per-process file names, so that concurrent harness runs do not clash.
     let pid = std::process::id();
     let run_archive = work_dir.join(format!("run-{pid}.cpio"));
-    write_run_archive(&run_archive, tests, opts)?;
+    write_run_archive(&run_archive, payload)?;
     let initrd = work_dir.join(format!("initrd-{pid}.cpio"));
     {
         let mut out = BufWriter::new(fs::File::create(&initrd)?);
@@ -240,17 +274,16 @@ fn add_libraries<W: Write>(
     Ok(())
 }
 
-fn write_run_archive(path: &Path, tests: &[TestBinary], opts: &VmOptions) -> Result<()> {
+fn write_run_archive(path: &Path, payload: &GuestPayload) -> Result<()> {
     let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(path)?));
-    cpio.file(
-        "/init",
-        0o755,
-        init_script(tests, &opts.test_args).as_bytes(),
-    )?;
+    cpio.file("/init", 0o755, init_script(&payload.script).as_bytes())?;
     let mut libs = BTreeMap::new();
-    for t in tests {
-        shared_libraries(&t.path, &mut libs)?;
-        cpio.file(&format!("/tests/{}", t.name), 0o755, &stripped(&t.path)?)?;
+    for (guest, host) in &payload.binaries {
+        shared_libraries(host, &mut libs)?;
+        cpio.file(guest, 0o755, &stripped(host)?)?;
+    }
+    for (guest, mode, contents) in &payload.files {
+        cpio.file(guest, *mode, contents)?;
     }
     // The base already has most of these; duplicates just overwrite.
     let mut dirs = BTreeSet::new();
@@ -283,9 +316,24 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-fn init_script(tests: &[TestBinary], test_args: &[String]) -> String {
+/// The payload script for the tests: each binary with `--ignored`.
+fn test_script(tests: &[TestBinary], test_args: &[String]) -> String {
     let args: Vec<String> = test_args.iter().map(|a| shell_quote(a)).collect();
     let names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    format!(
+        r#"for t in {names}; do
+    echo "ZFS-HARNESS: running $t"
+    /tests/$t --ignored {args}
+    echo "ZFS-HARNESS-EXIT $t $?"
+done
+"#,
+        names = names.join(" "),
+        args = args.join(" "),
+    )
+}
+
+/// `/init`: mounts, loads the modules, runs `script`, reports done.
+fn init_script(script: &str) -> String {
     format!(
         r#"#!/usr/bin/busybox sh
 /usr/bin/busybox --install -s
@@ -302,17 +350,11 @@ for m in /modules/*.ko; do insmod "$m" || fatal "insmod $m failed"; done
 [ -c /dev/zfs ] || fatal "/dev/zfs missing after loading the modules"
 echo "ZFS-HARNESS: $(cat /sys/module/zfs/version 2>/dev/null || echo zfs) loaded"
 cd /tmp
-for t in {names}; do
-    echo "ZFS-HARNESS: running $t"
-    /tests/$t --ignored {args}
-    echo "ZFS-HARNESS-EXIT $t $?"
-done
+{script}
 echo "ZFS-HARNESS-DONE"
 sync
 poweroff -f
-"#,
-        names = names.join(" "),
-        args = args.join(" "),
+"#
     )
 }
 
