@@ -718,3 +718,50 @@ fn result_matches_zfs_send_receive_cli() {
         assert_eq!(a, contents(&src.snapshot(s).unwrap()));
     }
 }
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn transfer_failure_reports_the_receivers_error() {
+    let p = pair();
+    let src = p.src("a");
+    p.create(&src);
+    p.snap(&src, "s1");
+    let dst = p.dst("missing parent/deeper");
+    let err = execute(
+        &p.zfs,
+        &Replication::new(src, dst).plan(&p.zfs).unwrap(),
+        &opts(),
+    )
+    .unwrap_err();
+    let Error::Transfer { source, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(source.kind(), zfs_core::ErrorKind::NotFound, "{err}");
+    assert_eq!(source.operation(), Some("lzc_receive"), "{err}");
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn sync_of_a_source_without_snapshots() {
+    let p = pair();
+    let src = p.src("fresh");
+    p.create(&src);
+    p.create(&src.child("kid").unwrap());
+    let dst = p.dst("fresh");
+    let repl = Replication::new(src.clone(), dst.clone())
+        .recursive(true)
+        .prefix("bk");
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(
+        plan.steps
+            .iter()
+            .all(|s| s.action == Action::NoSourceSnapshot),
+        "{plan}"
+    );
+    let r = repl.sync(&p.zfs, &opts(), Some(3)).unwrap();
+    assert_eq!(p.names(&dst), [r.snapshot.clone()]);
+    assert_eq!(
+        p.guids(&dst.child("kid").unwrap()),
+        p.guids(&src.child("kid").unwrap())
+    );
+}

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use zfs_core::pipe::Pipe;
 use zfs_core::testing::FilePool;
@@ -781,4 +781,104 @@ fn a_name_with_spaces_end_to_end() {
     ]);
     assert_eq!(listed.trim(), r.snapshot.as_str());
     zfs.release(&[(s, "a tag with spaces".into())]).unwrap();
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn send_progress_reports_bytes_of_a_running_send() {
+    let zfs = zfs();
+    let p = pool(&zfs);
+    let data = fs(&p, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    let d = mount(data.as_str());
+    write_file(&d.join("blob"), 3, 4 << 20);
+    unmount(data.as_str());
+    let s = snap(&data, "s");
+    zfs.snapshot(&[s.clone()]).unwrap();
+    // Our own pipe: the kernel writes into it directly, and the progress
+    // ioctl matches that fd number in this process.
+    let Pipe { read, write, .. } = Pipe::new(64 << 10).unwrap();
+    let write_fd = write.as_raw_fd();
+    let total = std::thread::scope(|scope| {
+        let sender = scope.spawn(|| {
+            let r = zfs.send(&s, &SendOptions::new(), &write);
+            drop(write); // EOF for the reader
+            r
+        });
+        let mut input = File::from(read);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut got = 0usize;
+        // Read a little, then ask how far the send is: it is blocked on the
+        // full pipe, with at least what we read already written.
+        while got < 1 << 20 {
+            let n = input.read(&mut buf).unwrap();
+            assert!(n > 0, "the send ended early: {:?}", sender.is_finished());
+            got += n;
+        }
+        let progress = zfs.send_progress(&s, write_fd).unwrap();
+        assert!(
+            progress >= got as u64 - 65536 && progress > 0,
+            "progress {progress} vs read {got}"
+        );
+        loop {
+            let n = input.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        sender.join().unwrap().unwrap();
+        got
+    });
+    assert!(total > 4 << 20);
+    // No send running on that fd any more: not found.
+    let Pipe { write: w2, .. } = Pipe::new(4096).unwrap();
+    assert_eq!(
+        zfs.send_progress(&s, w2.as_raw_fd()).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn receive_with_origin_makes_a_clone() {
+    let zfs = zfs();
+    let src = pool(&zfs);
+    let dst = pool(&zfs);
+    let data = fs(&src, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    zfs.snapshot(&[snap(&data, "s1")]).unwrap();
+    zfs.snapshot(&[snap(&data, "s2")]).unwrap();
+    let base = fs(&dst, "base");
+    receive_bytes(
+        &zfs,
+        &base,
+        &send_to_vec(&zfs, &snap(&data, "s1"), &SendOptions::new()),
+        &ReceiveOptions::new(),
+    )
+    .unwrap();
+    let inc = send_to_vec(
+        &zfs,
+        &snap(&data, "s2"),
+        &SendOptions::new().from(snap(&data, "s1")),
+    );
+    let clone = fs(&dst, "clone");
+    let r = receive_bytes(
+        &zfs,
+        &clone,
+        &inc,
+        &ReceiveOptions::new().origin(snap(&base, "s1")),
+    )
+    .unwrap();
+    assert_eq!(r.snapshot, snap(&clone, "s2"));
+    let origin = zfs
+        .properties(&clone)
+        .unwrap()
+        .raw
+        .get_nvlist("origin")
+        .unwrap()
+        .get_str("value")
+        .unwrap()
+        .to_owned();
+    assert_eq!(origin, snap(&base, "s1").as_str());
 }

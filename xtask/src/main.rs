@@ -25,6 +25,8 @@ const USAGE: &str = "usage:
                                                 (--host: run the ZFS tests here; needs /dev/zfs and root)
   cargo xtask demo                              the backup example on two pools in a QEMU guest:
                                                 sync, incremental, prune, stream files, GUID proof
+  cargo xtask bench                             benches/cli_compare.rs in a QEMU guest: the library
+                                                against the zfs CLI in the same run (ratios)
   cargo xtask bindgen                           regenerate zfs-sys/src/bindings.rs (needs libclang)
 
 environment: XTASK_VM_MEMORY_MIB (default 4096), XTASK_VM_CPUS (default 2),
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(&args[1..]),
+        Some("bench") => bench(),
         Some("bindgen") => bindgen().map(|()| true),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -293,6 +296,56 @@ fn test_binaries() -> Result<Vec<vm::TestBinary>> {
         return Err("no test executables were built".into());
     }
     Ok(tests)
+}
+
+/// Builds `benches/cli_compare.rs` (release) and runs it in the guest.
+fn bench() -> Result<bool> {
+    let started = Instant::now();
+    let kernel = install::ensure()?;
+    let out = cargo()
+        .args([
+            "bench",
+            "-p",
+            "zfs-replicate-tests",
+            "--bench",
+            "cli_compare",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err("cargo bench --no-run failed".into());
+    }
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cli_compare")
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or("the cli_compare bench executable was not built")?;
+    let tests = [vm::TestBinary {
+        name: "cli_compare-bench".into(),
+        path: exe,
+    }];
+    let opts = vm::VmOptions {
+        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
+        cpus: env_or("XTASK_VM_CPUS", 2),
+        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 1800)),
+        test_args: Vec::new(),
+    };
+    let outcome = vm::run_tests(
+        &kernel,
+        &tests,
+        &workspace_root().join("target/xtask-vm"),
+        &opts,
+    )?;
+    let ok = outcome.completed && outcome.failed_binaries.is_empty();
+    eprintln!(
+        "xtask: bench {} in {:.0} s",
+        if ok { "finished" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ok)
 }
 
 /// Regenerates the committed bindings from the installed headers.

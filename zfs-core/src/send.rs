@@ -24,7 +24,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 use zfs_sys::ioctl::ZFS_IOC_SEND_PROGRESS;
 
@@ -164,15 +164,22 @@ impl Zfs {
             opts.resume,
         )
         .map_err(|e| {
-            Error::from_errno(
-                if opts.resume.is_some() {
-                    "lzc_send_resume"
-                } else {
-                    "lzc_send"
-                },
-                snapshot.as_str(),
-                e,
-            )
+            let op = if opts.resume.is_some() {
+                "lzc_send_resume"
+            } else {
+                "lzc_send"
+            };
+            if e == Errno(libc::EXDEV) {
+                // For a send, EXDEV means the base is not an earlier
+                // snapshot (or bookmark) of the same dataset.
+                return Error::invalid(
+                    op,
+                    snapshot.as_str(),
+                    crate::ErrorKind::InvalidArgument,
+                    "the incremental base is not an earlier snapshot or bookmark of this dataset (EXDEV)",
+                );
+            }
+            Error::from_errno(op, snapshot.as_str(), e)
         })
     }
 
@@ -184,13 +191,20 @@ impl Zfs {
     }
 
     /// Bytes written so far by a send of `snapshot` that this process
-    /// started on descriptor `fd` (the pipe write end it passed to
-    /// [`send`](Self::send)). Another process's send, or none, gives
+    /// started on descriptor number `fd` (the pipe write end it passed to
+    /// [`send`](Self::send), typically owned by the sending thread). Another
+    /// process's send, or none, gives
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
-    pub fn send_progress(&self, snapshot: &SnapshotName, fd: BorrowedFd<'_>) -> Result<u64> {
+    pub fn send_progress(&self, snapshot: &SnapshotName, fd: RawFd) -> Result<u64> {
         let mut zc = ffi::new_cmd();
         set_field(&mut zc.zc_name, snapshot.as_str());
-        zc.zc_cookie = std::os::fd::AsRawFd::as_raw_fd(&fd) as u64;
+        zc.zc_cookie = u64::try_from(fd).map_err(|_| {
+            Error::from_errno(
+                "ZFS_IOC_SEND_PROGRESS",
+                snapshot.as_str(),
+                Errno(libc::EBADF),
+            )
+        })?;
         ffi::zfs_ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS, &mut zc)
             .map_err(|e| Error::from_errno("ZFS_IOC_SEND_PROGRESS", snapshot.as_str(), e))?;
         Ok(zc.zc_cookie)

@@ -436,25 +436,7 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         observer: Some(progress_printer()),
         ..ExecuteOptions::default()
     };
-    let r = match repl.sync(&zfs, &opts, keep) {
-        // Workaround: `Replication::sync` plans before it snapshots, and the
-        // plan refuses a source dataset with no snapshot yet, so the first
-        // sync of fresh data (or of a child created since the last sync)
-        // fails. Take our snapshot first and sync once more. This only
-        // triggers on that error, so it goes quiet once the library
-        // snapshots before planning such datasets.
-        Err(Error::Invalid(m)) if m.ends_with("has no snapshot to replicate") => {
-            let first = zfs_replicate::prune::take_snapshot(
-                &zfs,
-                repl.source(),
-                p.has("recursive"),
-                &prefix,
-            )?;
-            out!("snapshot: took @{first} first ({m})");
-            repl.sync(&zfs, &opts, keep)?
-        }
-        other => other?,
-    };
+    let r = repl.sync(&zfs, &opts, keep)?;
 
     out!(
         "snapshot: took @{} on {} dataset(s)",

@@ -233,7 +233,7 @@ fn run_step(
     let tag = format!("{}:{}.{}", repl.prefix, std::process::id(), unique());
     let mut target_holds: Vec<(SnapshotName, String)> = Vec::new();
     match &step.action {
-        Action::UpToDate => {}
+        Action::UpToDate | Action::NoSourceSnapshot => {}
         Action::Full { snapshot, then } => {
             chain.push((snapshot.clone(), None, false));
             push_chain(&mut chain, snapshot, then);
@@ -482,16 +482,27 @@ fn transfer(
         });
         let relayed =
             relayed.unwrap_or_else(|_| Err(std::io::Error::other("relay thread panicked")));
-        match (sent, relayed, received) {
-            (Ok(()), Ok(bytes), Ok(_)) => Ok(bytes),
-            // A sender that failed on its own (not because the pipe broke)
-            // is the root cause: the receiver only saw the stream end.
-            (Err(s), _, _) if s.kind() != ErrorKind::BrokenPipe => Err(fail(s)),
-            (_, _, Err(r)) => Err(fail(r)),
-            (Err(s), _, Ok(_)) => Err(fail(s)),
-            (Ok(()), Err(e), Ok(_)) => Err(fail(zfs_core::Error::from(e))),
-        }
+        root_cause(sent, relayed, received).map_err(fail)
     })
+}
+
+/// Picks the error that explains a failed transfer. A sender stopped by a
+/// broken or interrupted pipe only reacts to the receiver; a receiver that
+/// saw a damaged or truncated stream may only react to the sender.
+fn root_cause(
+    sent: zfs_core::Result<()>,
+    relayed: std::io::Result<u64>,
+    received: zfs_core::Result<zfs_core::Received>,
+) -> Result<u64, zfs_core::Error> {
+    let reacts =
+        |e: &zfs_core::Error| matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted);
+    match (sent, relayed, received) {
+        (Ok(()), Ok(bytes), Ok(_)) => Ok(bytes),
+        (Err(s), _, Err(r)) if !reacts(&s) && r.kind() == ErrorKind::BadStream => Err(s),
+        (_, _, Err(r)) => Err(r),
+        (Err(s), _, Ok(_)) => Err(s),
+        (Ok(()), Err(e), Ok(_)) => Err(zfs_core::Error::from(e)),
+    }
 }
 
 /// Received-property defaults that keep a backup from mounting over live

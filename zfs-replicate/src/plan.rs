@@ -483,6 +483,8 @@ pub enum Action {
     },
     /// Nothing to send.
     UpToDate,
+    /// The source has no snapshot yet: nothing can be sent.
+    NoSourceSnapshot,
 }
 
 /// Why a target cannot simply take the next incremental.
@@ -651,6 +653,7 @@ impl fmt::Display for Plan {
                     then.len()
                 )?,
                 Action::UpToDate => write!(f, "up to date")?,
+                Action::NoSourceSnapshot => write!(f, "source has no snapshot yet")?,
             }
             writeln!(f, ", about {} bytes", s.estimated_bytes)?;
         }
