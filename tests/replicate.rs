@@ -572,16 +572,19 @@ fn stream_file_verified_corrupted_and_refused() {
     assert_eq!(r.snapshot.short_name(), "s1");
     assert_eq!(contents(&r.snapshot), contents(&s1));
 
-    // The CLI's zstream agrees that our file is a valid stream.
+    // The CLI's zstream computes the same END checksum as our verifier.
     let out = Command::new("zstream")
         .arg("dump")
         .arg(&path)
         .output()
         .unwrap();
     assert!(out.status.success());
+    let c = summary.substreams[0].checksum;
+    let ours = format!("{:x}/{:x}/{:x}/{:x}", c[0], c[1], c[2], c[3]);
+    let dump = String::from_utf8_lossy(&out.stdout);
     assert!(
-        !String::from_utf8_lossy(&out.stdout).contains("checksum"),
-        "no checksum complaints"
+        dump.contains(&ours),
+        "END checksum {ours} not in zstream dump output"
     );
 }
 

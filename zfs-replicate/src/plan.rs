@@ -188,9 +188,9 @@ impl Replication {
         };
         step.receive_props = self.receive_props(&src_props, &source);
         if src_snaps.is_empty() {
-            return Err(Error::Invalid(format!(
-                "{source} has no snapshot to replicate"
-            )));
+            // Nothing to send yet (sync takes the first snapshot after planning).
+            step.action = Action::NoSourceSnapshot;
+            return Ok(step);
         }
 
         let target_exists = zfs.exists(&target);
