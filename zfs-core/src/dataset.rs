@@ -376,11 +376,12 @@ impl Zfs {
         op: &'static str,
         parent: &str,
         cookie: u64,
+        simple: bool,
     ) -> Result<Option<(FastStats, u64)>> {
         let mut zc = ffi::new_cmd();
         set_field(&mut zc.zc_name, parent);
         zc.zc_cookie = cookie;
-        zc.zc_simple = 0;
+        zc.zc_simple = u8::from(simple);
         zc.zc_nvlist_dst = 0;
         match ffi::zfs_ioctl(self.dev(), request, &mut zc) {
             Ok(()) => Ok(Some((FastStats::from_cmd(&zc), zc.zc_cookie))),
@@ -395,9 +396,13 @@ impl Zfs {
         const OP: &str = "ZFS_IOC_DATASET_LIST_NEXT";
         let mut out = Vec::new();
         let mut cookie = 0;
-        while let Some((stats, next)) =
-            self.list_next(ZFS_IOC_DATASET_LIST_NEXT, OP, parent.as_str(), cookie)?
-        {
+        while let Some((stats, next)) = self.list_next(
+            ZFS_IOC_DATASET_LIST_NEXT,
+            OP,
+            parent.as_str(),
+            cookie,
+            false,
+        )? {
             cookie = next;
             let name = DatasetName::new(stats.name.clone())?;
             // Other objset types (none exist in practice) are skipped.
@@ -430,12 +435,30 @@ impl Zfs {
 
     /// The snapshots of a dataset, oldest first (by createtxg).
     pub fn snapshots(&self, dataset: &DatasetName) -> Result<Vec<Snapshot>> {
+        // Simple mode skips opening each snapshot's objset; from OpenZFS 2.2
+        // it still fills GUID and createtxg. OpenZFS 2.1 fills only the
+        // name: then list again without it.
+        match self.list_snapshots(dataset, true)? {
+            Some(list) => Ok(list),
+            None => Ok(self.list_snapshots(dataset, false)?.unwrap_or_default()),
+        }
+    }
+
+    /// One pass of snapshot listing; None when simple mode gave no GUIDs.
+    fn list_snapshots(&self, dataset: &DatasetName, simple: bool) -> Result<Option<Vec<Snapshot>>> {
         const OP: &str = "ZFS_IOC_SNAPSHOT_LIST_NEXT";
         let mut out = Vec::new();
         let mut cookie = 0;
-        while let Some((stats, next)) =
-            self.list_next(ZFS_IOC_SNAPSHOT_LIST_NEXT, OP, dataset.as_str(), cookie)?
-        {
+        while let Some((stats, next)) = self.list_next(
+            ZFS_IOC_SNAPSHOT_LIST_NEXT,
+            OP,
+            dataset.as_str(),
+            cookie,
+            simple,
+        )? {
+            if simple && stats.guid == 0 {
+                return Ok(None);
+            }
             cookie = next;
             let name = SnapshotName::new(stats.name.clone())?;
             out.push(Snapshot::new(name, stats.guid, stats.createtxg));
@@ -445,7 +468,7 @@ impl Zfs {
             self.objset_stats(dataset.as_str(), false)?;
         }
         out.sort_by_key(|s| s.createtxg());
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Creates a filesystem with the given properties (string or integer

@@ -689,3 +689,25 @@ pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     }
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
+
+/// `splice(2)` between two pipes: moves up to `len` bytes without copying
+/// them through user space. Returns 0 at end of input.
+pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+    // SAFETY: both fds are open for the duration of the call; NULL offsets
+    // are required for pipes; the kernel touches no user memory.
+    let r = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            ptr::null_mut(),
+            to.as_raw_fd(),
+            ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE,
+        )
+    };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(r as usize)
+    }
+}

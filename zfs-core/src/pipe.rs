@@ -40,3 +40,10 @@ impl Pipe {
         })
     }
 }
+
+/// Moves up to `len` bytes from one pipe to another inside the kernel
+/// (`splice`), for relaying a stream without copying it. Returns 0 at the end
+/// of the input.
+pub fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> std::io::Result<usize> {
+    ffi::splice(from.as_fd(), to.as_fd(), len).map_err(std::io::Error::from)
+}
