@@ -621,20 +621,6 @@ fn receive(args: &[OsString]) -> Result<u8, Fail> {
     Ok(0)
 }
 
-const RECORD_TYPES: [&str; 11] = [
-    "BEGIN",
-    "OBJECT",
-    "FREEOBJECTS",
-    "WRITE",
-    "FREE",
-    "END",
-    "WRITE_BYREF",
-    "SPILL",
-    "WRITE_EMBEDDED",
-    "OBJECT_RANGE",
-    "REDACT",
-];
-
 fn verify(args: &[OsString]) -> Result<u8, Fail> {
     let Some(p) = parse("verify", args, &["FILE"], &[])? else {
         out!("{USAGE}");
@@ -669,7 +655,7 @@ fn verify(args: &[OsString]) -> Result<u8, Fail> {
         let counts: Vec<String> = s
             .record_counts
             .iter()
-            .zip(RECORD_TYPES)
+            .zip(zfs_replicate::stream::RECORD_NAMES)
             .filter(|(n, _)| **n > 0)
             .map(|(n, t)| format!("{t} {n}"))
             .collect();

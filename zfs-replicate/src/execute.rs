@@ -131,15 +131,14 @@ pub fn execute(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> Result<Report> 
     // Parents before children: run one depth level at a time, the datasets
     // of a level in parallel.
     let mut levels: Vec<Vec<&Step>> = Vec::new();
+    let top = plan
+        .steps
+        .iter()
+        .map(|s| s.target.depth())
+        .min()
+        .unwrap_or(0);
     for step in &plan.steps {
-        let depth = step.target.depth();
-        let min = plan
-            .steps
-            .iter()
-            .map(|s| s.target.depth())
-            .min()
-            .unwrap_or(0);
-        let i = depth - min;
+        let i = step.target.depth() - top;
         if levels.len() <= i {
             levels.resize_with(i + 1, Vec::new);
         }

@@ -70,8 +70,9 @@ const DRR_WRITE_EMBEDDED: u32 = 8;
 /// `DRR_NUMTYPES`.
 const NUM_RECORD_TYPES: usize = 11;
 
-/// Record type names, indexed by `drr_type`.
-const RECORD_NAMES: [&str; NUM_RECORD_TYPES] = [
+/// Record type names, indexed by `drr_type` (and by
+/// [`SubstreamSummary::record_counts`]).
+pub const RECORD_NAMES: [&str; NUM_RECORD_TYPES] = [
     "BEGIN",
     "OBJECT",
     "FREEOBJECTS",
