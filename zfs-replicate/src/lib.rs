@@ -30,6 +30,11 @@
 
 pub use zfs_core as core;
 
+/// The README's example compiles (checked as a doc test).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod error;
 pub mod execute;
 pub mod file;
