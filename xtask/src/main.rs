@@ -181,7 +181,7 @@ fn test(args: &[String]) -> Result<bool> {
     let (host_ok, host_counts) = run_cargo_tests(&mut cmd)?;
 
     // 2. The same test binaries, run with --ignored inside the guest.
-    let tests = test_binaries()?;
+    let (tests, programs) = test_binaries()?;
     let vm_opts = vm::VmOptions {
         memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
         cpus: env_or("XTASK_VM_CPUS", 2),
@@ -189,7 +189,7 @@ fn test(args: &[String]) -> Result<bool> {
         test_args,
     };
     let work_dir = workspace_root().join("target/xtask-vm");
-    let outcome = vm::run_tests(&kernel, &tests, &work_dir, &vm_opts)?;
+    let outcome = vm::run_tests(&kernel, &tests, &programs, &work_dir, &vm_opts)?;
 
     let mut ok = host_ok;
     let mut guest = outcome.counts;
@@ -248,8 +248,9 @@ fn run_cargo_tests(cmd: &mut Command) -> Result<(bool, TestCounts)> {
     Ok((child.wait()?.success(), counts))
 }
 
-/// Builds the workspace's test executables and lists them.
-fn test_binaries() -> Result<Vec<vm::TestBinary>> {
+/// Builds the workspace's test executables and lists them, with the example
+/// programs (which `cargo test` builds too) that tests run by name.
+fn test_binaries() -> Result<(Vec<vm::TestBinary>, Vec<vm::TestBinary>)> {
     let out = cargo()
         .args([
             "test",
@@ -265,16 +266,29 @@ fn test_binaries() -> Result<Vec<vm::TestBinary>> {
         return Err("cargo test --no-run failed".into());
     }
     let mut tests = Vec::new();
+    let mut programs = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+        if msg["reason"] != "compiler-artifact" {
             continue;
         }
         let Some(exe) = msg["executable"].as_str() else {
             continue;
         };
+        if msg["target"]["kind"][0] == "example" && msg["profile"]["test"] == false {
+            if let Some(name) = msg["target"]["name"].as_str() {
+                programs.push(vm::TestBinary {
+                    name: name.to_owned(),
+                    path: PathBuf::from(exe),
+                });
+            }
+            continue;
+        }
+        if msg["profile"]["test"] != true {
+            continue;
+        }
         let target = msg["target"]["name"].as_str().unwrap_or("test");
         let kind = msg["target"]["kind"][0].as_str().unwrap_or("test");
         let name: String = format!("{target}-{kind}")
@@ -295,7 +309,7 @@ fn test_binaries() -> Result<Vec<vm::TestBinary>> {
     if tests.is_empty() {
         return Err("no test executables were built".into());
     }
-    Ok(tests)
+    Ok((tests, programs))
 }
 
 /// Builds `benches/cli_compare.rs` (release) and runs it in the guest.
@@ -336,6 +350,7 @@ fn bench() -> Result<bool> {
     let outcome = vm::run_tests(
         &kernel,
         &tests,
+        &[],
         &workspace_root().join("target/xtask-vm"),
         &opts,
     )?;

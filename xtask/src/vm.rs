@@ -68,9 +68,13 @@ pub struct VmOutcome {
 }
 
 /// Runs each test binary with `--ignored` (and `opts.test_args`) in the guest.
+///
+/// `programs` (such as the `backup` example) go to `/usr/bin/<name>`, on the
+/// tests' PATH.
 pub fn run_tests(
     kernel: &GuestKernel,
     tests: &[TestBinary],
+    programs: &[TestBinary],
     work_dir: &Path,
     opts: &VmOptions,
 ) -> Result<VmOutcome> {
@@ -78,6 +82,11 @@ pub fn run_tests(
         binaries: tests
             .iter()
             .map(|t| (format!("/tests/{}", t.name), t.path.clone()))
+            .chain(
+                programs
+                    .iter()
+                    .map(|p| (format!("/usr/bin/{}", p.name), p.path.clone())),
+            )
             .collect(),
         files: Vec::new(),
         script: test_script(tests, &opts.test_args),
