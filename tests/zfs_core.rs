@@ -295,26 +295,24 @@ fn temporary_holds_release_on_drop() {
     zfs.destroy_snapshots(&[s.clone()], false).unwrap();
 }
 
-/// The child half of `temporary_holds_release_when_the_process_dies`.
-#[test]
-#[ignore = "needs ZFS: run cargo xtask test"]
-fn child_holds_then_aborts() {
-    let Ok(name) = std::env::var("ZFS_CORE_TEST_HOLD_CHILD") else {
-        return; // only meaningful when spawned by the parent test
-    };
-    let zfs = zfs();
-    let s = SnapshotName::new(name).unwrap();
-    let guard = zfs.hold_temporary(&[(s, "child:dies".into())]).unwrap();
-    std::mem::forget(guard); // no release from us: only the kernel can
-    println!("HELD");
-    std::io::stdout().flush().unwrap();
-    std::process::abort();
-}
-
+/// Runs itself as a child process that takes a temporary hold and aborts;
+/// the kernel must release the hold when the child dies.
 #[test]
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn temporary_holds_release_when_the_process_dies() {
     let zfs = zfs();
+    if let Ok(name) = std::env::var("ZFS_CORE_TEST_HOLD_CHILD") {
+        // Child: hold, never release, die.
+        let s = SnapshotName::new(name).unwrap();
+        let guard = zfs
+            .hold_temporary(&[(s.clone(), "child:dies".into())])
+            .unwrap();
+        std::mem::forget(guard); // no release from us: only the kernel can
+        assert!(zfs.holds(&s).unwrap().contains_key("child:dies"));
+        println!("HELD");
+        std::io::stdout().flush().unwrap();
+        std::process::abort();
+    }
     let p = pool(&zfs);
     let s = snap(&p.root(), "orphan");
     zfs.snapshot(&[s.clone()]).unwrap();
@@ -322,7 +320,7 @@ fn temporary_holds_release_when_the_process_dies() {
         .args([
             "--ignored",
             "--exact",
-            "child_holds_then_aborts",
+            "temporary_holds_release_when_the_process_dies",
             "--nocapture",
             "--test-threads=1",
         ])
