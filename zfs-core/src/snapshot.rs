@@ -105,7 +105,7 @@ fn check_batch(
 impl Zfs {
     /// Takes the given snapshots atomically: all are created in one
     /// transaction group, or none is. They must all be in one pool
-    /// ([`ErrorKind::CrossPool`](crate::ErrorKind::CrossPool) otherwise).
+    /// ([`ErrorKind::CrossPool`] otherwise).
     pub fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         self.snapshot_with_props(snapshots, &NvList::new())
     }
@@ -123,7 +123,7 @@ impl Zfs {
 
     /// Destroys the given snapshots atomically. With `defer`, a snapshot
     /// that is held or cloned is marked for destruction when released
-    /// instead of failing with [`ErrorKind::Busy`](crate::ErrorKind::Busy).
+    /// instead of failing with [`ErrorKind::Busy`].
     pub fn destroy_snapshots(&self, snapshots: &[SnapshotName], defer: bool) -> Result<()> {
         if snapshots.is_empty() {
             return Ok(());

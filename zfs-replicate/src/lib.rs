@@ -17,11 +17,11 @@
 //!
 //! - [`plan`]: [`Replication::plan`] is a typed dry run; divergence is a
 //!   [`Divergence`], resolved only by an explicit `rollback(true)`.
-//! - [`execute`]: send → pipe → relay → pipe → receive per snapshot, with
+//! - [`mod@execute`]: send → pipe → relay → pipe → receive per snapshot, with
 //!   temporary holds on both bases, a cancel token and a progress observer;
 //!   a bookmark of the newest replicated snapshot stays on the source.
 //! - [`prune`]: our own `<prefix>_<UTC time>` snapshots, retention by count.
-//! - [`file`] and [`stream`]: streams kept in files, verified record by
+//! - [`mod@file`] and [`stream`]: streams kept in files, verified record by
 //!   record without a pool.
 //!
 //! Backups are received with `canmount=off`: a backup never mounts over live
