@@ -290,41 +290,60 @@ impl Zfs {
         with_props: bool,
     ) -> Result<(FastStats, Option<NvList>)> {
         const OP: &str = "ZFS_IOC_OBJSET_STATS";
-        let mut size = PROPS_BUFFER_START;
+        if !with_props {
+            let mut zc = ffi::new_cmd();
+            set_field(&mut zc.zc_name, name);
+            ffi::zfs_ioctl(self.dev(), ZFS_IOC_OBJSET_STATS, &mut zc)
+                .map_err(|e| Error::from_errno(OP, name, e))?;
+            return Ok((FastStats::from_cmd(&zc), None));
+        }
+        let (zc, props) = self.ioctl_nvlist_out(
+            ZFS_IOC_OBJSET_STATS,
+            OP,
+            name,
+            PROPS_BUFFER_START,
+            PROPS_BUFFER_MAX,
+        )?;
+        Ok((FastStats::from_cmd(&zc), Some(props)))
+    }
+
+    /// Runs an ioctl whose reply is an nvlist in `zc_nvlist_dst`, growing
+    /// the buffer from `start` up to `max` bytes while the kernel says
+    /// ENOMEM (it reports the size it needs). Returns the command as the
+    /// kernel left it and the list (empty when the kernel filled none).
+    pub(crate) fn ioctl_nvlist_out(
+        &self,
+        request: u32,
+        op: &'static str,
+        name: &str,
+        start: usize,
+        max: usize,
+    ) -> Result<(Box<zfs_cmd_t>, NvList)> {
+        let mut size = start;
         loop {
             let mut zc = ffi::new_cmd();
             set_field(&mut zc.zc_name, name);
-            let mut buf = if with_props {
-                vec![0u8; size]
-            } else {
-                Vec::new()
-            };
-            if with_props {
-                zc.zc_nvlist_dst = buf.as_mut_ptr() as u64;
-                zc.zc_nvlist_dst_size = buf.len() as u64;
-            }
-            match ffi::zfs_ioctl(self.dev(), ZFS_IOC_OBJSET_STATS, &mut zc) {
-                Ok(()) => {}
-                Err(Errno(libc::ENOMEM)) if with_props && size < PROPS_BUFFER_MAX => {
-                    // The kernel reports the size it needs.
-                    let needed = usize::try_from(zc.zc_nvlist_dst_size).unwrap_or(PROPS_BUFFER_MAX);
-                    size = needed.max(size * 2).min(PROPS_BUFFER_MAX);
-                    continue;
+            let mut buf = vec![0u8; size];
+            zc.zc_nvlist_dst = buf.as_mut_ptr() as u64;
+            zc.zc_nvlist_dst_size = buf.len() as u64;
+            match ffi::zfs_ioctl(self.dev(), request, &mut zc) {
+                Ok(()) => {
+                    let list = if zc.zc_nvlist_dst_filled != 0 {
+                        let len = usize::try_from(zc.zc_nvlist_dst_size)
+                            .unwrap_or(0)
+                            .min(buf.len());
+                        NvList::unpack(&buf[..len])?
+                    } else {
+                        NvList::new()
+                    };
+                    return Ok((zc, list));
                 }
-                Err(e) => return Err(Error::from_errno(OP, name, e)),
+                Err(Errno(libc::ENOMEM)) if size < max => {
+                    let needed = usize::try_from(zc.zc_nvlist_dst_size).unwrap_or(max);
+                    size = needed.max(size * 2).min(max);
+                }
+                Err(e) => return Err(Error::from_errno(op, name, e)),
             }
-            let stats = FastStats::from_cmd(&zc);
-            let props = if with_props && zc.zc_nvlist_dst_filled != 0 {
-                let len = usize::try_from(zc.zc_nvlist_dst_size)
-                    .unwrap_or(0)
-                    .min(buf.len());
-                Some(NvList::unpack(&buf[..len])?)
-            } else if with_props {
-                Some(NvList::new())
-            } else {
-                None
-            };
-            return Ok((stats, props));
         }
     }
 
