@@ -41,11 +41,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use zfs_replicate::core::{
-    BookmarkName, DatasetName, ErrorKind, SnapshotName, SnapshotOrBookmark, Zfs,
+use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
+use zfs_replicate::{
+    file, Action, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
 };
-use zfs_replicate::stream::StreamError;
-use zfs_replicate::{file, Action, Error, ExecuteOptions, Observer, Progress, Replication};
 
 const USAGE: &str = "usage:
   backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--keep N] [--prefix P]
@@ -93,27 +92,12 @@ fn usage(msg: impl Display) -> Fail {
     Fail::Usage(msg.to_string())
 }
 
-fn kind_code(kind: ErrorKind) -> u8 {
-    match kind {
+fn lib_code(e: &Error) -> u8 {
+    match e.kind() {
         ErrorKind::NotFound => 5,
         ErrorKind::BadStream => 4,
-        // The target moved on from, or lacks, the stream's base.
-        ErrorKind::DestinationModified | ErrorKind::StreamMismatch => 3,
-        _ => 1,
-    }
-}
-
-fn lib_code(e: &Error) -> u8 {
-    match e {
-        Error::Diverged(_) => 3,
-        Error::Stream {
-            source: StreamError::Io { .. },
-            ..
-        } => 1,
-        Error::Stream { .. } => 4,
-        Error::Zfs(z) => kind_code(z.kind()),
-        Error::Transfer { source, .. } => kind_code(source.kind()),
-        Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 5,
+        // No common base, or the target moved on from (or lacks) the base.
+        ErrorKind::Diverged => 3,
         _ => 1,
     }
 }

@@ -1,7 +1,14 @@
 //! The replication error type.
+//!
+//! Every variant names what failed and where. [`Error::kind`] classifies an
+//! error in one place, for callers that map errors to exit codes, retries or
+//! replies (the `backup` example's exit codes come from it).
+
+use std::path::PathBuf;
 
 use zfs_core::DatasetName;
 
+use crate::execute::Report;
 use crate::plan::Divergence;
 use crate::stream::StreamError;
 
@@ -19,7 +26,9 @@ pub enum Error {
     Diverged(Vec<(DatasetName, Divergence)>),
 
     /// A transfer into `target` failed; `source` is the root cause (the
-    /// receiver's checksum error, not the sender's broken pipe).
+    /// receiver's checksum error, not the sender's broken pipe). An
+    /// interrupted transfer ([`ErrorKind::Interrupted`]) left resumable
+    /// state: the next run resumes it.
     #[error("replicating {snapshot} into {target}: {source}")]
     Transfer {
         target: DatasetName,
@@ -28,23 +37,87 @@ pub enum Error {
     },
 
     /// A stream file is damaged or not a stream.
-    #[error("{path}: {source}")]
-    Stream { path: String, source: StreamError },
+    #[error("{}: {source}", path.display())]
+    Stream { path: PathBuf, source: StreamError },
 
-    /// The transfer was cancelled through its [`CancelToken`](crate::CancelToken).
-    #[error("cancelled while replicating into {target}")]
-    Cancelled { target: DatasetName },
+    /// The run was cancelled through its [`CancelToken`](crate::CancelToken).
+    /// Nothing was changed after the cancel was seen (no destroy, no prune);
+    /// `done` lists the transfers that completed before it, each with its
+    /// bookmark. An interrupted transfer is resumed by the next run.
+    #[error("cancelled after {} completed transfer(s)", .done.transfers.iter().map(|(_, t)| t.len()).sum::<usize>())]
+    Cancelled { done: Box<Report> },
 
-    /// The request itself is invalid (for example a source with no snapshot).
-    #[error("{0}")]
-    Invalid(String),
+    /// Another replication into `target` is running (in this process or
+    /// another one on this host); nothing was changed. Try again later.
+    #[error("another replication into {target} is running")]
+    Busy { target: DatasetName },
 
-    /// An I/O error on a stream file.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
+    /// A stream file holds a compound (`zfs send -R`) stream, which
+    /// libzfs_core cannot receive.
+    #[error("{}: a compound (zfs send -R) stream; receive each dataset's stream separately", path.display())]
+    CompoundStream { path: PathBuf },
+
+    /// The target's resume token vanished between planning and resuming
+    /// (another process resumed or aborted it).
+    #[error("{target}: the resume token disappeared before the transfer could resume")]
+    ResumeTokenGone { target: DatasetName },
+
+    /// A thread of this library panicked while replicating into `target`
+    /// (a bug: please report it). Its transfer left resumable state.
+    #[error("{thread} thread panicked while replicating into {target}")]
+    Panicked {
+        thread: &'static str,
+        target: DatasetName,
+    },
+
+    /// The operating system refused a thread for a transfer into `target`.
+    #[error("starting a thread for {target}: {source}")]
+    Thread {
+        target: DatasetName,
         source: std::io::Error,
     },
+
+    /// An I/O error on a stream file.
+    #[error("{operation} {}: {source}", path.display())]
+    Io {
+        operation: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What kind of failure an [`Error`] is: one classification for exit codes,
+/// retries and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The two sides diverged (no common snapshot, target modified or ahead,
+    /// a stream whose base the target lacks): a decision is needed.
+    Diverged,
+    /// Cancelled through the cancel token.
+    Cancelled,
+    /// Another replication holds the target, or ZFS reports it busy.
+    Busy,
+    /// A signal interrupted a transfer; it is resumable.
+    Interrupted,
+    /// A stream is damaged, truncated or not a stream.
+    BadStream,
+    /// A dataset, snapshot or file does not exist.
+    NotFound,
+    /// Out of space or quota.
+    NoSpace,
+    /// A name is invalid, or a name this crate would make is too long.
+    InvalidName,
+    /// The stream or operation needs something this system lacks.
+    NotSupported,
+    /// Not permitted.
+    PermissionDenied,
+    /// I/O outside ZFS (a stream file).
+    Io,
+    /// A bug in this library (a panicked thread).
+    Bug,
+    /// Anything else; see the error's message.
+    Other,
 }
 
 fn describe_divergence(items: &[(DatasetName, Divergence)]) -> String {
@@ -56,6 +129,55 @@ impl Error {
     /// Whether this is a divergence that only lacks a common snapshot.
     pub fn is_no_common_snapshot(&self) -> bool {
         matches!(self, Error::Diverged(d) if d.iter().any(|(_, x)| matches!(x, Divergence::NoCommonSnapshot { .. })))
+    }
+
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Zfs(e) => core_kind(e.kind()),
+            Error::Transfer { source, .. } => core_kind(source.kind()),
+            Error::Diverged(_) => ErrorKind::Diverged,
+            Error::Stream {
+                source: StreamError::Io { .. },
+                ..
+            } => ErrorKind::Io,
+            Error::Stream { .. } | Error::CompoundStream { .. } => ErrorKind::BadStream,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::Busy { .. } => ErrorKind::Busy,
+            Error::ResumeTokenGone { .. } => ErrorKind::NotFound,
+            Error::Panicked { .. } => ErrorKind::Bug,
+            Error::Thread { .. } => ErrorKind::Other,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
+    /// The ZFS error behind this one, if any.
+    pub fn zfs_error(&self) -> Option<&zfs_core::Error> {
+        match self {
+            Error::Zfs(e) => Some(e),
+            Error::Transfer { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
+    use zfs_core::ErrorKind as K;
+    match kind {
+        K::NotFound => ErrorKind::NotFound,
+        K::Busy | K::ResumeExists => ErrorKind::Busy,
+        K::PermissionDenied => ErrorKind::PermissionDenied,
+        K::NoSpace => ErrorKind::NoSpace,
+        K::DestinationModified | K::StreamMismatch => ErrorKind::Diverged,
+        K::BadStream => ErrorKind::BadStream,
+        K::NotSupported => ErrorKind::NotSupported,
+        K::InvalidName => ErrorKind::InvalidName,
+        K::Interrupted => ErrorKind::Interrupted,
+        K::Io => ErrorKind::Io,
+        _ => ErrorKind::Other,
     }
 }
 

@@ -374,8 +374,8 @@ fn resume_transfer(
         let token = zfs
             .properties(&step.target)?
             .receive_resume_token
-            .ok_or_else(|| {
-                Error::Invalid(format!("{}: the resume token disappeared", step.target))
+            .ok_or_else(|| Error::ResumeTokenGone {
+                target: step.target.clone(),
             })?;
         let token = zfs_core::ResumeToken::parse(&token)?;
         match transfer(
@@ -470,7 +470,7 @@ fn transfer(
         let sent = sender.join();
         if cancelled.load(Ordering::SeqCst) {
             return Err(Error::Cancelled {
-                target: step.target.clone(),
+                done: Box::default(),
             });
         }
         let sent = sent.unwrap_or_else(|_| {

@@ -27,9 +27,10 @@ use crate::error::{Error, Result};
 use crate::plan::DEFAULT_FLAGS;
 use crate::stream::{self, StreamSummary};
 
-fn io(path: &Path, source: std::io::Error) -> Error {
+fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::Io {
-        path: path.display().to_string(),
+        operation,
+        path: path.to_path_buf(),
         source,
     }
 }
@@ -55,25 +56,25 @@ pub fn send_to_file(
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| io(path, e))?;
+        .map_err(|e| io("create", path, e))?;
     let result = zfs
         .send(snapshot, &opts, &file)
         .map_err(Error::from)
-        .and_then(|()| file.sync_all().map_err(|e| io(path, e)));
+        .and_then(|()| file.sync_all().map_err(|e| io("sync", path, e)));
     if let Err(e) = result {
         drop(file);
         let _ = std::fs::remove_file(path); // never leave a partial stream behind
         return Err(e);
     }
-    Ok(file.metadata().map_err(|e| io(path, e))?.len())
+    Ok(file.metadata().map_err(|e| io("stat", path, e))?.len())
 }
 
 /// Verifies every record checksum and END checksum of a stream file.
 pub fn verify_file(path: &Path) -> Result<StreamSummary> {
-    let file = File::open(path).map_err(|e| io(path, e))?;
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
     stream::verify(std::io::BufReader::with_capacity(1 << 20, file)).map_err(|source| {
         Error::Stream {
-            path: path.display().to_string(),
+            path: path.to_path_buf(),
             source,
         }
     })
@@ -84,13 +85,12 @@ pub fn verify_file(path: &Path) -> Result<StreamSummary> {
 pub fn receive_file(zfs: &Zfs, target: &DatasetName, path: &Path) -> Result<Received> {
     let summary = verify_file(path)?;
     if summary.compound {
-        return Err(Error::Invalid(format!(
-            "{}: a compound (zfs send -R) stream; receive each dataset's stream separately",
-            path.display()
-        )));
+        return Err(Error::CompoundStream {
+            path: path.to_path_buf(),
+        });
     }
     let existed = zfs.exists(target);
-    let file = File::open(path).map_err(|e| io(path, e))?;
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
     match zfs.receive(
         target,
         &file,

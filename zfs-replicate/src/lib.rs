@@ -42,7 +42,7 @@ pub mod plan;
 pub mod prune;
 pub mod stream;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
 pub use plan::{Action, Base, Divergence, Plan, Replication, Step};
 

@@ -27,7 +27,7 @@ use zfs_core::{
     Bookmark, DatasetName, NvList, ResumeToken, SendFlags, SendOptions, Snapshot, SnapshotName, Zfs,
 };
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Default stream flags: what `zfs send -L -e -c` gives.
 pub const DEFAULT_FLAGS: SendFlags = SendFlags::LARGE_BLOCK
@@ -259,8 +259,9 @@ impl Replication {
             };
             return Ok(step);
         }
-        let Some(tgt_props) = tgt_props else {
-            return Err(Error::Invalid(format!("{target}: properties unavailable")));
+        let tgt_props = match tgt_props {
+            Some(p) => p,
+            None => zfs.properties(&target)?,
         };
 
         // Encryption lineage.
