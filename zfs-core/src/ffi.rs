@@ -711,3 +711,46 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Re
         Ok(r as usize)
     }
 }
+
+// ---------------------------------------------------------------------------
+// Test-only process helpers (feature `testing`): signals for fault tests.
+// ---------------------------------------------------------------------------
+
+/// A signal handler that does nothing (async-signal-safe by construction).
+#[cfg(feature = "testing")]
+extern "C" fn noop_signal_handler(_signal: libc::c_int) {}
+
+/// Installs [`noop_signal_handler`] for `signal`, without `SA_RESTART`: a
+/// thread that receives the signal inside a system call sees `EINTR`.
+#[cfg(feature = "testing")]
+pub(crate) fn install_noop_handler(signal: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: an all-zero `sigaction` is a valid value (no flags, empty
+    // mask, handler filled in below).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = noop_signal_handler as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    action.sa_flags = 0;
+    // SAFETY: `sa_mask` is a valid, owned sigset_t out buffer.
+    if unsafe { libc::sigemptyset(&mut action.sa_mask) } != 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: valid pointer to an initialised sigaction; NULL old action is
+    // allowed; the handler touches no state, so it is safe in any context.
+    if unsafe { libc::sigaction(signal, &action, ptr::null_mut()) } != 0 {
+        return Err(last_errno());
+    }
+    Ok(())
+}
+
+/// `tgkill(2)`: sends `signal` to thread `tid` of this process.
+#[cfg(feature = "testing")]
+pub(crate) fn tgkill(tid: libc::pid_t, signal: libc::c_int) -> Result<(), Errno> {
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: a raw syscall with three integer arguments; it touches no
+    // memory of ours (what the signal does depends on its disposition).
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, signal) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}

@@ -190,3 +190,35 @@ impl Drop for FilePool {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Fault-injection helpers.
+// ---------------------------------------------------------------------------
+
+/// Installs a handler that does nothing for `signal` (process-wide, without
+/// `SA_RESTART`), so that the signal interrupts system calls instead of
+/// killing the process. Fault tests use it with `SIGUSR1`.
+pub fn install_noop_handler(signal: i32) -> Result<()> {
+    ffi::install_noop_handler(signal)
+        .map_err(|e| Error::from_errno("sigaction", signal.to_string(), e))
+}
+
+/// Sends `signal` to every thread of this process (`tgkill` over
+/// `/proc/self/task`) and returns how many threads it reached. Threads that
+/// exit meanwhile are skipped. Without a handler (see
+/// [`install_noop_handler`]) the signal's default action applies.
+pub fn signal_every_thread(signal: i32) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&tid| ffi::tgkill(tid, signal).is_ok())
+        .count()
+}
+
+/// Whether `target` has the hidden `<target>/%recv` child that an
+/// interrupted resumable incremental receive leaves (listing skips it).
+pub fn partial_receive_exists(_zfs: &Zfs, target: &DatasetName) -> bool {
+    std::ffi::CString::new(format!("{target}/%recv")).is_ok_and(|c| ffi::lzc_exists(&c))
+}
