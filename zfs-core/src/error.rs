@@ -454,11 +454,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(
-        operation: &'static str,
-        target: impl Into<String>,
-        source: io::Error,
-    ) -> Self {
+    /// An I/O error (outside ZFS) while `operation` worked on `target`.
+    pub fn io(operation: &'static str, target: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             operation,
             target: target.into(),

@@ -692,7 +692,17 @@ pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
 
 /// `splice(2)` between two pipes: moves up to `len` bytes without copying
 /// them through user space. Returns 0 at end of input.
-pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+pub(crate) fn splice(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    len: usize,
+    nonblocking: bool,
+) -> Result<usize, Errno> {
+    let flags = if nonblocking {
+        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK
+    } else {
+        libc::SPLICE_F_MOVE
+    };
     // SAFETY: both fds are open for the duration of the call; NULL offsets
     // are required for pipes; the kernel touches no user memory.
     let r = unsafe {
@@ -702,7 +712,7 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Re
             to.as_raw_fd(),
             ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE,
+            flags,
         )
     };
     if r < 0 {
@@ -710,4 +720,140 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Re
     } else {
         Ok(r as usize)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Signals, poll and eventfd: what the transfer threads need to stay
+// interruptible by a cancel and immune to the host's signals.
+// ---------------------------------------------------------------------------
+
+/// A signal set holding `signals`.
+fn sigset_of(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signals are valid numbers.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    set
+}
+
+/// Blocks every asynchronous signal in the calling thread. Signals a fault
+/// raises in the thread itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP,
+/// SIGSYS) and SIGABRT stay deliverable; SIGKILL and SIGSTOP cannot be
+/// blocked.
+pub(crate) fn block_async_signals() -> Result<(), Errno> {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigfillset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signals are valid numbers;
+    // pthread_sigmask only changes the calling thread's mask.
+    let r = unsafe {
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGABRT,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut())
+    };
+    rc(r)
+}
+
+/// The calling thread's SIGPIPE state before [`sigpipe_block`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SigpipeState {
+    was_blocked: bool,
+    was_pending: bool,
+}
+
+fn sigpipe_pending() -> bool {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigpending.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `pending` is a valid out buffer; sigismember reads it.
+    unsafe {
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread, so that a write into a pipe with
+/// no reader fails with EPIPE instead of killing the process.
+pub(crate) fn sigpipe_block() -> Result<SigpipeState, Errno> {
+    let set = sigset_of(&[libc::SIGPIPE]);
+    // SAFETY: an all-zero sigset_t is a valid out buffer.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sets; only the calling thread's mask changes.
+    rc(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) })?;
+    // SAFETY: `old` was filled by pthread_sigmask.
+    let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+    Ok(SigpipeState {
+        was_blocked,
+        was_pending: sigpipe_pending(),
+    })
+}
+
+/// Undoes [`sigpipe_block`]: a SIGPIPE raised while it was blocked is
+/// consumed (it only said EPIPE, which the caller saw), then SIGPIPE is
+/// unblocked unless it was blocked before.
+pub(crate) fn sigpipe_restore(state: SigpipeState) {
+    let set = sigset_of(&[libc::SIGPIPE]);
+    if !state.was_pending && sigpipe_pending() {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid set and timeout; a NULL siginfo is allowed. With a
+        // zero timeout this only takes an already pending SIGPIPE.
+        unsafe { libc::sigtimedwait(&set, ptr::null_mut(), &zero) };
+    }
+    if !state.was_blocked {
+        // SAFETY: valid set; only the calling thread's mask changes.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) };
+    }
+}
+
+/// `poll(2)` on up to a few descriptors: `(fd, events)` in, `revents` out
+/// (in the same order). Returns early with all zeros on EINTR.
+pub(crate) fn poll(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout_ms: libc::c_int,
+) -> Result<Vec<libc::c_short>, Errno> {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `raw` is a live array of `raw.len()` pollfd structs whose fds
+    // are borrowed for the call.
+    let r = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = last_errno();
+        if e == Errno(libc::EINTR) {
+            return Ok(vec![0; raw.len()]);
+        }
+        return Err(e);
+    }
+    Ok(raw.iter().map(|p| p.revents).collect())
+}
+
+/// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
+pub(crate) fn eventfd() -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with flag arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: eventfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

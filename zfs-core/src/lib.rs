@@ -25,9 +25,10 @@
 //! ```
 //!
 //! Process notes: libzfs_core is initialised once per process and never
-//! finalised. Sends write from the kernel into a pipe; Rust programs ignore
-//! `SIGPIPE` by default, and embedders that restore it must expect a broken
-//! pipe to raise it.
+//! finalised. Sends write from the kernel into a pipe with `SIGPIPE` blocked
+//! in the sending thread ([`signal`]), so a reader that went away gives
+//! [`ErrorKind::BrokenPipe`], never the death of a host that restored the
+//! default `SIGPIPE` disposition.
 
 pub mod bookmark;
 pub mod dataset;
@@ -41,6 +42,7 @@ pub mod pool;
 pub mod receive;
 pub mod resume;
 pub mod send;
+pub mod signal;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;

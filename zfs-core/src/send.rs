@@ -34,6 +34,7 @@ use crate::error::{Errno, Error, Result};
 use crate::ffi;
 use crate::name::AnyName;
 use crate::name::SnapshotName;
+use crate::signal::SigpipeGuard;
 use crate::Zfs;
 
 bitflags::bitflags! {
@@ -113,6 +114,8 @@ impl Zfs {
     /// it: if writing to `out` fails, that error is returned, not the
     /// sender's broken pipe.
     pub fn send(&self, snapshot: &SnapshotName, opts: &SendOptions, out: impl AsFd) -> Result<()> {
+        // A reader that went away must give EPIPE, not kill the process.
+        let _sigpipe = SigpipeGuard::new()?;
         let out = out.as_fd();
         let is_pipe =
             ffi::is_fifo(out).map_err(|e| Error::from_errno("fstat", snapshot.as_str(), e))?;
@@ -127,18 +130,25 @@ impl Zfs {
         );
         let mut input = File::from(read_end);
         std::thread::scope(|scope| {
-            let sender = scope.spawn(move || {
-                let r = self.send_to_pipe(snapshot, opts, write_end.as_fd());
-                drop(write_end); // EOF for the copier
-                r
-            });
+            let sender = std::thread::Builder::new()
+                .name("zfs-send".into())
+                .spawn_scoped(scope, move || {
+                    // This thread only runs the send: the host's signals go
+                    // to its own threads, and a broken pipe gives EPIPE.
+                    let _ = crate::signal::block_async_signals();
+                    let r = self.send_to_pipe(snapshot, opts, write_end.as_fd());
+                    drop(write_end); // EOF for the copier
+                    r
+                })
+                .map_err(|e| Error::io("spawn send thread", snapshot.as_str(), e))?;
             let copied = io::copy(&mut input, &mut output);
             drop(input); // if the copy failed, the sender now gets EPIPE and stops
             let sent = sender.join().unwrap_or_else(|_| {
-                Err(Error::from_errno(
+                Err(Error::invalid(
                     "lzc_send",
                     snapshot.as_str(),
-                    Errno(libc::EIO),
+                    crate::ErrorKind::Other,
+                    "the sending thread panicked",
                 ))
             });
             match (copied, sent) {
