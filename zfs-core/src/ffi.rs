@@ -857,3 +857,18 @@ pub(crate) fn eventfd() -> Result<OwnedFd, Errno> {
     // SAFETY: eventfd returned a new descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+// ---------------------------------------------------------------------------
+// Testing only: signal dispositions a host program might choose.
+// ---------------------------------------------------------------------------
+
+/// Sets `SIGPIPE` back to its default disposition (terminate), as a C host
+/// or a Rust CLI that wants to die quietly under `| head` does.
+#[cfg(feature = "testing")]
+pub(crate) fn default_sigpipe() -> Result<(), Errno> {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE; no handler runs.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(last_errno());
+    }
+    Ok(())
+}

@@ -190,3 +190,10 @@ impl Drop for FilePool {
         }
     }
 }
+
+/// Restores the default `SIGPIPE` disposition (the process dies on a write
+/// into a pipe without reader), as a C host or a CLI that restored it for
+/// `| head` has: for testing that the library never raises it.
+pub fn restore_default_sigpipe() -> Result<()> {
+    ffi::default_sigpipe().map_err(|e| Error::from_errno("signal", "SIGPIPE", e))
+}

@@ -819,25 +819,22 @@ fn relay(
     }
 }
 
-/// Picks the error that explains a failed transfer. A sender stopped by a
+/// Picks the error that explains a failed transfer. A sender that could not
+/// write (OpenZFS reports any failed write of its output as EINTR) or met a
 /// broken pipe only reacts to the receiver; a receiver that saw a damaged or
-/// truncated stream may only react to the sender. An interruption by a
-/// signal is reported as such (the transfer is resumable).
+/// truncated stream may only react to the sender. A receive interrupted by
+/// a signal is reported as such (it is resumable).
 fn root_cause(
     sent: zfs_core::Result<()>,
     relayed: zfs_core::Result<u64>,
     received: zfs_core::Result<zfs_core::Received>,
 ) -> Result<u64, zfs_core::Error> {
-    let interrupted = |r: &zfs_core::Error| r.kind() == ErrorKind::Interrupted;
+    let reacts =
+        |e: &zfs_core::Error| matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted);
     match (sent, relayed, received) {
         (Ok(()), Ok(bytes), Ok(_)) => Ok(bytes),
-        (Err(s), _, _) if interrupted(&s) => Err(s),
-        (_, _, Err(r)) if interrupted(&r) => Err(r),
-        (Err(s), _, Err(r))
-            if s.kind() != ErrorKind::BrokenPipe && r.kind() == ErrorKind::BadStream =>
-        {
-            Err(s)
-        }
+        (_, _, Err(r)) if r.kind() == ErrorKind::Interrupted => Err(r),
+        (Err(s), _, Err(r)) if !reacts(&s) && r.kind() == ErrorKind::BadStream => Err(s),
         (_, Err(e), Err(r)) if r.kind() == ErrorKind::BadStream => Err(e),
         (_, _, Err(r)) => Err(r),
         (Err(s), _, Ok(_)) => Err(s),
