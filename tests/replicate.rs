@@ -1195,3 +1195,95 @@ fn a_second_sync_into_the_same_target_is_busy() {
     repl.sync(&p.zfs, &opts(), Some(3)).unwrap();
     assert_eq!(p.guids(&dst), p.guids(&src));
 }
+
+/// SIGSTOP and SIGCONT, which no thread can block, sent to a process in the
+/// middle of a transfer: the transfer succeeds, or fails as `Interrupted`
+/// (never a damaged stream or EIO) and the next run resumes it.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
+    use std::io::{BufRead, BufReader, Write};
+    const NAME: &str = "stop_and_continue_signals_give_success_or_a_resumable_interruption";
+    if std::env::var_os("ZFS_TEST_STOP_CHILD").is_some() {
+        let p = pair();
+        let src = p.src("stopped");
+        p.create(&src);
+        fill(&src, 11, 48, 1 << 20);
+        p.snap(&src, "s1");
+        let dst = p.dst("stopped");
+        let repl = Replication::new(src.clone(), dst.clone());
+        let started = std::sync::Once::new();
+        let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
+            started.call_once(|| {
+                println!("STARTED");
+                std::io::stdout().flush().unwrap();
+            });
+        });
+        let first = execute(
+            &p.zfs,
+            &repl.plan(&p.zfs).unwrap(),
+            &ExecuteOptions {
+                cancel: CancelToken::new(),
+                observer: Some(observer),
+            },
+        );
+        match &first {
+            Ok(_) => println!("FIRST ok"),
+            Err(e) if e.kind() == zfs_replicate::ErrorKind::Interrupted => {
+                println!("FIRST interrupted: {e}");
+                let plan = repl.plan(&p.zfs).unwrap();
+                assert!(
+                    matches!(plan.steps[0].action, Action::Resume { .. }),
+                    "{plan}"
+                );
+                execute(&p.zfs, &plan, &opts()).unwrap();
+            }
+            Err(e) => panic!("neither success nor an interruption: {e:?}"),
+        }
+        assert_eq!(p.guids(&dst), p.guids(&src));
+        println!("DONE");
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            NAME,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ZFS_TEST_STOP_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("STARTED");
+        out.push(line);
+        if started {
+            break;
+        }
+    }
+    let mut stops = 0;
+    for _ in 0..5 {
+        let st = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        if !st.success() {
+            break; // the child already finished
+        }
+        stops += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    out.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let first = out.iter().find(|l| l.starts_with("FIRST")).cloned();
+    println!("stop/continue: {stops} stops, outcome {first:?}");
+    assert!(
+        status.success() && out.iter().any(|l| l == "DONE"),
+        "child failed ({status:?}): {out:#?}"
+    );
+}

@@ -820,10 +820,11 @@ fn relay(
 }
 
 /// Picks the error that explains a failed transfer. A sender that could not
-/// write (OpenZFS reports any failed write of its output as EINTR) or met a
-/// broken pipe only reacts to the receiver; a receiver that saw a damaged or
-/// truncated stream may only react to the sender. A receive interrupted by
-/// a signal is reported as such (it is resumable).
+/// write into a pipe the relay closed (OpenZFS reports any failed write of
+/// its output as EINTR, or EPIPE) only reacts to the receiver; a receiver
+/// that saw a damaged or truncated stream may only react to the sender. An
+/// interruption is reported as [`ErrorKind::Interrupted`]: the receive keeps
+/// resumable state.
 fn root_cause(
     sent: zfs_core::Result<()>,
     relayed: zfs_core::Result<u64>,
@@ -834,6 +835,10 @@ fn root_cause(
     match (sent, relayed, received) {
         (Ok(()), Ok(bytes), Ok(_)) => Ok(bytes),
         (_, _, Err(r)) if r.kind() == ErrorKind::Interrupted => Err(r),
+        // The relay passed on everything until the sender closed its end:
+        // no pipe broke, so the sender stopped on its own (for example a
+        // SIGSTOP, which no thread can block, interrupting its write).
+        (Err(s), Ok(_), Err(r)) if r.kind() == ErrorKind::BadStream => Err(s),
         (Err(s), _, Err(r)) if !reacts(&s) && r.kind() == ErrorKind::BadStream => Err(s),
         (_, Err(e), Err(r)) if r.kind() == ErrorKind::BadStream => Err(e),
         (_, _, Err(r)) => Err(r),
