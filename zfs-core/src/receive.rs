@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi;
+use crate::ffi::{self, ReplayRecord};
 use crate::name::AnyName;
 use crate::name::{DatasetName, SnapshotName};
 use crate::nvlist::NvList;
@@ -205,12 +205,13 @@ pub struct Received {
     pub property_errors: Option<NvList>,
 }
 
-/// Reads the 312-byte BEGIN record from `input`.
-pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<[u8; RECORD_SIZE]> {
-    let mut record = [0u8; RECORD_SIZE];
+/// Reads the 312-byte BEGIN record from `input`, 8-aligned as
+/// `lzc_receive_one` reads it.
+pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<ReplayRecord> {
+    let mut record = ReplayRecord([0u8; RECORD_SIZE]);
     let mut got = 0;
-    while got < RECORD_SIZE {
-        match input.read(&mut record[got..]) {
+    while let Some(rest) = record.0.get_mut(got..).filter(|r| !r.is_empty()) {
+        match input.read(rest) {
             Ok(0) => {
                 return Err(Error::invalid(
                     "read BEGIN record",
@@ -219,7 +220,7 @@ pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<[u8; REC
                     format!("stream ended after {got} bytes, before its BEGIN record"),
                 ))
             }
-            Ok(n) => got += n,
+            Ok(n) => got = got.saturating_add(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("read BEGIN record", target, e)),
         }
@@ -247,7 +248,7 @@ impl Zfs {
         );
         let record = read_begin(&mut reader, target.as_str())?;
         drop(reader);
-        let begin = BeginRecord::parse(&record).map_err(|e| retarget(e, target))?;
+        let begin = BeginRecord::parse(&record.0).map_err(|e| retarget(e, target))?;
         if begin.compound {
             return Err(Error::invalid(
                 OP,
@@ -287,7 +288,7 @@ impl Zfs {
         match result {
             Ok(outcome) => Ok(Received {
                 snapshot,
-                bytes: outcome.read_bytes + RECORD_SIZE as u64,
+                bytes: outcome.read_bytes.saturating_add(RECORD_SIZE as u64),
                 begin,
                 property_errors: outcome.prop_errors,
             }),

@@ -29,7 +29,6 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use zfs_sys::ioctl::ZFS_IOC_SEND_PROGRESS;
 
 use crate::bookmark::SnapshotOrBookmark;
-use crate::dataset::set_field;
 use crate::error::{Errno, Error, Result};
 use crate::ffi;
 use crate::name::AnyName;
@@ -196,17 +195,16 @@ impl Zfs {
     /// process's send, or none, gives
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
     pub fn send_progress(&self, snapshot: &SnapshotName, fd: RawFd) -> Result<u64> {
-        let mut zc = ffi::new_cmd();
-        set_field(&mut zc.zc_name, snapshot.as_str());
-        zc.zc_cookie = u64::try_from(fd).map_err(|_| {
+        let mut zc = ffi::IoctlCmd::new(snapshot.as_str());
+        zc.set_cookie(u64::try_from(fd).map_err(|_| {
             Error::from_errno(
                 "ZFS_IOC_SEND_PROGRESS",
                 snapshot.as_str(),
                 Errno(libc::EBADF),
             )
-        })?;
-        ffi::zfs_ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS, &mut zc)
+        })?);
+        zc.ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS)
             .map_err(|e| Error::from_errno("ZFS_IOC_SEND_PROGRESS", snapshot.as_str(), e))?;
-        Ok(zc.zc_cookie)
+        Ok(zc.cookie())
     }
 }
