@@ -553,11 +553,23 @@ impl Zfs {
     }
 
     /// Rolls back to `snapshot`, which must be the dataset's latest snapshot
-    /// (otherwise [`ErrorKind::AlreadyExists`]: newer snapshots exist; destroy
-    /// them first).
+    /// (otherwise [`ErrorKind::HasNewerSnapshots`], and nothing changes:
+    /// destroy the newer snapshots first).
     pub fn rollback_to(&self, snapshot: &SnapshotName) -> Result<()> {
-        ffi::lzc_rollback_to(&snapshot.dataset().to_c_name(), &snapshot.to_c_name())
-            .map_err(|e| Error::from_errno("lzc_rollback_to", snapshot.as_str(), e))
+        const OP: &str = "lzc_rollback_to";
+        ffi::lzc_rollback_to(&snapshot.dataset().to_c_name(), &snapshot.to_c_name()).map_err(|e| {
+            // The kernel's EEXIST here: only intervening snapshots are in the way.
+            if e == Errno(libc::EEXIST) {
+                Error::Zfs {
+                    operation: OP,
+                    target: snapshot.to_string(),
+                    kind: ErrorKind::HasNewerSnapshots,
+                    errno: e,
+                }
+            } else {
+                Error::from_errno(OP, snapshot.as_str(), e)
+            }
+        })
     }
 }
 
