@@ -765,7 +765,92 @@ fn forced_receive_rolls_back_a_modified_target() {
     let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DestinationModified, "{err}");
     receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true)).unwrap();
-    assert!(zfs.exists(&snap(&target, "s2")));
+    assert!(zfs.exists(&snap(&target, "s1")) && zfs.exists(&snap(&target, "s2")));
+    let t = mount(target.as_str());
+    assert!(t.join("new").exists() && !t.join("local change").exists());
+    unmount(target.as_str());
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn forced_full_receive_into_an_existing_filesystem_is_refused() {
+    let zfs = zfs();
+    let src = pool(&zfs);
+    let dst = pool(&zfs);
+    let data = fs(&src, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    zfs.snapshot(&[snap(&data, "s1")]).unwrap();
+    let target = fs(&dst, "precious");
+    zfs.create_filesystem(&target, &NvList::new()).unwrap();
+    let t = mount(target.as_str());
+    write_file(&t.join("mine"), 4, 20_000);
+    unmount(target.as_str());
+    zfs.snapshot(&[snap(&target, "local")]).unwrap();
+    let fs_guid = zfs.filesystem(&target).unwrap().guid();
+    let snap_guid = zfs.snapshot_info(&snap(&target, "local")).unwrap().guid();
+
+    let full = send_to_vec(&zfs, &snap(&data, "s1"), &SendOptions::new());
+    let err = receive_bytes(&zfs, &target, &full, &ReceiveOptions::new().force(true))
+        .expect_err("a forced full receive must not replace an existing filesystem");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(zfs.filesystem(&target).unwrap().guid(), fs_guid);
+    assert_eq!(
+        zfs.snapshot_info(&snap(&target, "local")).unwrap().guid(),
+        snap_guid
+    );
+    assert!(!zfs.exists(&snap(&target, "s1")));
+    let t = mount(target.as_str());
+    assert_eq!(std::fs::read(t.join("mine")).unwrap().len(), 20_000);
+    unmount(target.as_str());
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn forced_incremental_onto_a_later_target_snapshot_is_refused() {
+    let zfs = zfs();
+    let src = pool(&zfs);
+    let dst = pool(&zfs);
+    let data = fs(&src, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    for s in ["s1", "s2", "s3"] {
+        zfs.snapshot(&[snap(&data, s)]).unwrap();
+    }
+    let target = fs(&dst, "copy");
+    receive_bytes(
+        &zfs,
+        &target,
+        &send_to_vec(&zfs, &snap(&data, "s1"), &SendOptions::new()),
+        &ReceiveOptions::new(),
+    )
+    .unwrap();
+    zfs.snapshot(&[snap(&target, "later")]).unwrap();
+    let later_guid = zfs.snapshot_info(&snap(&target, "later")).unwrap().guid();
+
+    // The base s1 is on the target, but not its newest snapshot.
+    let inc = send_to_vec(
+        &zfs,
+        &snap(&data, "s2"),
+        &SendOptions::new().from(snap(&data, "s1")),
+    );
+    let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true))
+        .expect_err("a forced receive must not destroy a later snapshot");
+    assert_eq!(err.kind(), ErrorKind::HasNewerSnapshots, "{err}");
+    assert!(err.to_string().contains("later"), "{err}");
+    assert_eq!(
+        zfs.snapshot_info(&snap(&target, "later")).unwrap().guid(),
+        later_guid
+    );
+    assert!(!zfs.exists(&snap(&target, "s2")));
+
+    // A base the target lacks altogether: stream mismatch, nothing destroyed.
+    let inc = send_to_vec(
+        &zfs,
+        &snap(&data, "s3"),
+        &SendOptions::new().from(snap(&data, "s2")),
+    );
+    let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamMismatch, "{err}");
+    assert!(zfs.exists(&snap(&target, "later")));
 }
 
 #[test]
