@@ -74,8 +74,12 @@ impl Zfs {
     /// Initialises libzfs_core (once per process) and opens `/dev/zfs` for
     /// the raw ioctls. Fails with [`ErrorKind::NotFound`] when the ZFS module
     /// is not loaded.
+    ///
+    /// A failure is not remembered: a later `open` tries again, so a daemon
+    /// started before the module loaded can open once it has.
     pub fn open() -> Result<Zfs> {
-        ffi::init_libzfs_core().map_err(|e| Error::from_errno("libzfs_core_init", "", e))?;
+        ffi::init_libzfs_core()
+            .map_err(|e| Error::from_errno("libzfs_core_init", "/dev/zfs", e))?;
         Ok(Zfs {
             dev: open_dev_zfs()?,
         })
@@ -104,5 +108,21 @@ mod tests {
         check::<super::Zfs>();
         check::<super::HoldGuard>();
         check::<super::Error>();
+    }
+
+    /// Without the ZFS module (the development hosts have none), opening
+    /// fails with a typed error each time, and each call tries again
+    /// (`ffi::init_once` is unit-tested for the retry itself).
+    #[test]
+    fn open_without_dev_zfs_fails_typed_every_time() {
+        if std::path::Path::new("/dev/zfs").exists() {
+            return; // a ZFS host: nothing to check here
+        }
+        for _ in 0..2 {
+            let err = super::Zfs::open().unwrap_err();
+            assert_eq!(err.kind(), super::ErrorKind::NotFound, "{err}");
+            assert_eq!(err.operation(), Some("libzfs_core_init"));
+            assert!(err.to_string().contains("/dev/zfs"), "{err}");
+        }
     }
 }
