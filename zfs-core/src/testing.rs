@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use zfs_sys::ioctl::{ZFS_IOC_POOL_CREATE, ZFS_IOC_POOL_DESTROY};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi::IoctlCmd;
+use crate::ffi::{self, IoctlCmd};
 use crate::name::{DatasetName, PoolName};
 use crate::nvlist::NvList;
 use crate::Zfs;

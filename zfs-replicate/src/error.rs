@@ -188,7 +188,9 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
         K::Busy | K::ResumeExists => ErrorKind::Busy,
         K::PermissionDenied => ErrorKind::PermissionDenied,
         K::NoSpace => ErrorKind::NoSpace,
-        K::DestinationModified | K::StreamMismatch => ErrorKind::Diverged,
+        K::DestinationModified | K::StreamMismatch | K::HasNewerSnapshots | K::NotAncestor => {
+            ErrorKind::Diverged
+        }
         K::BadStream => ErrorKind::BadStream,
         K::NotSupported => ErrorKind::NotSupported,
         K::InvalidName => ErrorKind::InvalidName,

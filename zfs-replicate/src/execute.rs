@@ -1,13 +1,23 @@
 //! Running a plan: each transfer streams `send` into `receive` through
 //! in-process pipes, with no subprocess.
 //!
-//! Per transfer: the kernel's send writes into a pipe this process created;
-//! a relay thread copies into a second pipe (counting bytes for progress and
-//! watching the cancel token); the receive reads the second pipe. When any
-//! side fails, the relay closes its ends so the others stop, and the root
-//! cause is reported (a receiver's checksum error, not the sender's EPIPE).
-//! Receives are resumable: an interrupted run leaves a token the next plan
-//! resumes.
+//! Per transfer, three threads that block the host's signals (so no EINTR
+//! and no `SIGPIPE` reach the kernel's send or receive): the kernel's send
+//! writes into a pipe this process created; a relay moves it into a second
+//! pipe with `splice` (progress, cancel), never blocking: it polls each pipe
+//! together with a cancel wake-up; the receive reads the second pipe. The
+//! calling thread only waits. When any side fails, the relay closes its
+//! ends so the others stop, and the root cause is reported (a receiver's
+//! checksum error, not the sender's broken pipe). Receives are resumable: an
+//! interrupted run leaves a token the next plan resumes.
+//!
+//! Faults and what they leave:
+//! - a cancel: [`Error::Cancelled`] with the transfers that completed (each
+//!   with its bookmark); nothing else changes after it; the interrupted
+//!   receive is resumed by the next run;
+//! - a second run into the same target: [`Error::Busy`], nothing changed;
+//! - a failed or killed transfer: the temporary holds go with it (they are
+//!   bound to a descriptor the kernel closes), the receive is resumable.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -639,12 +649,10 @@ fn resume_transfer(
     let started = Instant::now();
     loop {
         let token = zfs
-            .properties(&step.target)?
-            .receive_resume_token
+            .resume_token(&step.target)?
             .ok_or_else(|| Error::ResumeTokenGone {
                 target: step.target.clone(),
             })?;
-        let token = zfs_core::ResumeToken::parse(&token)?;
         match transfer(
             zfs,
             step,
