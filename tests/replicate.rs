@@ -768,3 +768,522 @@ fn sync_of_a_source_without_snapshots() {
         p.guids(&src.child("kid").unwrap())
     );
 }
+
+// ------------------------------------------------------- faults (issue 7)
+
+/// A cancel that arrives before any step starts: `execute` and `sync` say
+/// `Cancelled` and change nothing (no destroy of removed children, no new
+/// snapshot, no prune).
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_cancel_before_the_start_changes_nothing() {
+    let p = pair();
+    let src = p.src("home");
+    p.create(&src);
+    p.create(&src.child("kid").unwrap());
+    let repl = Replication::new(src.clone(), p.dst("home"))
+        .recursive(true)
+        .destroy_removed(true)
+        .prefix("bk");
+    for _ in 0..3 {
+        repl.sync(&p.zfs, &opts(), None).unwrap();
+    }
+    // The kid goes away on the source: a run would destroy its backup.
+    p.zfs
+        .destroy_snapshots(
+            &p.zfs
+                .snapshots(&src.child("kid").unwrap())
+                .unwrap()
+                .iter()
+                .map(|s| s.name().clone())
+                .collect::<Vec<_>>(),
+            false,
+        )
+        .unwrap();
+    p.zfs.destroy(&src.child("kid").unwrap()).unwrap();
+    let kid_backup = p.dst("home").child("kid").unwrap();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let cancelled = ExecuteOptions {
+        cancel,
+        observer: None,
+    };
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert_eq!(plan.removed_on_source, [kid_backup.clone()], "{plan}");
+    let err = execute(&p.zfs, &plan, &cancelled).unwrap_err();
+    let Error::Cancelled { done } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(done.bytes(), 0);
+    assert!(p.zfs.exists(&kid_backup), "no destroy after a cancel");
+
+    let (src_before, dst_before) = (p.names(&src), p.names(&p.dst("home")));
+    let err = repl.sync(&p.zfs, &cancelled, Some(1)).unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    assert_eq!(p.names(&src), src_before, "no snapshot, no prune");
+    assert_eq!(p.names(&p.dst("home")), dst_before, "no prune");
+    assert!(p.zfs.exists(&kid_backup));
+}
+
+/// A cancel during the second transfer of a chain: the first one completed,
+/// so it is reported as done and gets its bookmark; the second is resumable.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_cancel_keeps_completed_transfers_and_their_bookmark() {
+    let p = pair();
+    let src = p.src("chain");
+    p.create(&src);
+    fill(&src, 1, 1, 64 << 10);
+    p.snap(&src, "s1");
+    fill(&src, 2, 12, 1 << 20);
+    p.snap(&src, "s2");
+    let dst = p.dst("chain");
+    let repl = Replication::new(src.clone(), dst.clone());
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let observer: zfs_replicate::Observer = Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
+        if pr.snapshot.short_name() == "s2" && pr.bytes > 3 << 20 {
+            trigger.cancel();
+        }
+    });
+    let opts = ExecuteOptions {
+        cancel,
+        observer: Some(observer),
+    };
+    let err = execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts).unwrap_err();
+    let Error::Cancelled { done } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(done.transfers.len(), 1, "{done:?}");
+    let (target, transfers) = &done.transfers[0];
+    assert_eq!(target, &dst);
+    let sent: Vec<&str> = transfers.iter().map(|t| t.snapshot.short_name()).collect();
+    assert_eq!(sent, ["s1"]);
+    let s1 = p.zfs.snapshot_info(&src.snapshot("s1").unwrap()).unwrap();
+    let marks = p.zfs.bookmarks(&src).unwrap();
+    assert_eq!(done.bookmarks.len(), 1, "{done:?}");
+    assert!(
+        marks
+            .iter()
+            .any(|b| b.guid() == s1.guid() && b.name().to_string() == done.bookmarks[0]),
+        "bookmark of s1 left: {marks:?}"
+    );
+    assert_eq!(p.names(&dst), ["s1"]);
+    assert!(p
+        .zfs
+        .properties(&dst)
+        .unwrap()
+        .receive_resume_token
+        .is_some());
+    execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &self::opts()).unwrap();
+    assert_eq!(p.guids(&dst), p.guids(&src));
+}
+
+/// A host that restored `SIGPIPE`'s default disposition survives a receive
+/// that fails mid-stream and a send into a pipe whose reader is gone.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn sigpipe_never_kills_a_host_with_the_default_disposition() {
+    const NAME: &str = "sigpipe_never_kills_a_host_with_the_default_disposition";
+    if std::env::var_os("ZFS_TEST_SIGPIPE_CHILD").is_some() {
+        zfs_core::testing::restore_default_sigpipe().unwrap();
+        let p = pair();
+        let src = p.src("a");
+        p.create(&src);
+        fill(&src, 3, 8, 1 << 20);
+        let s1 = p.snap(&src, "s1");
+        // The receive fails at once (no parent) while 8 MiB are on their way.
+        let dst = p.dst("missing parent/deeper");
+        let err = execute(
+            &p.zfs,
+            &Replication::new(src, dst).plan(&p.zfs).unwrap(),
+            &opts(),
+        )
+        .unwrap_err();
+        assert_eq!(err.kind(), zfs_replicate::ErrorKind::NotFound, "{err}");
+        // The kernel's own write into a pipe without reader.
+        let pipe = zfs_core::pipe::Pipe::new(1 << 16).unwrap();
+        drop(pipe.read);
+        let err = p
+            .zfs
+            .send(&s1, &zfs_core::SendOptions::new(), &pipe.write)
+            .unwrap_err();
+        assert_eq!(err.kind(), zfs_core::ErrorKind::BrokenPipe, "{err}");
+        println!("ALIVE");
+        return;
+    }
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            NAME,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ZFS_TEST_SIGPIPE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALIVE"),
+        "child died ({:?}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A snapshot name reused for a new snapshot (`@daily`, rotated on both
+/// sides): the cursor bookmark follows the GUID, so once the source
+/// snapshots are pruned the next run still finds its base.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn the_bookmark_follows_a_rotating_snapshot_name_by_guid() {
+    let p = pair();
+    let src = p.src("rot");
+    p.create(&src);
+    fill(&src, 4, 1, 4096);
+    let a = p.snap(&src, "a");
+    let daily = p.snap(&src, "daily");
+    let dst = p.dst("rot");
+    let repl = Replication::new(src.clone(), dst.clone()).rollback(true);
+    execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+    // Rotate @daily on both sides: a new snapshot under the old name.
+    p.zfs.destroy_snapshots(&[daily.clone()], false).unwrap();
+    p.zfs
+        .destroy_snapshots(&[dst.snapshot("daily").unwrap()], false)
+        .unwrap();
+    fill(&src, 5, 1, 4096);
+    p.snap(&src, "daily");
+    execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+    let new_daily = p.zfs.snapshot_info(&daily).unwrap();
+    assert_eq!(p.guids(&dst), p.guids(&src));
+    // Prune every source snapshot: only the bookmark remains as a base.
+    p.zfs.destroy_snapshots(&[a, daily], false).unwrap();
+    let marks = p.zfs.bookmarks(&src).unwrap();
+    assert!(
+        marks.iter().any(|b| b.guid() == new_daily.guid()),
+        "a bookmark with the new @daily's GUID: {marks:?}"
+    );
+    assert_eq!(marks.len(), 1, "older cursors removed: {marks:?}");
+    fill(&src, 6, 1, 4096);
+    p.snap(&src, "next");
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(
+        matches!(&plan.steps[0].action, Action::Incremental { base: Base::Bookmark(b), .. } if b.guid() == new_daily.guid()),
+        "{plan}"
+    );
+    execute(&p.zfs, &plan, &opts()).unwrap();
+    assert_eq!(
+        p.zfs.snapshots(&dst).unwrap().last().unwrap().guid(),
+        p.guids(&src)[0]
+    );
+}
+
+/// A dataset name as long as our snapshots allow (`<prefix>_<time>` takes
+/// 33 bytes of the 255): sync works, twice, with its bookmark.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn names_at_the_length_limit_sync_and_resync() {
+    let p = pair();
+    let pool_len = p.tank.root().as_str().len();
+    assert_eq!(pool_len, p.pipe.root().as_str().len());
+    let longest = 255 - "@zfs-replicate_20261127T022618.228Z".len();
+    let rel = "d".repeat(longest - pool_len - 1);
+    let src = p.src(&rel);
+    assert_eq!(src.as_str().len(), longest);
+    p.create(&src);
+    fill(&src, 6, 1, 4096);
+    let dst = p.dst(&rel);
+    let repl = Replication::new(src.clone(), dst.clone());
+    repl.sync(&p.zfs, &opts(), Some(2)).unwrap();
+    fill(&src, 7, 1, 4096);
+    let second = repl.sync(&p.zfs, &opts(), Some(2)).unwrap();
+    assert_eq!(p.guids(&dst), p.guids(&src));
+    assert_eq!(second.report.bookmarks.len(), 1);
+    assert!(second.report.bookmarks[0].len() <= 255);
+    assert_eq!(p.zfs.bookmarks(&src).unwrap().len(), 1);
+}
+
+/// A target whose snapshot names cannot fit (the target is longer than the
+/// source) is refused by the plan, before anything is created.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_target_name_that_cannot_fit_is_refused_before_anything_moves() {
+    let p = pair();
+    let src = p.src("short");
+    p.create(&src);
+    p.snap(&src, "a-snapshot-name-of-some-length");
+    let room = 255 - p.pipe.root().as_str().len() - 1 - "@a-snapshot-name".len();
+    let dst = p.dst(&"t".repeat(room));
+    assert!(dst.as_str().len() <= 255);
+    let err = Replication::new(src, dst.clone()).plan(&p.zfs).unwrap_err();
+    assert_eq!(err.kind(), zfs_replicate::ErrorKind::InvalidName, "{err}");
+    assert!(
+        err.to_string().contains("too long") || err.to_string().contains("bytes long"),
+        "{err}"
+    );
+    assert!(!p.zfs.exists(&dst));
+}
+
+/// Resuming an interrupted incremental holds both bases, as a fresh
+/// transfer does.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_resume_holds_its_bases() {
+    let p = pair();
+    let src = p.src("res");
+    p.create(&src);
+    p.snap(&src, "s1");
+    let dst = p.dst("res");
+    let repl = Replication::new(src.clone(), dst.clone()).prefix("rh");
+    execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+    fill(&src, 8, 12, 1 << 20);
+    p.snap(&src, "s2");
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let observer: zfs_replicate::Observer = Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
+        if pr.bytes > 3 << 20 {
+            trigger.cancel();
+        }
+    });
+    let err = execute(
+        &p.zfs,
+        &repl.plan(&p.zfs).unwrap(),
+        &ExecuteOptions {
+            cancel,
+            observer: Some(observer),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(
+        matches!(plan.steps[0].action, Action::Resume { .. }),
+        "{plan}"
+    );
+
+    let zfs = Arc::new(Zfs::open().unwrap());
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (z, s) = (zfs.clone(), seen.clone());
+    let (src_base, dst_base) = (src.snapshot("s1").unwrap(), dst.snapshot("s1").unwrap());
+    let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
+        let mut s = s.lock().unwrap();
+        if s.is_empty() {
+            for snap in [&src_base, &dst_base] {
+                for tag in z.holds(snap).unwrap().keys() {
+                    s.push(format!("{}:{tag}", snap.dataset()));
+                }
+            }
+        }
+    });
+    execute(
+        &p.zfs,
+        &plan,
+        &ExecuteOptions {
+            cancel: CancelToken::new(),
+            observer: Some(observer),
+        },
+    )
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|h| h.starts_with(&format!("{src}:rh:"))),
+        "source base held during the resume: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|h| h.starts_with(&format!("{dst}:rh:"))),
+        "target base held during the resume: {seen:?}"
+    );
+    assert!(p
+        .zfs
+        .holds(&src.snapshot("s1").unwrap())
+        .unwrap()
+        .is_empty());
+    assert_eq!(p.guids(&dst), p.guids(&src));
+}
+
+/// A panic in the progress observer (it runs on the relay thread) is
+/// reported as a panic, not as an I/O error; the transfer stays resumable.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_panicking_observer_is_reported_as_a_panic() {
+    let p = pair();
+    let src = p.src("pan");
+    p.create(&src);
+    fill(&src, 9, 8, 1 << 20);
+    p.snap(&src, "s1");
+    let dst = p.dst("pan");
+    let repl = Replication::new(src.clone(), dst.clone());
+    let observer: zfs_replicate::Observer = Arc::new(|pr: &zfs_replicate::Progress<'_>| {
+        if pr.bytes > 1 << 20 {
+            panic!("observer bug");
+        }
+    });
+    let err = execute(
+        &p.zfs,
+        &repl.plan(&p.zfs).unwrap(),
+        &ExecuteOptions {
+            cancel: CancelToken::new(),
+            observer: Some(observer),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Panicked {
+                thread: "relay",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.kind(), zfs_replicate::ErrorKind::Bug);
+    execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+    assert_eq!(p.guids(&dst), p.guids(&src));
+}
+
+/// Two syncs into one target at once: the second is refused with `Busy`
+/// before it changes anything; the first completes.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_second_sync_into_the_same_target_is_busy() {
+    let p = pair();
+    let src = p.src("two");
+    p.create(&src);
+    fill(&src, 10, 4, 1 << 20);
+    let dst = p.dst("two");
+    let repl = Replication::new(src.clone(), dst.clone()).prefix("bk");
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Mutex::new(Some((started_tx, go_rx)));
+    let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
+        if let Some((started, go)) = gate.lock().unwrap().take() {
+            started.send(()).unwrap();
+            go.recv().unwrap();
+        }
+    });
+    let first_opts = ExecuteOptions {
+        cancel: CancelToken::new(),
+        observer: Some(observer),
+    };
+    let plan_before = repl.plan(&p.zfs).unwrap();
+    let (second, direct, src_names, src_names_after) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| repl.sync(&p.zfs, &first_opts, Some(3)));
+        started_rx.recv().unwrap();
+        let src_names = p.names(&src);
+        let second = repl.sync(&p.zfs, &opts(), Some(3));
+        let direct = execute(&p.zfs, &plan_before, &opts());
+        let src_names_after = p.names(&src);
+        // Let the first run finish before checking anything (no hang).
+        go_tx.send(()).unwrap();
+        first.join().unwrap().unwrap();
+        (second, direct, src_names, src_names_after)
+    });
+    let err = second.unwrap_err();
+    assert!(
+        matches!(&err, Error::Busy { target } if target == &dst),
+        "{err}"
+    );
+    let err = direct.unwrap_err();
+    assert_eq!(err.kind(), zfs_replicate::ErrorKind::Busy, "{err}");
+    assert_eq!(
+        src_names, src_names_after,
+        "the refused sync took no snapshot"
+    );
+    assert_eq!(p.guids(&dst), p.guids(&src));
+    repl.sync(&p.zfs, &opts(), Some(3)).unwrap();
+    assert_eq!(p.guids(&dst), p.guids(&src));
+}
+
+/// SIGSTOP and SIGCONT, which no thread can block, sent to a process in the
+/// middle of a transfer: the transfer succeeds, or fails as `Interrupted`
+/// (never a damaged stream or EIO) and the next run resumes it.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
+    use std::io::{BufRead, BufReader, Write};
+    const NAME: &str = "stop_and_continue_signals_give_success_or_a_resumable_interruption";
+    if std::env::var_os("ZFS_TEST_STOP_CHILD").is_some() {
+        let p = pair();
+        let src = p.src("stopped");
+        p.create(&src);
+        fill(&src, 11, 48, 1 << 20);
+        p.snap(&src, "s1");
+        let dst = p.dst("stopped");
+        let repl = Replication::new(src.clone(), dst.clone());
+        let started = std::sync::Once::new();
+        let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
+            started.call_once(|| {
+                println!("STARTED");
+                std::io::stdout().flush().unwrap();
+            });
+        });
+        let first = execute(
+            &p.zfs,
+            &repl.plan(&p.zfs).unwrap(),
+            &ExecuteOptions {
+                cancel: CancelToken::new(),
+                observer: Some(observer),
+            },
+        );
+        match &first {
+            Ok(_) => println!("FIRST ok"),
+            Err(e) if e.kind() == zfs_replicate::ErrorKind::Interrupted => {
+                println!("FIRST interrupted: {e}");
+                let plan = repl.plan(&p.zfs).unwrap();
+                assert!(
+                    matches!(plan.steps[0].action, Action::Resume { .. }),
+                    "{plan}"
+                );
+                execute(&p.zfs, &plan, &opts()).unwrap();
+            }
+            Err(e) => panic!("neither success nor an interruption: {e:?}"),
+        }
+        assert_eq!(p.guids(&dst), p.guids(&src));
+        println!("DONE");
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            NAME,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ZFS_TEST_STOP_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut out = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("STARTED");
+        out.push(line);
+        if started {
+            break;
+        }
+    }
+    let mut stops = 0;
+    for _ in 0..5 {
+        let st = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+        if !st.success() {
+            break; // the child already finished
+        }
+        stops += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    out.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let first = out.iter().find(|l| l.starts_with("FIRST")).cloned();
+    println!("stop/continue: {stops} stops, outcome {first:?}");
+    assert!(
+        status.success() && out.iter().any(|l| l == "DONE"),
+        "child failed ({status:?}): {out:#?}"
+    );
+}

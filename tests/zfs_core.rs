@@ -231,6 +231,23 @@ fn destroy_snapshots_batch_and_defer() {
     assert!(!zfs.exists(&snaps[2]), "destroyed on release");
 }
 
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn destroying_a_snapshot_with_a_clone_is_busy() {
+    let zfs = zfs();
+    let p = pool(&zfs);
+    let a = fs(&p, "a");
+    zfs.create_filesystem(&a, &NvList::new()).unwrap();
+    let origin = snap(&a, "origin");
+    zfs.snapshot(&[origin.clone()]).unwrap();
+    zfs.clone_snapshot(&origin, &fs(&p, "clone"), &NvList::new())
+        .unwrap();
+    let err = zfs.destroy_snapshots(&[origin.clone()], false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Busy, "{err}");
+    assert_eq!(err.batch_failures()[0].kind, ErrorKind::Busy, "{err}");
+    assert!(zfs.exists(&origin));
+}
+
 // ---------------------------------------------------------------- holds
 
 #[test]
@@ -269,6 +286,43 @@ fn holds_hold_release_and_duplicate_tags() {
         zfs.holds(&s).unwrap().is_empty(),
         "partial holds were undone"
     );
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn hold_tags_are_validated_before_the_kernel() {
+    let zfs = zfs();
+    let p = pool(&zfs);
+    let s = snap(&p.root(), "held");
+    zfs.snapshot(&[s.clone()]).unwrap();
+    // The kernel takes up to 255 bytes, 238 for a temporary hold (it
+    // prefixes the object number).
+    let err = zfs
+        .hold_temporary(&[(s.clone(), "t".repeat(256))])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName, "{err}");
+    for tag in [String::new(), "t".repeat(256), "nul\0tag".to_string()] {
+        let err = zfs
+            .hold(&[(s.clone(), "fine".into()), (s.clone(), tag.clone())])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName, "{tag:?}: {err}");
+        assert!(err.to_string().contains("lzc_hold"), "{err}");
+    }
+    let err = zfs
+        .hold_temporary(&[(s.clone(), "t".repeat(239))])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName, "{err}");
+    assert!(zfs.holds(&s).unwrap().is_empty(), "nothing was held");
+
+    // At the limits the kernel accepts them.
+    let long = "p".repeat(255);
+    zfs.hold(&[(s.clone(), long.clone())]).unwrap();
+    {
+        let _guard = zfs.hold_temporary(&[(s.clone(), "t".repeat(238))]).unwrap();
+        assert_eq!(zfs.holds(&s).unwrap().len(), 2);
+    }
+    zfs.release(&[(s.clone(), long)]).unwrap();
+    assert!(zfs.holds(&s).unwrap().is_empty());
 }
 
 #[test]
@@ -373,6 +427,49 @@ fn bookmarks_from_snapshot_and_from_bookmark() {
     assert!(zfs.bookmarks(&root).unwrap().is_empty());
 }
 
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn bookmark_errors_across_pools_and_filesystems() {
+    let zfs = zfs();
+    let p1 = pool(&zfs);
+    let p2 = pool(&zfs);
+    let a = fs(&p1, "a");
+    let b = fs(&p1, "b");
+    zfs.create_filesystem(&a, &NvList::new()).unwrap();
+    zfs.create_filesystem(&b, &NvList::new()).unwrap();
+    let sa = snap(&a, "s");
+    let s2 = snap(&p2.root(), "s");
+    zfs.snapshot(&[sa.clone()]).unwrap();
+    zfs.snapshot(&[s2.clone()]).unwrap();
+
+    // One batch, two pools.
+    let m1 = a.bookmark("m").unwrap();
+    let m2 = p2.root().bookmark("m").unwrap();
+    let err = zfs
+        .bookmark(&[
+            (m1.clone(), sa.clone().into()),
+            (m2.clone(), s2.clone().into()),
+        ])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CrossPool, "{err}");
+    assert!(!zfs.exists(&m1) && !zfs.exists(&m2));
+
+    // The source is a snapshot of another filesystem (same pool).
+    let mb = b.bookmark("m").unwrap();
+    let err = zfs
+        .bookmark(&[(mb.clone(), sa.clone().into())])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotAncestor, "{err}");
+    assert!(!zfs.exists(&mb));
+
+    // The source is in another pool.
+    let err = zfs
+        .bookmark(&[(mb.clone(), s2.clone().into())])
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CrossPool, "{err}");
+    assert!(!zfs.exists(&mb));
+}
+
 // ---------------------------------------------------------------- send / receive
 
 #[test]
@@ -461,6 +558,59 @@ fn send_receive_full_incremental_and_from_bookmark() {
         matches!(err.kind(), ErrorKind::StreamMismatch | ErrorKind::NotFound),
         "{err}"
     );
+}
+
+/// Sends into a scratch file, for errors.
+fn send_err(zfs: &Zfs, snap: &SnapshotName, opts: &SendOptions) -> zfs_core::Error {
+    let path = std::env::temp_dir().join(format!("bad-{}-{}", std::process::id(), rand_suffix()));
+    let file = File::create(&path).unwrap();
+    let r = zfs.send(snap, opts, &file);
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    r.expect_err("send must fail")
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_bad_incremental_base_has_one_kind_in_send_and_send_space() {
+    let zfs = zfs();
+    let p = pool(&zfs);
+    let other_pool = pool(&zfs);
+    let a = fs(&p, "a");
+    let b = fs(&p, "b");
+    zfs.create_filesystem(&a, &NvList::new()).unwrap();
+    zfs.create_filesystem(&b, &NvList::new()).unwrap();
+    let (s1, s2, unrelated) = (snap(&a, "s1"), snap(&a, "s2"), snap(&b, "u"));
+    zfs.snapshot(&[s1.clone(), unrelated.clone()]).unwrap();
+    zfs.snapshot(&[s2.clone()]).unwrap();
+    let mark = unrelated.bookmark("um").unwrap();
+    zfs.bookmark(&[(mark.clone(), unrelated.clone().into())])
+        .unwrap();
+    let cases: [(&str, &SnapshotName, SendOptions); 4] = [
+        ("same snapshot", &s2, SendOptions::new().from(s2.clone())),
+        ("wrong order", &s1, SendOptions::new().from(s2.clone())),
+        ("unrelated", &s2, SendOptions::new().from(unrelated.clone())),
+        ("unrelated bookmark", &s2, SendOptions::new().from(mark)),
+    ];
+    for (what, to, opts) in &cases {
+        let err = zfs.send_space(to, opts).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::NotAncestor,
+            "send_space, {what}: {err}"
+        );
+        let err = send_err(&zfs, to, opts);
+        assert_eq!(err.kind(), ErrorKind::NotAncestor, "send, {what}: {err}");
+    }
+    // A base in another pool.
+    let elsewhere = snap(&other_pool.root(), "x");
+    zfs.snapshot(&[elsewhere.clone()]).unwrap();
+    let opts = SendOptions::new().from(elsewhere);
+    let err = zfs.send_space(&s2, &opts).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CrossPool, "send_space: {err}");
+    let err = send_err(&zfs, &s2, &opts);
+    assert_eq!(err.kind(), ErrorKind::CrossPool, "send: {err}");
+    assert!(err.to_string().contains(s2.as_str()), "{err}");
 }
 
 #[test]
@@ -615,7 +765,92 @@ fn forced_receive_rolls_back_a_modified_target() {
     let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DestinationModified, "{err}");
     receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true)).unwrap();
-    assert!(zfs.exists(&snap(&target, "s2")));
+    assert!(zfs.exists(&snap(&target, "s1")) && zfs.exists(&snap(&target, "s2")));
+    let t = mount(target.as_str());
+    assert!(t.join("new").exists() && !t.join("local change").exists());
+    unmount(target.as_str());
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn forced_full_receive_into_an_existing_filesystem_is_refused() {
+    let zfs = zfs();
+    let src = pool(&zfs);
+    let dst = pool(&zfs);
+    let data = fs(&src, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    zfs.snapshot(&[snap(&data, "s1")]).unwrap();
+    let target = fs(&dst, "precious");
+    zfs.create_filesystem(&target, &NvList::new()).unwrap();
+    let t = mount(target.as_str());
+    write_file(&t.join("mine"), 4, 20_000);
+    unmount(target.as_str());
+    zfs.snapshot(&[snap(&target, "local")]).unwrap();
+    let fs_guid = zfs.filesystem(&target).unwrap().guid();
+    let snap_guid = zfs.snapshot_info(&snap(&target, "local")).unwrap().guid();
+
+    let full = send_to_vec(&zfs, &snap(&data, "s1"), &SendOptions::new());
+    let err = receive_bytes(&zfs, &target, &full, &ReceiveOptions::new().force(true))
+        .expect_err("a forced full receive must not replace an existing filesystem");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(zfs.filesystem(&target).unwrap().guid(), fs_guid);
+    assert_eq!(
+        zfs.snapshot_info(&snap(&target, "local")).unwrap().guid(),
+        snap_guid
+    );
+    assert!(!zfs.exists(&snap(&target, "s1")));
+    let t = mount(target.as_str());
+    assert_eq!(std::fs::read(t.join("mine")).unwrap().len(), 20_000);
+    unmount(target.as_str());
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn forced_incremental_onto_a_later_target_snapshot_is_refused() {
+    let zfs = zfs();
+    let src = pool(&zfs);
+    let dst = pool(&zfs);
+    let data = fs(&src, "data");
+    zfs.create_filesystem(&data, &NvList::new()).unwrap();
+    for s in ["s1", "s2", "s3"] {
+        zfs.snapshot(&[snap(&data, s)]).unwrap();
+    }
+    let target = fs(&dst, "copy");
+    receive_bytes(
+        &zfs,
+        &target,
+        &send_to_vec(&zfs, &snap(&data, "s1"), &SendOptions::new()),
+        &ReceiveOptions::new(),
+    )
+    .unwrap();
+    zfs.snapshot(&[snap(&target, "later")]).unwrap();
+    let later_guid = zfs.snapshot_info(&snap(&target, "later")).unwrap().guid();
+
+    // The base s1 is on the target, but not its newest snapshot.
+    let inc = send_to_vec(
+        &zfs,
+        &snap(&data, "s2"),
+        &SendOptions::new().from(snap(&data, "s1")),
+    );
+    let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true))
+        .expect_err("a forced receive must not destroy a later snapshot");
+    assert_eq!(err.kind(), ErrorKind::HasNewerSnapshots, "{err}");
+    assert!(err.to_string().contains("later"), "{err}");
+    assert_eq!(
+        zfs.snapshot_info(&snap(&target, "later")).unwrap().guid(),
+        later_guid
+    );
+    assert!(!zfs.exists(&snap(&target, "s2")));
+
+    // A base the target lacks altogether: stream mismatch, nothing destroyed.
+    let inc = send_to_vec(
+        &zfs,
+        &snap(&data, "s3"),
+        &SendOptions::new().from(snap(&data, "s2")),
+    );
+    let err = receive_bytes(&zfs, &target, &inc, &ReceiveOptions::new().force(true)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StreamMismatch, "{err}");
+    assert!(zfs.exists(&snap(&target, "later")));
 }
 
 #[test]
@@ -662,7 +897,8 @@ fn rollback_to_latest_and_named_snapshot() {
     unmount(data.as_str());
     // Not the latest snapshot: refused, nothing lost.
     let err = zfs.rollback_to(&snap(&data, "s1")).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(err.kind(), ErrorKind::HasNewerSnapshots, "{err}");
+    assert!(zfs.exists(&snap(&data, "s2")));
     zfs.destroy_snapshots(&[snap(&data, "s2")], false).unwrap();
     zfs.rollback_to(&snap(&data, "s1")).unwrap();
     let d = mount(data.as_str());

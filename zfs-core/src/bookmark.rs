@@ -62,6 +62,14 @@ impl SnapshotOrBookmark {
             SnapshotOrBookmark::Bookmark(b) => b.as_str(),
         }
     }
+
+    /// The filesystem or volume it belongs to.
+    pub fn dataset(&self) -> DatasetName {
+        match self {
+            SnapshotOrBookmark::Snapshot(s) => s.dataset(),
+            SnapshotOrBookmark::Bookmark(b) => b.dataset(),
+        }
+    }
 }
 
 impl From<SnapshotName> for SnapshotOrBookmark {
@@ -88,17 +96,38 @@ fn guid_and_txg(op: &'static str, target: &str, props: &NvList) -> Result<(u64, 
 
 impl Zfs {
     /// Creates bookmarks, each from a snapshot or an existing bookmark of the
-    /// same filesystem. All in one pool; the batch is atomic.
+    /// same filesystem; the batch is atomic. Names (and sources) in more than
+    /// one pool are [`ErrorKind::CrossPool`], a source that is not an earlier
+    /// snapshot or bookmark of the bookmark's filesystem
+    /// [`ErrorKind::NotAncestor`]; nothing is created then.
     pub fn bookmark(&self, bookmarks: &[(BookmarkName, SnapshotOrBookmark)]) -> Result<()> {
-        if bookmarks.is_empty() {
+        const OP: &str = "lzc_bookmark";
+        let Some((first, _)) = bookmarks.first() else {
             return Ok(());
+        };
+        let pool = first.dataset().pool();
+        for (mark, source) in bookmarks {
+            let other = if mark.dataset().pool() != pool {
+                Some(mark.as_str())
+            } else if source.dataset().pool() != pool {
+                Some(source.as_str())
+            } else {
+                None
+            };
+            if let Some(other) = other {
+                return Err(Error::invalid(
+                    OP,
+                    other,
+                    ErrorKind::CrossPool,
+                    format!("is not in pool {pool} like {first}: a batch covers one pool"),
+                ));
+            }
         }
         let mut l = NvList::new();
         for (mark, source) in bookmarks {
             l.insert(mark.as_str(), source.as_str());
         }
-        ffi::lzc_bookmark(&l)
-            .map_err(|(errno, list)| Error::from_batch("lzc_bookmark", errno, list))
+        ffi::lzc_bookmark(&l).map_err(|(errno, list)| Error::from_batch(OP, errno, list))
     }
 
     /// The bookmarks of a filesystem or volume, oldest first (by createtxg).

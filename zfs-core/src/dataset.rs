@@ -20,12 +20,12 @@
 //! ```
 
 use zfs_sys::ioctl::{
-    zfs_cmd_t, DMU_OST_ZFS, DMU_OST_ZVOL, ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS,
+    DMU_OST_ZFS, DMU_OST_ZVOL, ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS,
     ZFS_IOC_SNAPSHOT_LIST_NEXT,
 };
 
 use crate::error::{Errno, Error, ErrorKind, Result};
-use crate::ffi;
+use crate::ffi::{self, IoctlCmd};
 use crate::name::{AnyName, DatasetName, SnapshotName};
 use crate::nvlist::NvList;
 use crate::snapshot::Snapshot;
@@ -119,33 +119,22 @@ pub(crate) struct FastStats {
     pub createtxg: u64,
     pub objset_type: u32,
     pub is_snapshot: bool,
+    /// Partially received (an interrupted or running receive).
+    pub inconsistent: bool,
 }
 
 impl FastStats {
-    fn from_cmd(zc: &zfs_cmd_t) -> FastStats {
-        let s = &zc.zc_objset_stats;
+    fn from_cmd(zc: &IoctlCmd) -> FastStats {
+        let s = zc.objset_stats();
         FastStats {
-            name: c_field(&zc.zc_name),
+            name: zc.name(),
             guid: s.dds_guid,
             createtxg: s.dds_creation_txg,
             objset_type: s.dds_type,
             is_snapshot: s.dds_is_snapshot != 0,
+            inconsistent: s.dds_inconsistent != 0,
         }
     }
-}
-
-/// Reads a NUL-terminated fixed-size field.
-pub(crate) fn c_field(field: &[u8]) -> String {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end]).into_owned()
-}
-
-/// Copies a validated name into a fixed-size field. Validated names are at
-/// most 255 bytes and fields are at least 256, so this never truncates.
-pub(crate) fn set_field(field: &mut [u8], name: &str) {
-    let n = name.len().min(field.len().saturating_sub(1));
-    field.fill(0);
-    field[..n].copy_from_slice(&name.as_bytes()[..n]);
 }
 
 /// Typed properties of a dataset, snapshot or volume, as the kernel reports
@@ -291,9 +280,8 @@ impl Zfs {
     ) -> Result<(FastStats, Option<NvList>)> {
         const OP: &str = "ZFS_IOC_OBJSET_STATS";
         if !with_props {
-            let mut zc = ffi::new_cmd();
-            set_field(&mut zc.zc_name, name);
-            ffi::zfs_ioctl(self.dev(), ZFS_IOC_OBJSET_STATS, &mut zc)
+            let mut zc = IoctlCmd::new(name);
+            zc.ioctl(self.dev(), ZFS_IOC_OBJSET_STATS)
                 .map_err(|e| Error::from_errno(OP, name, e))?;
             return Ok((FastStats::from_cmd(&zc), None));
         }
@@ -318,29 +306,29 @@ impl Zfs {
         name: &str,
         start: usize,
         max: usize,
-    ) -> Result<(Box<zfs_cmd_t>, NvList)> {
-        let mut size = start;
+    ) -> Result<(IoctlCmd, NvList)> {
+        let mut size = start.min(max);
         loop {
-            let mut zc = ffi::new_cmd();
-            set_field(&mut zc.zc_name, name);
-            let mut buf = vec![0u8; size];
-            zc.zc_nvlist_dst = buf.as_mut_ptr() as u64;
-            zc.zc_nvlist_dst_size = buf.len() as u64;
-            match ffi::zfs_ioctl(self.dev(), request, &mut zc) {
+            let mut zc = IoctlCmd::new(name);
+            zc.set_dst_capacity(size);
+            match zc.ioctl(self.dev(), request) {
                 Ok(()) => {
-                    let list = if zc.zc_nvlist_dst_filled != 0 {
-                        let len = usize::try_from(zc.zc_nvlist_dst_size)
-                            .unwrap_or(0)
-                            .min(buf.len());
-                        NvList::unpack(&buf[..len])?
-                    } else {
-                        NvList::new()
+                    let list = match zc.dst_reply() {
+                        Some(bytes) => NvList::unpack(bytes).map_err(|e| {
+                            Error::invalid(
+                                op,
+                                name,
+                                ErrorKind::UnexpectedShape,
+                                format!("the reply nvlist does not unpack: {e}"),
+                            )
+                        })?,
+                        None => NvList::new(),
                     };
                     return Ok((zc, list));
                 }
                 Err(Errno(libc::ENOMEM)) if size < max => {
-                    let needed = usize::try_from(zc.zc_nvlist_dst_size).unwrap_or(max);
-                    size = needed.max(size * 2).min(max);
+                    let needed = usize::try_from(zc.dst_size()).unwrap_or(max);
+                    size = needed.max(size.saturating_mul(2)).min(max);
                 }
                 Err(e) => return Err(Error::from_errno(op, name, e)),
             }
@@ -397,13 +385,11 @@ impl Zfs {
         cookie: u64,
         simple: bool,
     ) -> Result<Option<(FastStats, u64)>> {
-        let mut zc = ffi::new_cmd();
-        set_field(&mut zc.zc_name, parent);
-        zc.zc_cookie = cookie;
-        zc.zc_simple = u8::from(simple);
-        zc.zc_nvlist_dst = 0;
-        match ffi::zfs_ioctl(self.dev(), request, &mut zc) {
-            Ok(()) => Ok(Some((FastStats::from_cmd(&zc), zc.zc_cookie))),
+        let mut zc = IoctlCmd::new(parent);
+        zc.set_cookie(cookie);
+        zc.set_simple(simple);
+        match zc.ioctl(self.dev(), request) {
+            Ok(()) => Ok(Some((FastStats::from_cmd(&zc), zc.cookie()))),
             Err(Errno(libc::ESRCH)) => Ok(None),
             Err(e) => Err(Error::from_errno(op, parent, e)),
         }
@@ -567,11 +553,23 @@ impl Zfs {
     }
 
     /// Rolls back to `snapshot`, which must be the dataset's latest snapshot
-    /// (otherwise [`ErrorKind::AlreadyExists`]: newer snapshots exist; destroy
-    /// them first).
+    /// (otherwise [`ErrorKind::HasNewerSnapshots`], and nothing changes:
+    /// destroy the newer snapshots first).
     pub fn rollback_to(&self, snapshot: &SnapshotName) -> Result<()> {
-        ffi::lzc_rollback_to(&snapshot.dataset().to_c_name(), &snapshot.to_c_name())
-            .map_err(|e| Error::from_errno("lzc_rollback_to", snapshot.as_str(), e))
+        const OP: &str = "lzc_rollback_to";
+        ffi::lzc_rollback_to(&snapshot.dataset().to_c_name(), &snapshot.to_c_name()).map_err(|e| {
+            // The kernel's EEXIST here: only intervening snapshots are in the way.
+            if e == Errno(libc::EEXIST) {
+                Error::Zfs {
+                    operation: OP,
+                    target: snapshot.to_string(),
+                    kind: ErrorKind::HasNewerSnapshots,
+                    errno: e,
+                }
+            } else {
+                Error::from_errno(OP, snapshot.as_str(), e)
+            }
+        })
     }
 }
 

@@ -160,6 +160,17 @@ impl From<Errno> for io::Error {
 }
 
 /// What went wrong, independent of the operation.
+///
+/// Each situation has one kind, whatever the operation that meets it:
+///
+/// | situation | kind |
+/// |---|---|
+/// | destroying a snapshot that is held, or has clones | [`Busy`](Self::Busy) |
+/// | an incremental base, or a bookmark's source, that is not an earlier snapshot or bookmark of the same filesystem (same snapshot, wrong order, unrelated) | [`NotAncestor`](Self::NotAncestor) |
+/// | names (batch members, a send's base, a bookmark's source) in more than one pool | [`CrossPool`](Self::CrossPool) |
+/// | `rollback_to` a snapshot that is not the newest; a forced incremental receive whose base is not the target's newest snapshot | [`HasNewerSnapshots`](Self::HasNewerSnapshots) |
+/// | a forced full receive into an existing dataset | [`AlreadyExists`](Self::AlreadyExists) |
+/// | a hold tag that is empty, too long or contains NUL | [`InvalidName`](Self::InvalidName) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -167,7 +178,8 @@ pub enum ErrorKind {
     NotFound,
     /// It exists already (or a hold tag is already taken).
     AlreadyExists,
-    /// In use: mounted, held, being received into, or has dependents.
+    /// In use: mounted, held, being received into, or has dependents (a
+    /// snapshot with clones).
     Busy,
     /// Not permitted for this user.
     PermissionDenied,
@@ -175,20 +187,30 @@ pub enum ErrorKind {
     NoSpace,
     /// Receive: the target changed since the incremental base.
     DestinationModified,
-    /// Receive: the stream does not apply to the target (its base is missing
-    /// or the target has newer snapshots).
+    /// Receive: the stream does not apply to the target (the target lacks
+    /// its incremental base).
     StreamMismatch,
+    /// The dataset has snapshots newer than the one named: `rollback_to` a
+    /// snapshot that is not the newest, or a forced receive of an
+    /// incremental whose base is not the target's newest snapshot. Nothing
+    /// was destroyed; destroy the newer snapshots first if that is meant.
+    HasNewerSnapshots,
+    /// An incremental send's base, or a new bookmark's source, is not an
+    /// earlier snapshot or bookmark of the same filesystem (it is the same
+    /// snapshot, a later one, or an unrelated one).
+    NotAncestor,
     /// Receive: the stream is damaged, truncated or malformed.
     BadStream,
     /// Receive: a resumable receive is in progress; resume or abort it first.
     ResumeExists,
     /// The stream or operation uses a feature this pool or kernel lacks.
     NotSupported,
-    /// A name is invalid or too long.
+    /// A name (or hold tag) is invalid or too long.
     InvalidName,
     /// The arguments were rejected.
     InvalidArgument,
-    /// Names in one batch span several pools.
+    /// The names given span several pools (a batch, a send and its base, a
+    /// bookmark and its source).
     CrossPool,
     /// The peer of a pipe went away.
     BrokenPipe,
@@ -227,6 +249,7 @@ impl ErrorKind {
             }
             _ if errno == Errno::RESUME_EXISTS => ErrorKind::ResumeExists,
             _ if errno == Errno::STREAM_TRUNCATED => ErrorKind::BadStream,
+            _ if errno == Errno::BOOKMARK_SOURCE_NOT_ANCESTOR => ErrorKind::NotAncestor,
             _ => ErrorKind::Other,
         }
     }
@@ -254,6 +277,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::NoSpace => "out of space",
             ErrorKind::DestinationModified => "destination modified since the base snapshot",
             ErrorKind::StreamMismatch => "stream does not match the destination",
+            ErrorKind::HasNewerSnapshots => "newer snapshots exist",
+            ErrorKind::NotAncestor => "not an earlier snapshot or bookmark of this filesystem",
             ErrorKind::BadStream => "invalid or damaged stream",
             ErrorKind::ResumeExists => "a resumable receive is pending",
             ErrorKind::NotSupported => "not supported",
@@ -387,11 +412,23 @@ impl Error {
         }
     }
 
-    /// An error from a batch call's errno and errlist.
+    /// An error from a batch call's errno and errlist, classified with
+    /// [`ErrorKind::of`].
     pub(crate) fn from_batch(
         operation: &'static str,
         errno: Errno,
         errlist: Option<NvList>,
+    ) -> Self {
+        Self::from_batch_as(operation, errno, errlist, ErrorKind::of)
+    }
+
+    /// [`from_batch`](Self::from_batch) with the call's own reading of its
+    /// errnos (EEXIST from `lzc_destroy_snaps` means "has clones").
+    pub(crate) fn from_batch_as(
+        operation: &'static str,
+        errno: Errno,
+        errlist: Option<NvList>,
+        classify: fn(Errno) -> ErrorKind,
     ) -> Self {
         let mut failures = Vec::new();
         let mut more = 0;
@@ -410,7 +447,7 @@ impl Error {
             failures.push(BatchFailure {
                 name: name.to_owned(),
                 errno: Errno(code),
-                kind: ErrorKind::of(Errno(code)),
+                kind: classify(Errno(code)),
             });
         }
         // The batch's own errno can be more telling than "first failure":
@@ -418,7 +455,7 @@ impl Error {
         let kind = failures
             .first()
             .map(|f| f.kind)
-            .unwrap_or_else(|| ErrorKind::of(errno));
+            .unwrap_or_else(|| classify(errno));
         Error::Batch {
             operation,
             kind,
@@ -454,11 +491,8 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(
-        operation: &'static str,
-        target: impl Into<String>,
-        source: io::Error,
-    ) -> Self {
+    /// An I/O error (outside ZFS) while `operation` worked on `target`.
+    pub fn io(operation: &'static str, target: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             operation,
             target: target.into(),
@@ -514,6 +548,8 @@ impl Error {
     }
 }
 
+/// For callers reading their own lists with `?` (zfs-core itself always
+/// names the operation and the dataset: see [`Error::Shape`]).
 impl From<NvListError> for Error {
     fn from(source: NvListError) -> Self {
         Error::shape("read nvlist", "", source)

@@ -8,24 +8,59 @@
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 
 use zfs_sys::data_type_t as dt;
-use zfs_sys::ioctl::zfs_cmd_t;
+use zfs_sys::ioctl::{dmu_objset_stats_t, zfs_cmd_t};
 
 use crate::error::Errno;
 use crate::nvlist::{NvList, NvValue};
 
 /// Initialises libzfs_core once per process and never finalises it, so no
 /// thread can race a `libzfs_core_fini` (the library refcounts one global fd).
+///
+/// Only success is remembered: after a failure (no `/dev/zfs` yet, say, in a
+/// daemon started before the module loaded) the next call tries again.
+/// libzfs_core counts a reference only when its open succeeded, so a failed
+/// attempt leaves nothing behind.
 pub(crate) fn init_libzfs_core() -> Result<(), Errno> {
-    static INIT: OnceLock<i32> = OnceLock::new();
-    // SAFETY: libzfs_core_init takes no arguments; OnceLock runs it once.
-    let rc = *INIT.get_or_init(|| unsafe { zfs_sys::libzfs_core_init() });
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Errno(rc))
+    static DONE: Mutex<bool> = Mutex::new(false);
+    // SAFETY: libzfs_core_init takes no arguments; init_once calls it under
+    // a lock, and only until it has succeeded once.
+    init_once(&DONE, || unsafe { zfs_sys::libzfs_core_init() })
+}
+
+/// Runs `init` until it returns 0 once; later calls return Ok at once.
+fn init_once(done: &Mutex<bool>, init: impl FnOnce() -> libc::c_int) -> Result<(), Errno> {
+    let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
+    if *done {
+        return Ok(());
+    }
+    rc(init())?;
+    *done = true;
+    Ok(())
+}
+
+#[cfg(test)]
+mod init_tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_init_is_retried_and_success_is_kept() {
+        let done = Mutex::new(false);
+        let mut calls = 0;
+        let mut attempt = |rc: libc::c_int| {
+            init_once(&done, || {
+                calls += 1;
+                rc
+            })
+        };
+        assert_eq!(attempt(libc::ENOENT), Err(Errno(libc::ENOENT)));
+        assert_eq!(attempt(libc::ENOENT), Err(Errno(libc::ENOENT)));
+        assert_eq!(attempt(0), Ok(()));
+        // Once it succeeded, it is not called again.
+        assert_eq!(attempt(libc::EIO), Ok(()));
+        assert_eq!(calls, 3);
     }
 }
 
@@ -559,6 +594,26 @@ pub(crate) struct ReceiveOutcome {
     pub prop_errors: Option<NvList>,
 }
 
+/// One stream record header (`dmu_replay_record_t`, 312 bytes) with the C
+/// type's 8-byte alignment: `lzc_receive_one` reads the BEGIN record through
+/// a `dmu_replay_record_t *`.
+#[repr(C, align(8))]
+#[derive(Debug, Clone)]
+pub(crate) struct ReplayRecord(pub(crate) [u8; 312]);
+
+const _: () = assert!(std::mem::align_of::<ReplayRecord>() == 8);
+const _: () = assert!(std::mem::size_of::<ReplayRecord>() == 312);
+
+#[cfg(test)]
+#[test]
+fn replay_record_is_8_aligned() {
+    let records = [ReplayRecord([0; 312]), ReplayRecord([1; 312])];
+    for r in &records {
+        assert_eq!(r.0.as_ptr() as usize % 8, 0);
+    }
+    assert_eq!(std::mem::align_of::<ReplayRecord>(), 8);
+}
+
 /// Receives one substream whose BEGIN record the caller already read.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn lzc_receive_one(
@@ -569,7 +624,7 @@ pub(crate) fn lzc_receive_one(
     resumable: bool,
     raw: bool,
     fd: BorrowedFd<'_>,
-    begin_record: &[u8; 312],
+    begin_record: &ReplayRecord,
 ) -> Result<ReceiveOutcome, (Errno, ReceiveOutcome)> {
     let props = match props.map(CNvList::from_nvlist).transpose() {
         Ok(p) => p,
@@ -588,9 +643,9 @@ pub(crate) fn lzc_receive_one(
     let mut action_handle = 0u64;
     let mut errors = ptr::null_mut();
     // SAFETY: NUL-terminated names (or NULL); `props` is NULL or a valid
-    // list; `begin_record` is 312 readable bytes, the size of
-    // dmu_replay_record_t; the out slots are valid; `fd` is borrowed for the
-    // call; -1 means no cleanup fd.
+    // list; `begin_record` is 312 readable bytes, 8-aligned: the size and
+    // alignment of dmu_replay_record_t; the out slots are valid; `fd` is
+    // borrowed for the call; -1 means no cleanup fd.
     let r = unsafe {
         zfs_sys::lzc_receive_one(
             snap.as_ptr(),
@@ -600,7 +655,7 @@ pub(crate) fn lzc_receive_one(
             resumable as u32,
             raw as u32,
             fd.as_raw_fd(),
-            begin_record.as_ptr().cast(),
+            begin_record.0.as_ptr().cast(),
             -1,
             &mut read_bytes,
             &mut errflags,
@@ -628,31 +683,124 @@ fn c_buf_to_string(buf: &[u8]) -> String {
 // Raw ioctls and libc.
 // ---------------------------------------------------------------------------
 
-/// A zeroed `zfs_cmd_t` on the heap (it is 13744 bytes).
-pub(crate) fn new_cmd() -> Box<zfs_cmd_t> {
-    Box::new(zfs_cmd_t::zeroed())
+/// One `/dev/zfs` ioctl command: a zeroed `zfs_cmd_t` on the heap (it is
+/// 13744 bytes) and the nvlist buffers its pointer fields refer to.
+///
+/// The buffers are owned here and the pointer fields are written only by
+/// [`ioctl`](Self::ioctl), from those buffers, right before the call: no safe
+/// code can make the kernel read or write through a stale pointer.
+pub(crate) struct IoctlCmd {
+    zc: Box<zfs_cmd_t>,
+    src: Vec<u8>,
+    conf: Vec<u8>,
+    dst: Vec<u8>,
 }
 
-/// Issues one `/dev/zfs` ioctl.
-pub(crate) fn zfs_ioctl(
-    dev: BorrowedFd<'_>,
-    request: u32,
-    zc: &mut zfs_cmd_t,
-) -> Result<(), Errno> {
-    // SAFETY: `zc` is an exclusively borrowed zfs_cmd_t of exactly the size
-    // the kernel copies; any buffers it points to were set by the caller
-    // from live Rust allocations; `dev` is an open fd.
-    let r = unsafe {
-        libc::ioctl(
-            dev.as_raw_fd(),
-            request as libc::c_ulong,
-            zc as *mut zfs_cmd_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(last_errno())
+impl IoctlCmd {
+    /// A zeroed command for `name` (a validated name, at most 255 bytes;
+    /// longer input is cut at the field, never overflows it).
+    pub(crate) fn new(name: &str) -> Self {
+        let mut zc = Box::new(zfs_cmd_t::zeroed());
+        let n = name.len().min(zc.zc_name.len().saturating_sub(1));
+        zc.zc_name[..n].copy_from_slice(&name.as_bytes()[..n]);
+        IoctlCmd {
+            zc,
+            src: Vec::new(),
+            conf: Vec::new(),
+            dst: Vec::new(),
+        }
+    }
+
+    /// `zc_name` as the kernel left it (list ioctls return the next name).
+    pub(crate) fn name(&self) -> String {
+        c_buf_to_string(&self.zc.zc_name)
+    }
+
+    pub(crate) fn cookie(&self) -> u64 {
+        self.zc.zc_cookie
+    }
+
+    pub(crate) fn set_cookie(&mut self, cookie: u64) {
+        self.zc.zc_cookie = cookie;
+    }
+
+    pub(crate) fn set_simple(&mut self, simple: bool) {
+        self.zc.zc_simple = u8::from(simple);
+    }
+
+    /// The fast stats the kernel filled.
+    pub(crate) fn objset_stats(&self) -> &dmu_objset_stats_t {
+        &self.zc.zc_objset_stats
+    }
+
+    /// A packed nvlist for `zc_nvlist_src`.
+    pub(crate) fn set_src(&mut self, packed: Vec<u8>) {
+        self.src = packed;
+    }
+
+    /// A packed nvlist for `zc_nvlist_conf`.
+    pub(crate) fn set_conf(&mut self, packed: Vec<u8>) {
+        self.conf = packed;
+    }
+
+    /// A zeroed reply buffer of `len` bytes for `zc_nvlist_dst` (0: none).
+    pub(crate) fn set_dst_capacity(&mut self, len: usize) {
+        self.dst = vec![0; len];
+    }
+
+    /// The reply nvlist, when the kernel filled one.
+    pub(crate) fn dst_reply(&self) -> Option<&[u8]> {
+        if self.zc.zc_nvlist_dst_filled == 0 {
+            return None;
+        }
+        let len = usize::try_from(self.zc.zc_nvlist_dst_size)
+            .unwrap_or(usize::MAX)
+            .min(self.dst.len());
+        self.dst.get(..len)
+    }
+
+    /// `zc_nvlist_dst_size` after the call: after ENOMEM, the size the
+    /// kernel needs.
+    pub(crate) fn dst_size(&self) -> u64 {
+        self.zc.zc_nvlist_dst_size
+    }
+
+    /// Issues the ioctl on `dev`.
+    pub(crate) fn ioctl(&mut self, dev: BorrowedFd<'_>, request: u32) -> Result<(), Errno> {
+        fn ptr_len(buf: &[u8]) -> (u64, u64) {
+            if buf.is_empty() {
+                (0, 0)
+            } else {
+                (buf.as_ptr() as u64, buf.len() as u64)
+            }
+        }
+        let zc = &mut *self.zc;
+        (zc.zc_nvlist_src, zc.zc_nvlist_src_size) = ptr_len(&self.src);
+        (zc.zc_nvlist_conf, zc.zc_nvlist_conf_size) = ptr_len(&self.conf);
+        (zc.zc_nvlist_dst, zc.zc_nvlist_dst_size) = ptr_len(&self.dst);
+        zc.zc_nvlist_dst_filled = 0;
+        // SAFETY: `zc` is an exclusively borrowed zfs_cmd_t of exactly the
+        // size the kernel copies in and out. Its only pointer fields that
+        // are not zero were set just above from `self.src`, `self.conf` and
+        // `self.dst`, with their lengths; those vectors are borrowed through
+        // `self` for the whole call, so the kernel reads at most
+        // `src`/`conf` and writes at most `dst`. `dev` is an open fd.
+        let r = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                request as libc::c_ulong,
+                zc as *mut zfs_cmd_t,
+            )
+        };
+        // Leave no pointer behind.
+        zc.zc_nvlist_src = 0;
+        zc.zc_nvlist_conf = 0;
+        zc.zc_nvlist_dst = 0;
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(last_errno())
+        }
     }
 }
 
@@ -692,7 +840,17 @@ pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
 
 /// `splice(2)` between two pipes: moves up to `len` bytes without copying
 /// them through user space. Returns 0 at end of input.
-pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Result<usize, Errno> {
+pub(crate) fn splice(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    len: usize,
+    nonblocking: bool,
+) -> Result<usize, Errno> {
+    let flags = if nonblocking {
+        libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK
+    } else {
+        libc::SPLICE_F_MOVE
+    };
     // SAFETY: both fds are open for the duration of the call; NULL offsets
     // are required for pipes; the kernel touches no user memory.
     let r = unsafe {
@@ -702,7 +860,7 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Re
             to.as_raw_fd(),
             ptr::null_mut(),
             len,
-            libc::SPLICE_F_MOVE,
+            flags,
         )
     };
     if r < 0 {
@@ -710,6 +868,157 @@ pub(crate) fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> Re
     } else {
         Ok(r as usize)
     }
+}
+
+// ---------------------------------------------------------------------------
+// Signals, poll and eventfd: what the transfer threads need to stay
+// interruptible by a cancel and immune to the host's signals.
+// ---------------------------------------------------------------------------
+
+/// A signal set holding `signals`.
+fn sigset_of(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signals are valid numbers.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    set
+}
+
+/// Blocks every asynchronous signal in the calling thread. Signals a fault
+/// raises in the thread itself (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP,
+/// SIGSYS) and SIGABRT stay deliverable; SIGKILL and SIGSTOP cannot be
+/// blocked.
+pub(crate) fn block_async_signals() -> Result<(), Errno> {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigfillset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signals are valid numbers;
+    // pthread_sigmask only changes the calling thread's mask.
+    let r = unsafe {
+        libc::sigfillset(&mut set);
+        for s in [
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTRAP,
+            libc::SIGSYS,
+            libc::SIGABRT,
+        ] {
+            libc::sigdelset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut())
+    };
+    rc(r)
+}
+
+/// The calling thread's SIGPIPE state before [`sigpipe_block`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SigpipeState {
+    was_blocked: bool,
+    was_pending: bool,
+}
+
+fn sigpipe_pending() -> bool {
+    // SAFETY: an all-zero sigset_t is a valid out buffer for sigpending.
+    let mut pending: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `pending` is a valid out buffer; sigismember reads it.
+    unsafe {
+        libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1
+    }
+}
+
+/// Blocks SIGPIPE in the calling thread, so that a write into a pipe with
+/// no reader fails with EPIPE instead of killing the process.
+pub(crate) fn sigpipe_block() -> Result<SigpipeState, Errno> {
+    let set = sigset_of(&[libc::SIGPIPE]);
+    // SAFETY: an all-zero sigset_t is a valid out buffer.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sets; only the calling thread's mask changes.
+    rc(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) })?;
+    // SAFETY: `old` was filled by pthread_sigmask.
+    let was_blocked = unsafe { libc::sigismember(&old, libc::SIGPIPE) } == 1;
+    Ok(SigpipeState {
+        was_blocked,
+        was_pending: sigpipe_pending(),
+    })
+}
+
+/// Undoes [`sigpipe_block`]: a SIGPIPE raised while it was blocked is
+/// consumed (it only said EPIPE, which the caller saw), then SIGPIPE is
+/// unblocked unless it was blocked before.
+pub(crate) fn sigpipe_restore(state: SigpipeState) {
+    let set = sigset_of(&[libc::SIGPIPE]);
+    if !state.was_pending && sigpipe_pending() {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid set and timeout; a NULL siginfo is allowed. With a
+        // zero timeout this only takes an already pending SIGPIPE.
+        unsafe { libc::sigtimedwait(&set, ptr::null_mut(), &zero) };
+    }
+    if !state.was_blocked {
+        // SAFETY: valid set; only the calling thread's mask changes.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, ptr::null_mut()) };
+    }
+}
+
+/// `poll(2)` on up to a few descriptors: `(fd, events)` in, `revents` out
+/// (in the same order). Returns early with all zeros on EINTR.
+pub(crate) fn poll(
+    fds: &[(BorrowedFd<'_>, libc::c_short)],
+    timeout_ms: libc::c_int,
+) -> Result<Vec<libc::c_short>, Errno> {
+    let mut raw: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|(fd, events)| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: *events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `raw` is a live array of `raw.len()` pollfd structs whose fds
+    // are borrowed for the call.
+    let r = unsafe { libc::poll(raw.as_mut_ptr(), raw.len() as libc::nfds_t, timeout_ms) };
+    if r < 0 {
+        let e = last_errno();
+        if e == Errno(libc::EINTR) {
+            return Ok(vec![0; raw.len()]);
+        }
+        return Err(e);
+    }
+    Ok(raw.iter().map(|p| p.revents).collect())
+}
+
+/// `eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)`.
+pub(crate) fn eventfd() -> Result<OwnedFd, Errno> {
+    // SAFETY: plain syscall with flag arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(last_errno());
+    }
+    // SAFETY: eventfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+// ---------------------------------------------------------------------------
+// Testing only: signal dispositions a host program might choose.
+// ---------------------------------------------------------------------------
+
+/// Sets `SIGPIPE` back to its default disposition (terminate), as a C host
+/// or a Rust CLI that wants to die quietly under `| head` does.
+#[cfg(feature = "testing")]
+pub(crate) fn default_sigpipe() -> Result<(), Errno> {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE; no handler runs.
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(last_errno());
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

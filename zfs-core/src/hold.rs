@@ -20,12 +20,21 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 
-use crate::error::{Errno, Error, Result};
+use crate::error::{Errno, Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::AnyName;
 use crate::name::SnapshotName;
 use crate::nvlist::{NvList, NvValue};
 use crate::Zfs;
+
+/// The longest hold tag the kernel stores: a ZAP name of `MAXNAMELEN` (256)
+/// bytes with its NUL. (`dsl_userhold.c` only refuses `strlen > MAXNAMELEN`,
+/// so a 256-byte tag passes that check yet does not fit the ZAP.)
+pub const MAX_TAG_LEN: usize = 255;
+/// The longest tag of a temporary hold: the kernel also records it as
+/// `<object in hex>-<tag>`, with a prefix of up to `MAX_TAG_PREFIX_LEN` (17)
+/// bytes, and that must fit in `MAXNAMELEN` with its NUL.
+pub const MAX_TEMPORARY_TAG_LEN: usize = 256 - 17 - 1;
 
 /// Temporary holds that are released when the guard drops (or, if the
 /// process dies, when the kernel closes its cleanup descriptor).
@@ -96,6 +105,38 @@ fn group_by_unique_snapshot(holds: &[(SnapshotName, String)]) -> Vec<Vec<&(Snaps
 impl Zfs {
     fn hold_impl(&self, holds: &[(SnapshotName, String)], cleanup: Option<&OwnedFd>) -> Result<()> {
         const OP: &str = "lzc_hold";
+        let max = if cleanup.is_some() {
+            MAX_TEMPORARY_TAG_LEN
+        } else {
+            MAX_TAG_LEN
+        };
+        for (snap, tag) in holds {
+            let problem = if tag.is_empty() {
+                Some("a hold tag cannot be empty".to_owned())
+            } else if tag.contains('\0') {
+                Some(format!("hold tag {tag:?} contains NUL"))
+            } else if tag.len() > max {
+                Some(format!(
+                    "a hold tag is at most {max} bytes{}, this one is {}",
+                    if cleanup.is_some() {
+                        " for a temporary hold"
+                    } else {
+                        ""
+                    },
+                    tag.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = problem {
+                return Err(Error::invalid(
+                    OP,
+                    snap.as_str(),
+                    ErrorKind::InvalidName,
+                    reason,
+                ));
+            }
+        }
         // The kernel skips holds on missing snapshots and tags already
         // present, and reports them only in an errlist; check first so
         // those are clear errors, and nothing is taken.
@@ -167,12 +208,16 @@ impl Zfs {
     /// Places persistent user holds (`zfs hold`): they survive reboots until
     /// [`release`](Self::release)d. On any failure, holds taken by this call
     /// are released again. A tag already on a snapshot is
-    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists).
+    /// [`ErrorKind::AlreadyExists`]. Tags are checked first: an empty tag, a
+    /// NUL, or more than [`MAX_TAG_LEN`] bytes is [`ErrorKind::InvalidName`]
+    /// and nothing is held.
     pub fn hold(&self, holds: &[(SnapshotName, String)]) -> Result<()> {
         self.hold_impl(holds, None)
     }
 
-    /// Places temporary holds bound to a fresh cleanup descriptor.
+    /// Places temporary holds bound to a fresh cleanup descriptor. Tags are
+    /// checked as for [`hold`](Self::hold), with a limit of
+    /// [`MAX_TEMPORARY_TAG_LEN`] bytes.
     pub fn hold_temporary(&self, holds: &[(SnapshotName, String)]) -> Result<HoldGuard> {
         let fd = crate::open_dev_zfs()?;
         self.hold_impl(holds, Some(&fd))?;
@@ -183,7 +228,7 @@ impl Zfs {
     }
 
     /// Releases user holds. A hold that is not there is
-    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound), and then none
+    /// [`ErrorKind::NotFound`], and then none
     /// is released.
     pub fn release(&self, holds: &[(SnapshotName, String)]) -> Result<()> {
         // The kernel skips absent holds silently on success: check first.

@@ -25,9 +25,10 @@
 //! ```
 //!
 //! Process notes: libzfs_core is initialised once per process and never
-//! finalised. Sends write from the kernel into a pipe; Rust programs ignore
-//! `SIGPIPE` by default, and embedders that restore it must expect a broken
-//! pipe to raise it.
+//! finalised. Sends write from the kernel into a pipe with `SIGPIPE` blocked
+//! in the sending thread ([`signal`]), so a reader that went away gives
+//! [`ErrorKind::BrokenPipe`], never the death of a host that restored the
+//! default `SIGPIPE` disposition.
 
 pub mod bookmark;
 pub mod dataset;
@@ -41,6 +42,7 @@ pub mod pool;
 pub mod receive;
 pub mod resume;
 pub mod send;
+pub mod signal;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -72,8 +74,12 @@ impl Zfs {
     /// Initialises libzfs_core (once per process) and opens `/dev/zfs` for
     /// the raw ioctls. Fails with [`ErrorKind::NotFound`] when the ZFS module
     /// is not loaded.
+    ///
+    /// A failure is not remembered: a later `open` tries again, so a daemon
+    /// started before the module loaded can open once it has.
     pub fn open() -> Result<Zfs> {
-        ffi::init_libzfs_core().map_err(|e| Error::from_errno("libzfs_core_init", "", e))?;
+        ffi::init_libzfs_core()
+            .map_err(|e| Error::from_errno("libzfs_core_init", "/dev/zfs", e))?;
         Ok(Zfs {
             dev: open_dev_zfs()?,
         })
@@ -102,5 +108,21 @@ mod tests {
         check::<super::Zfs>();
         check::<super::HoldGuard>();
         check::<super::Error>();
+    }
+
+    /// Without the ZFS module (the development hosts have none), opening
+    /// fails with a typed error each time, and each call tries again
+    /// (`ffi::init_once` is unit-tested for the retry itself).
+    #[test]
+    fn open_without_dev_zfs_fails_typed_every_time() {
+        if std::path::Path::new("/dev/zfs").exists() {
+            return; // a ZFS host: nothing to check here
+        }
+        for _ in 0..2 {
+            let err = super::Zfs::open().unwrap_err();
+            assert_eq!(err.kind(), super::ErrorKind::NotFound, "{err}");
+            assert_eq!(err.operation(), Some("libzfs_core_init"));
+            assert!(err.to_string().contains("/dev/zfs"), "{err}");
+        }
     }
 }

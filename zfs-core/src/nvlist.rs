@@ -20,6 +20,7 @@
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 
 use crate::error::{Errno, Error};
@@ -127,9 +128,30 @@ pub enum NvListError {
 }
 
 /// An owned list of unique names and typed values, in insertion order.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Lookups, inserts and replacements take constant time (a hash index over
+/// the ordered pairs), so lists of many thousand entries build and unpack in
+/// linear time.
+#[derive(Clone, Default)]
 pub struct NvList {
     pairs: Vec<(String, NvValue)>,
+    /// Key -> position in `pairs`.
+    index: HashMap<String, usize>,
+}
+
+impl PartialEq for NvList {
+    /// Same pairs in the same order (the index follows from them).
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl fmt::Debug for NvList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NvList")
+            .field("pairs", &self.pairs)
+            .finish()
+    }
 }
 
 macro_rules! getter {
@@ -176,9 +198,12 @@ impl NvList {
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<NvValue>) -> &mut Self {
         let key = key.into();
         let value = value.into();
-        match self.pairs.iter_mut().find(|(k, _)| *k == key) {
+        match self.index.get(&key).and_then(|&i| self.pairs.get_mut(i)) {
             Some(slot) => slot.1 = value,
-            None => self.pairs.push((key, value)),
+            None => {
+                self.index.insert(key.clone(), self.pairs.len());
+                self.pairs.push((key, value));
+            }
         }
         self
     }
@@ -196,13 +221,24 @@ impl NvList {
 
     /// Removes `key`, returning its value.
     pub fn remove(&mut self, key: &str) -> Option<NvValue> {
-        let i = self.pairs.iter().position(|(k, _)| k == key)?;
-        Some(self.pairs.remove(i).1)
+        let i = self.index.remove(key)?;
+        if i >= self.pairs.len() {
+            return None;
+        }
+        let (_, value) = self.pairs.remove(i);
+        // Later pairs moved down by one.
+        for (k, _) in &self.pairs[i..] {
+            if let Some(pos) = self.index.get_mut(k) {
+                *pos = pos.saturating_sub(1);
+            }
+        }
+        Some(value)
     }
 
     /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&NvValue> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        let i = *self.index.get(key)?;
+        self.pairs.get(i).map(|(_, v)| v)
     }
 
     /// Whether `key` is present.
@@ -388,12 +424,48 @@ mod tests {
     }
 
     #[test]
+    fn remove_keeps_order_and_lookups() {
+        let mut l = NvList::new();
+        l.insert("a", 1u64).insert("b", 2u64).insert("c", 3u64);
+        assert_eq!(l.remove("a"), Some(NvValue::U64(1)));
+        assert_eq!(l.remove("a"), None);
+        assert_eq!(l.get_u64("c").unwrap(), 3);
+        l.insert("b", 20u64).insert("a", 10u64);
+        assert_eq!(l.keys().collect::<Vec<_>>(), ["b", "c", "a"]);
+        assert_eq!(l.get_u64("b").unwrap(), 20);
+        assert_eq!(l.get_u64("a").unwrap(), 10);
+    }
+
+    #[test]
     fn unpack_rejects_garbage() {
         assert!(NvList::unpack(b"").is_err());
         assert!(NvList::unpack(&[0xff; 64]).is_err());
         let mut packed = sample().pack().unwrap();
         packed.truncate(packed.len() / 2);
         assert!(NvList::unpack(&packed).is_err());
+    }
+
+    /// 60k entries (the size of a pool config or an errlist with many
+    /// snapshots): building and unpacking stay linear. Prints the times with
+    /// `--nocapture`; no timed assertion.
+    #[test]
+    fn sixty_thousand_entries_build_and_unpack() {
+        const N: usize = 60_000;
+        let started = std::time::Instant::now();
+        let mut l = NvList::new();
+        for i in 0..N {
+            l.insert(format!("pool/fs@snap{i}"), i as u64);
+        }
+        let built = started.elapsed();
+        let packed = l.pack().unwrap();
+        let started = std::time::Instant::now();
+        let back = NvList::unpack(&packed).unwrap();
+        let unpacked = started.elapsed();
+        println!("nvlist {N} entries: build {built:?}, unpack {unpacked:?}");
+        assert_eq!(back.len(), N);
+        assert_eq!(back.get_u64("pool/fs@snap59999").unwrap(), 59_999);
+        assert_eq!(back.keys().nth(1), Some("pool/fs@snap1"), "order kept");
+        assert_eq!(back, l);
     }
 
     #[test]

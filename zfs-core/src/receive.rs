@@ -23,7 +23,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi;
+use crate::ffi::{self, ReplayRecord};
 use crate::name::AnyName;
 use crate::name::{DatasetName, SnapshotName};
 use crate::nvlist::NvList;
@@ -156,9 +156,24 @@ impl ReceiveOptions {
         Self::default()
     }
 
-    /// Roll the target back to its most recent snapshot before receiving
-    /// (`zfs receive -F` for one dataset). Unlike the CLI this never destroys
-    /// snapshots or children; the caller decides that explicitly.
+    /// Discard changes made to the target since its newest snapshot, and
+    /// nothing else: an incremental stream whose base is the target's newest
+    /// snapshot is received even if the target was modified since.
+    ///
+    /// The kernel's own force does more (a full stream replaces an existing
+    /// dataset, an incremental destroys the target's snapshots after its
+    /// base), so [`Zfs::receive`] checks first, and changes nothing when:
+    /// - the stream is full and the target exists:
+    ///   [`ErrorKind::AlreadyExists`] (a dataset left partial by an
+    ///   interrupted full receive may be resumed);
+    /// - the target has snapshots after the stream's base:
+    ///   [`ErrorKind::HasNewerSnapshots`];
+    /// - the target lacks the base: [`ErrorKind::StreamMismatch`].
+    ///
+    /// Limit: the check and the receive are two steps. A snapshot that
+    /// another process takes on the target between them is still destroyed
+    /// by the kernel; do not force-receive into a dataset that something
+    /// else snapshots at the same time.
     pub fn force(mut self, force: bool) -> Self {
         self.force = force;
         self
@@ -205,12 +220,13 @@ pub struct Received {
     pub property_errors: Option<NvList>,
 }
 
-/// Reads the 312-byte BEGIN record from `input`.
-pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<[u8; RECORD_SIZE]> {
-    let mut record = [0u8; RECORD_SIZE];
+/// Reads the 312-byte BEGIN record from `input`, 8-aligned as
+/// `lzc_receive_one` reads it.
+pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<ReplayRecord> {
+    let mut record = ReplayRecord([0u8; RECORD_SIZE]);
     let mut got = 0;
-    while got < RECORD_SIZE {
-        match input.read(&mut record[got..]) {
+    while let Some(rest) = record.0.get_mut(got..).filter(|r| !r.is_empty()) {
+        match input.read(rest) {
             Ok(0) => {
                 return Err(Error::invalid(
                     "read BEGIN record",
@@ -219,7 +235,7 @@ pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<[u8; REC
                     format!("stream ended after {got} bytes, before its BEGIN record"),
                 ))
             }
-            Ok(n) => got += n,
+            Ok(n) => got = got.saturating_add(n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(Error::io("read BEGIN record", target, e)),
         }
@@ -230,9 +246,8 @@ pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<[u8; REC
 impl Zfs {
     /// Receives one stream from `input` into `target`, creating
     /// `target@<the sender's snapshot name>`. For an incremental stream the
-    /// target must hold the base; for a full stream it must not exist (or,
-    /// with [`ReceiveOptions::force`], ... it is still refused: full streams
-    /// never overwrite an existing dataset here).
+    /// target must hold the base; for a full stream it must not exist, also
+    /// with [`ReceiveOptions::force`] (see there for what force may do).
     pub fn receive(
         &self,
         target: &DatasetName,
@@ -247,7 +262,7 @@ impl Zfs {
         );
         let record = read_begin(&mut reader, target.as_str())?;
         drop(reader);
-        let begin = BeginRecord::parse(&record).map_err(|e| retarget(e, target))?;
+        let begin = BeginRecord::parse(&record.0).map_err(|e| retarget(e, target))?;
         if begin.compound {
             return Err(Error::invalid(
                 OP,
@@ -273,6 +288,9 @@ impl Zfs {
             )
         })?;
         let snapshot = target.snapshot(short)?;
+        if opts.force {
+            self.check_forced_receive(target, &begin)?;
+        }
         let origin = opts.origin.as_ref().map(|o| o.to_c_name());
         let result = ffi::lzc_receive_one(
             &snapshot.to_c_name(),
@@ -287,12 +305,68 @@ impl Zfs {
         match result {
             Ok(outcome) => Ok(Received {
                 snapshot,
-                bytes: outcome.read_bytes + RECORD_SIZE as u64,
+                bytes: outcome.read_bytes.saturating_add(RECORD_SIZE as u64),
                 begin,
                 property_errors: outcome.prop_errors,
             }),
             Err((errno, _)) => Err(Error::from_receive_errno(OP, snapshot.as_str(), errno)),
         }
+    }
+
+    /// Keeps the promise of [`ReceiveOptions::force`]: refuses, before the
+    /// kernel, a forced receive that would replace the target or destroy
+    /// any of its snapshots.
+    fn check_forced_receive(&self, target: &DatasetName, begin: &BeginRecord) -> Result<()> {
+        const OP: &str = "lzc_receive";
+        let stats = match self.objset_stats(target.as_str(), false) {
+            Ok((stats, _)) => stats,
+            // A new dataset: force has nothing to discard.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if begin.from_guid == 0 {
+            // A dataset an interrupted full receive left partial holds
+            // nothing else: resuming into it is fine.
+            if stats.inconsistent {
+                return Ok(());
+            }
+            return Err(Error::invalid(
+                OP,
+                target.as_str(),
+                ErrorKind::AlreadyExists,
+                "exists, and a forced receive never replaces a dataset with a full stream: \
+                 destroy it first, or receive elsewhere",
+            ));
+        }
+        let snapshots = self.snapshots(target)?;
+        let Some(base) = snapshots.iter().position(|s| s.guid() == begin.from_guid) else {
+            return Err(Error::invalid(
+                OP,
+                target.as_str(),
+                ErrorKind::StreamMismatch,
+                format!(
+                    "has no snapshot with the stream's base guid {:#x}",
+                    begin.from_guid
+                ),
+            ));
+        };
+        let newer: Vec<&str> = snapshots
+            .iter()
+            .skip(base.saturating_add(1))
+            .map(|s| s.name().short_name())
+            .collect();
+        if newer.is_empty() {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            OP,
+            target.as_str(),
+            ErrorKind::HasNewerSnapshots,
+            format!(
+                "has snapshots after the stream's base, which a forced receive would destroy: {}",
+                newer.join(", ")
+            ),
+        ))
     }
 
     /// Discards the partial state of an interrupted resumable receive into

@@ -58,33 +58,46 @@ pub struct ResumeToken {
     pub raw: NvList,
 }
 
-fn bad(reason: impl Into<String>) -> Error {
-    Error::invalid(OP, "", ErrorKind::InvalidArgument, reason)
+/// Where parse errors point: the dataset whose token it is, or (for a
+/// token given alone) the token's start.
+struct Ctx<'a>(&'a str);
+
+impl Ctx<'_> {
+    fn bad(&self, reason: impl Into<String>) -> Error {
+        Error::invalid(OP, self.0, ErrorKind::InvalidArgument, reason)
+    }
+
+    fn hex_u64(&self, s: &str, what: &str) -> Result<u64> {
+        if s.is_empty() || s.len() > 16 {
+            return Err(self.bad(format!("{what} is not a hex number of 1 to 16 digits")));
+        }
+        u64::from_str_radix(s, 16).map_err(|_| self.bad(format!("{what} is not hex")))
+    }
+
+    fn hex_bytes(&self, s: &str) -> Result<Vec<u8>> {
+        if s.len() % 2 != 0 {
+            return Err(self.bad("the compressed payload has an odd number of hex digits"));
+        }
+        s.as_bytes()
+            .chunks_exact(2)
+            .map(|pair| {
+                let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+                match pair {
+                    [h, l] => match (digit(*h), digit(*l)) {
+                        (Some(h), Some(l)) => Ok(h << 4 | l),
+                        _ => Err(self.bad("the compressed payload is not hex")),
+                    },
+                    _ => Err(self.bad("the compressed payload is not hex")),
+                }
+            })
+            .collect()
+    }
 }
 
-fn hex_u64(s: &str, what: &str) -> Result<u64> {
-    if s.is_empty() || s.len() > 16 {
-        return Err(bad(format!("{what} is not a hex number of 1 to 16 digits")));
-    }
-    u64::from_str_radix(s, 16).map_err(|_| bad(format!("{what} is not hex")))
-}
-
-fn hex_bytes(s: &str) -> Result<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return Err(bad(
-            "the compressed payload has an odd number of hex digits",
-        ));
-    }
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| {
-            let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(h), Some(l)) => Ok(h << 4 | l),
-                _ => Err(bad("the compressed payload is not hex")),
-            }
-        })
-        .collect()
+/// The start of a token, to name it in errors.
+fn token_label(token: &str) -> String {
+    let head: String = token.trim().chars().take(20).collect();
+    format!("receive_resume_token {head}…")
 }
 
 /// The first word of fletcher-4 over native-endian 32-bit words; trailing
@@ -99,27 +112,35 @@ pub(crate) fn fletcher4_first_word(data: &[u8]) -> u64 {
 
 impl ResumeToken {
     /// Decodes a token. Any malformed input is an
-    /// [`ErrorKind::InvalidArgument`] error, never a panic.
+    /// [`ErrorKind::InvalidArgument`] error, never a panic. Errors name the
+    /// token by its start; [`Zfs::resume_token`] reads a dataset's token and
+    /// names the dataset instead.
     pub fn parse(token: &str) -> Result<ResumeToken> {
+        Self::parse_in(token, &token_label(token))
+    }
+
+    fn parse_in(token: &str, target: &str) -> Result<ResumeToken> {
+        let cx = Ctx(target);
         let token = token.trim();
         let mut parts = token.splitn(4, '-');
         let (Some(version), Some(checksum), Some(len), Some(payload)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad("expected 4 dash-separated fields"));
+            return Err(cx.bad("expected 4 dash-separated fields"));
         };
         if version != "1" {
-            return Err(bad(format!("unsupported token version {version:?}")));
+            return Err(cx.bad(format!("unsupported token version {version:?}")));
         }
-        let checksum = hex_u64(checksum, "the checksum")?;
-        let packed_len = usize::try_from(hex_u64(len, "the packed length")?).unwrap_or(usize::MAX);
+        let checksum = cx.hex_u64(checksum, "the checksum")?;
+        let packed_len =
+            usize::try_from(cx.hex_u64(len, "the packed length")?).unwrap_or(usize::MAX);
         if packed_len == 0 || packed_len > MAX_PACKED_LEN {
-            return Err(bad(format!("implausible packed length {packed_len}")));
+            return Err(cx.bad(format!("implausible packed length {packed_len}")));
         }
-        let compressed = hex_bytes(payload)?;
+        let compressed = cx.hex_bytes(payload)?;
         let actual = fletcher4_first_word(&compressed);
         if actual != checksum {
-            return Err(bad(format!(
+            return Err(cx.bad(format!(
                 "checksum mismatch: token says {checksum:x}, payload gives {actual:x}"
             )));
         }
@@ -127,15 +148,15 @@ impl ResumeToken {
         flate2::read::ZlibDecoder::new(compressed.as_slice())
             .take(packed_len as u64 + 1)
             .read_to_end(&mut packed)
-            .map_err(|e| bad(format!("zlib: {e}")))?;
+            .map_err(|e| cx.bad(format!("zlib: {e}")))?;
         if packed.len() != packed_len {
-            return Err(bad(format!(
+            return Err(cx.bad(format!(
                 "decompressed {} bytes, token says {packed_len}",
                 packed.len()
             )));
         }
-        let raw = NvList::unpack(&packed).map_err(|e| bad(format!("nvlist: {e}")))?;
-        let shape = |e| Error::shape(OP, "", e);
+        let raw = NvList::unpack(&packed).map_err(|e| cx.bad(format!("nvlist: {e}")))?;
+        let shape = |e| Error::shape(OP, target, e);
         let flag = |k: &str| raw.contains_key(k);
         let mut flags = SendFlags::empty();
         for (key, f) in [
@@ -168,6 +189,23 @@ impl ResumeToken {
 }
 
 impl Zfs {
+    /// The decoded `receive_resume_token` of `dataset`, if it has one.
+    /// Errors name the dataset.
+    ///
+    /// ```no_run
+    /// # let zfs = zfs_core::Zfs::open()?;
+    /// if let Some(token) = zfs.resume_token(&"backup/home".parse()?)? {
+    ///     println!("{} bytes received so far", token.bytes);
+    /// }
+    /// # Ok::<(), zfs_core::Error>(())
+    /// ```
+    pub fn resume_token(&self, dataset: &DatasetName) -> Result<Option<ResumeToken>> {
+        match self.properties(dataset)?.receive_resume_token {
+            Some(token) => ResumeToken::parse_in(&token, dataset.as_str()).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Finds the source snapshot and base a token refers to, by GUID, in the
     /// filesystem its `toname` names: `(snapshot, send options)`.
     pub fn resolve_resume_token(&self, token: &ResumeToken) -> Result<(SnapshotName, SendOptions)> {
@@ -180,7 +218,14 @@ impl Zfs {
                 "redacted sends cannot be resumed by this crate",
             ));
         }
-        let to_name = SnapshotName::new(token.to_name.clone())?;
+        let to_name = SnapshotName::new(token.to_name.clone()).map_err(|e| {
+            Error::invalid(
+                ROP,
+                token.to_name.as_str(),
+                ErrorKind::InvalidName,
+                format!("the token's toname is not a snapshot name: {e}"),
+            )
+        })?;
         let fs: DatasetName = to_name.dataset();
         let snapshots = self.snapshots(&fs)?;
         let to = snapshots
@@ -208,7 +253,16 @@ impl Zfs {
                     .into_iter()
                     .find(|b| b.guid() == from_guid)
                     .map(|b| b.name().clone().into())
-                    .ok_or_else(|| Error::invalid(ROP, fs.as_str(), ErrorKind::NotFound, format!("no snapshot or bookmark with guid {from_guid:#x} (the token's fromguid)")))?,
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            ROP,
+                            fs.as_str(),
+                            ErrorKind::NotFound,
+                            format!(
+                                "no snapshot or bookmark with guid {from_guid:#x} (the token's fromguid)"
+                            ),
+                        )
+                    })?,
             };
             opts = opts.from(base);
         }
@@ -292,6 +346,17 @@ mod tests {
             s[i] = if s[i] == b'0' { b'1' } else { b'0' };
             let _ = ResumeToken::parse(&String::from_utf8_lossy(&s));
         }
+        // Errors name the operation and the token.
+        let err = ResumeToken::parse("1-zz-10-00").unwrap_err();
+        assert_eq!(err.operation(), Some(OP));
+        assert!(err.to_string().contains("1-zz-10-00"), "{err}");
+        let err = ResumeToken::parse_in("2-0-0-00", "pipe/home").unwrap_err();
+        assert!(err.to_string().contains("\"pipe/home\""), "{err}");
+        let mut no_guid = sample();
+        no_guid.remove("toguid");
+        let err = ResumeToken::parse_in(&make_token(&no_guid), "pipe/home").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedShape);
+        assert!(err.to_string().contains("pipe/home") && err.to_string().contains("toguid"));
         // A wrong checksum is caught.
         let mut parts: Vec<&str> = good.splitn(4, '-').collect();
         parts[1] = "1";

@@ -29,11 +29,11 @@ use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use zfs_sys::ioctl::ZFS_IOC_SEND_PROGRESS;
 
 use crate::bookmark::SnapshotOrBookmark;
-use crate::dataset::set_field;
-use crate::error::{Errno, Error, Result};
+use crate::error::{Errno, Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::AnyName;
 use crate::name::SnapshotName;
+use crate::signal::SigpipeGuard;
 use crate::Zfs;
 
 bitflags::bitflags! {
@@ -68,6 +68,11 @@ impl SendOptions {
     }
 
     /// Makes the stream incremental from a snapshot or bookmark (`zfs send -i`).
+    ///
+    /// The base must be an earlier snapshot, or a bookmark of one, of the
+    /// same dataset: otherwise sends and estimates fail with
+    /// [`ErrorKind::NotAncestor`], or [`ErrorKind::CrossPool`] when it is in
+    /// another pool.
     pub fn from(mut self, base: impl Into<SnapshotOrBookmark>) -> Self {
         self.from = Some(base.into());
         self
@@ -100,6 +105,37 @@ impl SendOptions {
     }
 }
 
+/// A base in another pool is refused by name, before the kernel (which
+/// reports it like any unrelated base).
+fn check_base_pool(op: &'static str, snapshot: &SnapshotName, opts: &SendOptions) -> Result<()> {
+    match &opts.from {
+        Some(base) if base.dataset().pool() != snapshot.dataset().pool() => Err(Error::invalid(
+            op,
+            snapshot.as_str(),
+            ErrorKind::CrossPool,
+            format!("the incremental base {} is in another pool", base.as_str()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Send errors: EXDEV (after [`check_base_pool`]) means the base is not an
+/// earlier snapshot or bookmark of this dataset, for sends and estimates alike.
+fn send_error(op: &'static str, snapshot: &SnapshotName, opts: &SendOptions, e: Errno) -> Error {
+    match (&opts.from, e.0) {
+        (Some(base), libc::EXDEV) => Error::invalid(
+            op,
+            snapshot.as_str(),
+            ErrorKind::NotAncestor,
+            format!(
+                "the incremental base {} is not an earlier snapshot or bookmark of this dataset (EXDEV)",
+                base.as_str()
+            ),
+        ),
+        _ => Error::from_errno(op, snapshot.as_str(), e),
+    }
+}
+
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::io("io", "", e)
@@ -113,6 +149,8 @@ impl Zfs {
     /// it: if writing to `out` fails, that error is returned, not the
     /// sender's broken pipe.
     pub fn send(&self, snapshot: &SnapshotName, opts: &SendOptions, out: impl AsFd) -> Result<()> {
+        // A reader that went away must give EPIPE, not kill the process.
+        let _sigpipe = SigpipeGuard::new()?;
         let out = out.as_fd();
         let is_pipe =
             ffi::is_fifo(out).map_err(|e| Error::from_errno("fstat", snapshot.as_str(), e))?;
@@ -127,18 +165,25 @@ impl Zfs {
         );
         let mut input = File::from(read_end);
         std::thread::scope(|scope| {
-            let sender = scope.spawn(move || {
-                let r = self.send_to_pipe(snapshot, opts, write_end.as_fd());
-                drop(write_end); // EOF for the copier
-                r
-            });
+            let sender = std::thread::Builder::new()
+                .name("zfs-send".into())
+                .spawn_scoped(scope, move || {
+                    // This thread only runs the send: the host's signals go
+                    // to its own threads, and a broken pipe gives EPIPE.
+                    let _ = crate::signal::block_async_signals();
+                    let r = self.send_to_pipe(snapshot, opts, write_end.as_fd());
+                    drop(write_end); // EOF for the copier
+                    r
+                })
+                .map_err(|e| Error::io("spawn send thread", snapshot.as_str(), e))?;
             let copied = io::copy(&mut input, &mut output);
             drop(input); // if the copy failed, the sender now gets EPIPE and stops
             let sent = sender.join().unwrap_or_else(|_| {
-                Err(Error::from_errno(
+                Err(Error::invalid(
                     "lzc_send",
                     snapshot.as_str(),
-                    Errno(libc::EIO),
+                    crate::ErrorKind::Other,
+                    "the sending thread panicked",
                 ))
             });
             match (copied, sent) {
@@ -155,6 +200,12 @@ impl Zfs {
         opts: &SendOptions,
         fd: BorrowedFd<'_>,
     ) -> Result<()> {
+        let op = if opts.resume.is_some() {
+            "lzc_send_resume"
+        } else {
+            "lzc_send"
+        };
+        check_base_pool(op, snapshot, opts)?;
         let from = opts.base_c_name();
         ffi::lzc_send(
             &snapshot.to_c_name(),
@@ -163,50 +214,34 @@ impl Zfs {
             opts.flags.bits(),
             opts.resume,
         )
-        .map_err(|e| {
-            let op = if opts.resume.is_some() {
-                "lzc_send_resume"
-            } else {
-                "lzc_send"
-            };
-            if e == Errno(libc::EXDEV) {
-                // For a send, EXDEV means the base is not an earlier
-                // snapshot (or bookmark) of the same dataset.
-                return Error::invalid(
-                    op,
-                    snapshot.as_str(),
-                    crate::ErrorKind::InvalidArgument,
-                    "the incremental base is not an earlier snapshot or bookmark of this dataset (EXDEV)",
-                );
-            }
-            Error::from_errno(op, snapshot.as_str(), e)
-        })
+        .map_err(|e| send_error(op, snapshot, opts, e))
     }
 
     /// Estimates the stream size in bytes (`zfs send -nv`).
     pub fn send_space(&self, snapshot: &SnapshotName, opts: &SendOptions) -> Result<u64> {
+        const OP: &str = "lzc_send_space";
+        check_base_pool(OP, snapshot, opts)?;
         let from = opts.base_c_name();
         ffi::lzc_send_space(&snapshot.to_c_name(), from.as_deref(), opts.flags.bits())
-            .map_err(|e| Error::from_errno("lzc_send_space", snapshot.as_str(), e))
+            .map_err(|e| send_error(OP, snapshot, opts, e))
     }
 
     /// Bytes written so far by a send of `snapshot` that this process
     /// started on descriptor number `fd` (the pipe write end it passed to
     /// [`send`](Self::send), typically owned by the sending thread). Another
     /// process's send, or none, gives
-    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
+    /// [`ErrorKind::NotFound`].
     pub fn send_progress(&self, snapshot: &SnapshotName, fd: RawFd) -> Result<u64> {
-        let mut zc = ffi::new_cmd();
-        set_field(&mut zc.zc_name, snapshot.as_str());
-        zc.zc_cookie = u64::try_from(fd).map_err(|_| {
+        let mut zc = ffi::IoctlCmd::new(snapshot.as_str());
+        zc.set_cookie(u64::try_from(fd).map_err(|_| {
             Error::from_errno(
                 "ZFS_IOC_SEND_PROGRESS",
                 snapshot.as_str(),
                 Errno(libc::EBADF),
             )
-        })?;
-        ffi::zfs_ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS, &mut zc)
+        })?);
+        zc.ioctl(self.dev(), ZFS_IOC_SEND_PROGRESS)
             .map_err(|e| Error::from_errno("ZFS_IOC_SEND_PROGRESS", snapshot.as_str(), e))?;
-        Ok(zc.zc_cookie)
+        Ok(zc.cookie())
     }
 }

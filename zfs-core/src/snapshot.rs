@@ -16,7 +16,7 @@
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Errno, Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::SnapshotName;
 use crate::nvlist::NvList;
@@ -70,7 +70,9 @@ fn check_batch(
     snapshots: &[SnapshotName],
     one_per_dataset: bool,
 ) -> Result<()> {
-    let first = &snapshots[0];
+    let Some(first) = snapshots.first() else {
+        return Ok(());
+    };
     if let Some(other) = snapshots
         .iter()
         .find(|s| s.dataset().pool() != first.dataset().pool())
@@ -102,6 +104,16 @@ fn check_batch(
     Ok(())
 }
 
+/// `lzc_destroy_snaps` reports a snapshot with clones as EEXIST ("can't
+/// delete a branch point"): that is a dependent, so [`ErrorKind::Busy`].
+fn destroy_kind(errno: Errno) -> ErrorKind {
+    if errno == Errno(libc::EEXIST) {
+        ErrorKind::Busy
+    } else {
+        ErrorKind::of(errno)
+    }
+}
+
 impl Zfs {
     /// Takes the given snapshots atomically: all are created in one
     /// transaction group, or none is. They must all be in one pool
@@ -121,15 +133,17 @@ impl Zfs {
             .map_err(|(errno, list)| Error::from_batch("lzc_snapshot", errno, list))
     }
 
-    /// Destroys the given snapshots atomically. With `defer`, a snapshot
-    /// that is held or cloned is marked for destruction when released
-    /// instead of failing with [`ErrorKind::Busy`].
+    /// Destroys the given snapshots atomically. A snapshot that is held or
+    /// has clones is [`ErrorKind::Busy`] (and nothing is destroyed); with
+    /// `defer`, it is marked for destruction when the last hold or clone
+    /// goes instead.
     pub fn destroy_snapshots(&self, snapshots: &[SnapshotName], defer: bool) -> Result<()> {
         if snapshots.is_empty() {
             return Ok(());
         }
         check_batch("lzc_destroy_snaps", snapshots, false)?;
-        ffi::lzc_destroy_snaps(&name_set(snapshots), defer)
-            .map_err(|(errno, list)| Error::from_batch("lzc_destroy_snaps", errno, list))
+        ffi::lzc_destroy_snaps(&name_set(snapshots), defer).map_err(|(errno, list)| {
+            Error::from_batch_as("lzc_destroy_snaps", errno, list, destroy_kind)
+        })
     }
 }

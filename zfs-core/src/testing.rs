@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use zfs_sys::ioctl::{ZFS_IOC_POOL_CREATE, ZFS_IOC_POOL_DESTROY};
 
-use crate::dataset::set_field;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ffi;
+use crate::ffi::{self, IoctlCmd};
 use crate::name::{DatasetName, PoolName};
 use crate::nvlist::NvList;
 use crate::Zfs;
@@ -132,13 +131,10 @@ impl FilePool {
             props.insert(format!("feature@{feature}"), 0u64);
         }
         let props = props.pack()?;
-        let mut zc = ffi::new_cmd();
-        set_field(&mut zc.zc_name, name.as_str());
-        zc.zc_nvlist_conf = config.as_ptr() as u64;
-        zc.zc_nvlist_conf_size = config.len() as u64;
-        zc.zc_nvlist_src = props.as_ptr() as u64;
-        zc.zc_nvlist_src_size = props.len() as u64;
-        if let Err(e) = ffi::zfs_ioctl(zfs.dev(), ZFS_IOC_POOL_CREATE, &mut zc) {
+        let mut zc = IoctlCmd::new(name.as_str());
+        zc.set_conf(config);
+        zc.set_src(props);
+        if let Err(e) = zc.ioctl(zfs.dev(), ZFS_IOC_POOL_CREATE) {
             let _ = std::fs::remove_file(file);
             return Err(Error::from_errno(OP, name.as_str(), e));
         }
@@ -174,9 +170,8 @@ impl FilePool {
         if self.file.as_os_str().is_empty() {
             return Ok(());
         }
-        let mut zc = ffi::new_cmd();
-        set_field(&mut zc.zc_name, self.name.as_str());
-        let r = ffi::zfs_ioctl(self.zfs.dev(), ZFS_IOC_POOL_DESTROY, &mut zc)
+        let r = IoctlCmd::new(self.name.as_str())
+            .ioctl(self.zfs.dev(), ZFS_IOC_POOL_DESTROY)
             .map_err(|e| Error::from_errno("ZFS_IOC_POOL_DESTROY", self.name.as_str(), e));
         let _ = std::fs::remove_file(&self.file);
         r
@@ -189,6 +184,13 @@ impl Drop for FilePool {
             eprintln!("zfs_core::testing: {e}");
         }
     }
+}
+
+/// Restores the default `SIGPIPE` disposition (the process dies on a write
+/// into a pipe without reader), as a C host or a CLI that restored it for
+/// `| head` has: for testing that the library never raises it.
+pub fn restore_default_sigpipe() -> Result<()> {
+    ffi::default_sigpipe().map_err(|e| Error::from_errno("signal", "SIGPIPE", e))
 }
 
 // ---------------------------------------------------------------------------

@@ -52,6 +52,22 @@ pub enum Error {
     #[error("another replication into {target} is running")]
     Busy { target: DatasetName },
 
+    /// The lock that keeps one replication per target could not be taken
+    /// (not because it is busy: see [`Error::Busy`]).
+    #[error("locking {target}: {source}")]
+    Lock {
+        target: DatasetName,
+        source: std::io::Error,
+    },
+
+    /// The prefix is unusable: empty, or so long that the names this crate
+    /// makes from it would not fit.
+    #[error("prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        prefix: String,
+        reason: &'static str,
+    },
+
     /// A stream file holds a compound (`zfs send -R`) stream, which
     /// libzfs_core cannot receive.
     #[error("{}: a compound (zfs send -R) stream; receive each dataset's stream separately", path.display())]
@@ -146,7 +162,8 @@ impl Error {
             Error::Busy { .. } => ErrorKind::Busy,
             Error::ResumeTokenGone { .. } => ErrorKind::NotFound,
             Error::Panicked { .. } => ErrorKind::Bug,
-            Error::Thread { .. } => ErrorKind::Other,
+            Error::Thread { .. } | Error::Lock { .. } => ErrorKind::Other,
+            Error::InvalidPrefix { .. } => ErrorKind::InvalidName,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
@@ -171,7 +188,9 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
         K::Busy | K::ResumeExists => ErrorKind::Busy,
         K::PermissionDenied => ErrorKind::PermissionDenied,
         K::NoSpace => ErrorKind::NoSpace,
-        K::DestinationModified | K::StreamMismatch => ErrorKind::Diverged,
+        K::DestinationModified | K::StreamMismatch | K::HasNewerSnapshots | K::NotAncestor => {
+            ErrorKind::Diverged
+        }
         K::BadStream => ErrorKind::BadStream,
         K::NotSupported => ErrorKind::NotSupported,
         K::InvalidName => ErrorKind::InvalidName,

@@ -1,41 +1,91 @@
 //! Running a plan: each transfer streams `send` into `receive` through
 //! in-process pipes, with no subprocess.
 //!
-//! Per transfer: the kernel's send writes into a pipe this process created;
-//! a relay thread copies into a second pipe (counting bytes for progress and
-//! watching the cancel token); the receive reads the second pipe. When any
-//! side fails, the relay closes its ends so the others stop, and the root
-//! cause is reported (a receiver's checksum error, not the sender's EPIPE).
-//! Receives are resumable: an interrupted run leaves a token the next plan
-//! resumes.
+//! Per transfer, three threads that block the host's signals (so no EINTR
+//! and no `SIGPIPE` reach the kernel's send or receive): the kernel's send
+//! writes into a pipe this process created; a relay moves it into a second
+//! pipe with `splice` (progress, cancel), never blocking: it polls each pipe
+//! together with a cancel wake-up; the receive reads the second pipe. The
+//! calling thread only waits. When any side fails, the relay closes its
+//! ends so the others stop, and the root cause is reported (a receiver's
+//! checksum error, not the sender's broken pipe). Receives are resumable: an
+//! interrupted run leaves a token the next plan resumes.
+//!
+//! Faults and what they leave:
+//! - a cancel: [`Error::Cancelled`] with the transfers that completed (each
+//!   with its bookmark); nothing else changes after it; the interrupted
+//!   receive is resumed by the next run;
+//! - a second run into the same target: [`Error::Busy`], nothing changed;
+//! - a failed or killed transfer: the temporary holds go with it (they are
+//!   bound to a descriptor the kernel closes), the receive is resumable.
 
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use zfs_core::pipe::Pipe;
+use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
 use zfs_core::{
-    DatasetName, Errno, ErrorKind, HoldGuard, NvList, ReceiveOptions, SendOptions, Snapshot,
-    SnapshotName, SnapshotOrBookmark, Zfs,
+    Bookmark, BookmarkName, DatasetName, Errno, ErrorKind, HoldGuard, NvList, ReceiveOptions,
+    SendOptions, Snapshot, SnapshotName, SnapshotOrBookmark, Zfs,
 };
 
 use crate::error::{Error, Result};
+use crate::lock::{fnv1a64, TargetLock};
 use crate::plan::{Action, Base, Plan, Step};
 
 /// Cancels a running replication from another thread. Cloning shares it.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+///
+/// A cancel wakes every transfer at once (each relay polls a wake-up
+/// descriptor beside its pipes), closes their pipes so the kernel's send and
+/// receive stop, and makes [`execute`] return [`Error::Cancelled`] without
+/// changing anything more.
+#[derive(Clone, Default)]
+pub struct CancelToken(Arc<CancelState>);
+
+#[derive(Default)]
+struct CancelState {
+    cancelled: AtomicBool,
+    /// The running transfers' wake-up descriptors.
+    wakeups: Mutex<Vec<Weak<Wakeup>>>,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CancelToken")
+            .field(&self.is_cancelled())
+            .finish()
+    }
+}
 
 impl CancelToken {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Stops every transfer at its next read; the receives keep resumable state.
+
+    /// Stops every transfer now; interrupted receives keep resumable state.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.cancelled.store(true, Ordering::SeqCst);
+        for w in lock(&self.0.wakeups).iter() {
+            if let Some(w) = w.upgrade() {
+                w.wake();
+            }
+        }
     }
+
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Registers a transfer's wake-up (woken at once if already cancelled).
+    fn register(&self, wakeup: &Arc<Wakeup>) {
+        let mut list = lock(&self.0.wakeups);
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(wakeup));
+        drop(list);
+        if self.is_cancelled() {
+            wakeup.wake();
+        }
     }
 }
 
@@ -103,6 +153,9 @@ impl Report {
 const PIPE_SIZE: usize = 1 << 20;
 /// Most bytes the relay moves per step.
 const RELAY_CHUNK: usize = 1 << 20;
+/// How long the relay waits before looking at the cancel flag again, should
+/// a wake-up be missed (it is not: this is a second line of defence).
+const RELAY_POLL: Duration = Duration::from_millis(500);
 /// How long to retry a resume that finds the previous receive still aborting.
 const RESUME_RETRY: Duration = Duration::from_secs(15);
 
@@ -118,71 +171,203 @@ pub(crate) fn target_tag(target: &DatasetName) -> String {
     format!("{h:08x}")
 }
 
-/// A finished step: target, transfers, bookmark left.
-type StepOutcome = (DatasetName, Vec<Transfer>, Option<String>);
+/// The bookmark left on `source` after replicating the snapshot with `guid`
+/// into `target`: `<prefix>_<16 hex digits>`, a hash of the target's name
+/// and the GUID. It names the exact snapshot (a rotating name such as
+/// `@daily` gets a new bookmark for each new GUID), keeps targets apart, and
+/// is short: it fits wherever `<prefix>_<time>` snapshots of the source fit.
+pub(crate) fn cursor_bookmark(
+    prefix: &str,
+    source: &DatasetName,
+    target: &DatasetName,
+    guid: u64,
+) -> Result<BookmarkName> {
+    Ok(source.bookmark(&cursor_short_name(prefix, target, guid))?)
+}
 
-/// Runs `plan`. Refuses a plan with divergence (nothing changes then).
+fn cursor_short_name(prefix: &str, target: &DatasetName, guid: u64) -> String {
+    let mut key = target.as_str().as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&guid.to_le_bytes());
+    format!("{prefix}_{:016x}", fnv1a64(&key))
+}
+
+/// Whether `mark` is a cursor this crate left for `target`: the current form
+/// for its own GUID, or the older `<prefix>_<target tag>_<snapshot>` form.
+fn is_cursor_of(prefix: &str, target: &DatasetName, mark: &Bookmark) -> bool {
+    let short = mark.name().short_name();
+    short == cursor_short_name(prefix, target, mark.guid())
+        || short.starts_with(&format!("{prefix}_{}_", target_tag(target)))
+}
+
+/// What one step (dataset) did, also when it stopped early.
+#[derive(Debug)]
+struct StepOutcome {
+    index: usize,
+    target: DatasetName,
+    transfers: Vec<Transfer>,
+    bookmark: Option<String>,
+}
+
+/// Runs `plan`. Refuses a plan with divergence, and a second run into the
+/// same target ([`Error::Busy`]); nothing changes then.
+///
+/// A cancel returns [`Error::Cancelled`] holding what completed before it;
+/// after the cancel nothing more is changed (no rollback, no destroy, no
+/// bookmark beyond those of completed transfers).
 pub fn execute(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> Result<Report> {
+    refuse_divergence(plan)?;
+    let _lock = TargetLock::acquire(&plan.replication.target)?;
+    execute_locked(zfs, plan, opts)
+}
+
+fn refuse_divergence(plan: &Plan) -> Result<()> {
     let divergences = plan.divergences();
-    if !divergences.is_empty() {
-        return Err(Error::Diverged(divergences));
+    if divergences.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Diverged(divergences))
     }
+}
+
+fn cancelled(done: Report) -> Error {
+    Error::Cancelled {
+        done: Box::new(done),
+    }
+}
+
+/// [`execute`] for a caller that holds the target's lock.
+pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> Result<Report> {
+    refuse_divergence(plan)?;
     let mut report = Report::default();
+    if opts.cancel.is_cancelled() {
+        return Err(cancelled(report));
+    }
     // Parents before children: run one depth level at a time, the datasets
     // of a level in parallel.
-    let mut levels: Vec<Vec<&Step>> = Vec::new();
+    let mut levels: Vec<Vec<(usize, &Step)>> = Vec::new();
     let top = plan
         .steps
         .iter()
         .map(|s| s.target.depth())
         .min()
         .unwrap_or(0);
-    for step in &plan.steps {
+    for (index, step) in plan.steps.iter().enumerate() {
         let i = step.target.depth() - top;
         if levels.len() <= i {
             levels.resize_with(i + 1, Vec::new);
         }
-        levels[i].push(step);
+        levels[i].push((index, step));
     }
-    let results: Mutex<Vec<StepOutcome>> = Mutex::new(Vec::new());
+    let mut outcomes: Vec<StepOutcome> = Vec::new();
     for level in levels {
-        let next = AtomicUsize::new(0);
-        let first_error: Mutex<Option<Error>> = Mutex::new(None);
-        let workers = plan.replication.parallelism.min(level.len()).max(1);
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(step) = level.get(i) else { break };
-                    if opts.cancel.is_cancelled() || lock(&first_error).is_some() {
-                        break;
-                    }
-                    match run_step(zfs, plan, step, opts) {
-                        Ok((transfers, bookmark)) => {
-                            lock(&results).push((step.target.clone(), transfers, bookmark))
-                        }
-                        Err(e) => {
-                            lock(&first_error).get_or_insert(e);
-                        }
-                    }
-                });
+        let (mut done, error) = run_level(zfs, plan, &level, opts);
+        outcomes.append(&mut done);
+        if let Some(e) = error {
+            outcomes.sort_by_key(|o| o.index);
+            for o in outcomes {
+                report.bookmarks.extend(o.bookmark);
+                if !o.transfers.is_empty() {
+                    report.transfers.push((o.target, o.transfers));
+                }
             }
-        });
-        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
+            return Err(match e {
+                Error::Cancelled { .. } => cancelled(report),
+                other => other,
+            });
         }
     }
-    for (target, transfers, bookmark) in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        report.transfers.push((target, transfers));
-        report.bookmarks.extend(bookmark);
+    outcomes.sort_by_key(|o| o.index);
+    for o in outcomes {
+        report.bookmarks.extend(o.bookmark);
+        report.transfers.push((o.target, o.transfers));
     }
-    if plan.replication.destroy_removed {
+    if plan.replication.destroy_removed && !plan.removed_on_source.is_empty() {
         for removed in plan.removed_on_source.iter().rev() {
+            if opts.cancel.is_cancelled() {
+                return Err(cancelled(report));
+            }
             destroy_tree(zfs, removed)?;
             report.destroyed.push(removed.clone());
         }
     }
     Ok(report)
+}
+
+/// Runs the steps of one depth level on up to `parallelism` worker threads.
+/// Returns what finished (completely or partly) and the first error; after
+/// an error or a cancel no further step starts. A cancel wins over the
+/// errors it caused.
+fn run_level(
+    zfs: &Zfs,
+    plan: &Plan,
+    level: &[(usize, &Step)],
+    opts: &ExecuteOptions,
+) -> (Vec<StepOutcome>, Option<Error>) {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<StepOutcome>> = Mutex::new(Vec::new());
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let record = |e: Error| {
+        let mut slot = lock(&first_error);
+        let replace = match &*slot {
+            None => true,
+            // A cancel explains the failures it caused.
+            Some(_) => matches!(e, Error::Cancelled { .. }),
+        };
+        if replace {
+            *slot = Some(e);
+        }
+    };
+    let worker = || {
+        // Transfer threads only run ZFS operations: the host's signals go
+        // to its own threads.
+        let _ = zfs_core::signal::block_async_signals();
+        loop {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(&(index, step)) = level.get(i) else {
+                break;
+            };
+            if lock(&first_error).is_some() {
+                break;
+            }
+            if opts.cancel.is_cancelled() {
+                record(cancelled(Report::default()));
+                break;
+            }
+            let (transfers, bookmark, error) = run_step(zfs, plan, step, opts);
+            lock(&results).push(StepOutcome {
+                index,
+                target: step.target.clone(),
+                transfers,
+                bookmark,
+            });
+            if let Some(e) = error {
+                record(e);
+            }
+        }
+    };
+    let workers = plan.replication.parallelism.min(level.len()).max(1);
+    std::thread::scope(|scope| {
+        for n in 0..workers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("zfs-repl-{n}"))
+                .spawn_scoped(scope, worker);
+            if let Err(source) = spawned {
+                // Fewer workers do the work; none at all is an error.
+                if n == 0 {
+                    let target = level.first().map_or_else(
+                        || plan.replication.target.clone(),
+                        |(_, s)| s.target.clone(),
+                    );
+                    record(Error::Thread { target, source });
+                }
+                break;
+            }
+        }
+    });
+    let done = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
+    (done, error)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -208,76 +393,183 @@ fn destroy_tree(zfs: &Zfs, root: &DatasetName) -> Result<()> {
     Ok(())
 }
 
+/// One transfer of a step: the snapshot to send, its base (None for a full
+/// stream), and whether it resumes the target's token.
+struct Link {
+    snapshot: Snapshot,
+    base: Option<SnapshotOrBookmark>,
+    resume: bool,
+}
+
+/// The transfers of an action, in order.
+fn chain(action: &Action) -> Vec<Link> {
+    let mut links = Vec::new();
+    let push_rest = |links: &mut Vec<Link>, first: &Snapshot, rest: &[Snapshot]| {
+        let mut prev = first;
+        for s in rest {
+            links.push(Link {
+                snapshot: s.clone(),
+                base: Some(prev.name().clone().into()),
+                resume: false,
+            });
+            prev = s;
+        }
+    };
+    match action {
+        Action::UpToDate | Action::NoSourceSnapshot => {}
+        Action::Full { snapshot, then } | Action::Resume { snapshot, then } => {
+            links.push(Link {
+                snapshot: snapshot.clone(),
+                base: None,
+                resume: matches!(action, Action::Resume { .. }),
+            });
+            push_rest(&mut links, snapshot, then);
+        }
+        Action::Incremental {
+            base, snapshots, ..
+        } => {
+            if let Some((first, rest)) = snapshots.split_first() {
+                links.push(Link {
+                    snapshot: first.clone(),
+                    base: Some(base.as_send_base()),
+                    resume: false,
+                });
+                push_rest(&mut links, first, rest);
+            }
+        }
+    }
+    links
+}
+
+/// The snapshots whose holds keep a step's bases alive during its
+/// transfers: the source base (when it is a snapshot, not a bookmark) and
+/// the target's copy of it. A resume holds the bases its token names.
+fn bases_to_hold(zfs: &Zfs, step: &Step) -> Result<(Vec<SnapshotName>, Vec<SnapshotName>)> {
+    match &step.action {
+        Action::Incremental {
+            base, target_base, ..
+        } => {
+            let source = match base {
+                Base::Snapshot(s) => vec![s.name().clone()],
+                Base::Bookmark(_) => Vec::new(),
+            };
+            Ok((source, vec![target_base.name().clone()]))
+        }
+        Action::Resume { .. } => {
+            let Some(from_guid) = step
+                .resume
+                .as_ref()
+                .and_then(|r| r.token.as_ref())
+                .and_then(|t| t.from_guid)
+            else {
+                return Ok((Vec::new(), Vec::new())); // a full stream has no base
+            };
+            let source = zfs
+                .snapshots(&step.source)?
+                .into_iter()
+                .filter(|s| s.guid() == from_guid)
+                .map(|s| s.name().clone())
+                .collect();
+            let target = zfs
+                .snapshots(&step.target)?
+                .into_iter()
+                .filter(|s| s.guid() == from_guid)
+                .map(|s| s.name().clone())
+                .collect();
+            Ok((source, target))
+        }
+        _ => Ok((Vec::new(), Vec::new())),
+    }
+}
+
 /// One dataset: clear stale state, roll back if planned, hold the bases,
-/// transfer, then leave a bookmark of the newest snapshot on the source.
+/// transfer, then leave a bookmark of the newest received snapshot on the
+/// source. Returns what completed, also when it stops early (a cancel or a
+/// failure), with the error that stopped it.
 fn run_step(
     zfs: &Zfs,
     plan: &Plan,
     step: &Step,
     opts: &ExecuteOptions,
-) -> Result<(Vec<Transfer>, Option<String>)> {
+) -> (Vec<Transfer>, Option<String>, Option<Error>) {
+    let mut transfers = Vec::new();
+    let mut newest: Option<Snapshot> = None;
+    let error = transfer_chain(zfs, plan, step, opts, &mut transfers, &mut newest).err();
+    // A completed transfer keeps its bookmark, also after a cancel.
+    let mut bookmark = None;
+    let mut error = error;
+    if let Some(newest) = newest {
+        match leave_bookmark(
+            zfs,
+            &plan.replication.prefix,
+            &step.source,
+            &step.target,
+            &newest,
+        ) {
+            Ok(b) => bookmark = Some(b),
+            Err(e) => {
+                error.get_or_insert(e);
+            }
+        }
+    }
+    (transfers, bookmark, error)
+}
+
+fn transfer_chain(
+    zfs: &Zfs,
+    plan: &Plan,
+    step: &Step,
+    opts: &ExecuteOptions,
+    transfers: &mut Vec<Transfer>,
+    newest: &mut Option<Snapshot>,
+) -> Result<()> {
     let repl = &plan.replication;
+    let check_cancel = || {
+        if opts.cancel.is_cancelled() {
+            Err(cancelled(Report::default()))
+        } else {
+            Ok(())
+        }
+    };
+    check_cancel()?;
     if let Some(r) = &step.resume {
         if !r.matches {
             zfs.abort_resumable_receive(&step.target)?;
         }
     }
     if let Some(rb) = &step.rollback {
+        check_cancel()?;
         zfs.destroy_snapshots(&rb.destroy, false)?;
         zfs.rollback_to(&rb.to)?;
     }
-    // Each transfer: (snapshot to send, its base or None for full, resume?)
-    let mut chain: Vec<(Snapshot, Option<SnapshotOrBookmark>, bool)> = Vec::new();
-    let mut holds: Vec<(SnapshotName, String)> = Vec::new();
-    let tag = format!("{}:{}.{}", repl.prefix, std::process::id(), unique());
-    let mut target_holds: Vec<(SnapshotName, String)> = Vec::new();
-    match &step.action {
-        Action::UpToDate | Action::NoSourceSnapshot => {}
-        Action::Full { snapshot, then } => {
-            chain.push((snapshot.clone(), None, false));
-            push_chain(&mut chain, snapshot, then);
-        }
-        Action::Resume { snapshot, then } => {
-            chain.push((snapshot.clone(), None, true));
-            push_chain(&mut chain, snapshot, then);
-        }
-        Action::Incremental {
-            base,
-            target_base,
-            snapshots,
-        } => {
-            if let Some((first, rest)) = snapshots.split_first() {
-                chain.push((first.clone(), Some(base.as_send_base()), false));
-                push_chain(&mut chain, first, rest);
-            }
-            if let Base::Snapshot(s) = base {
-                holds.push((s.name().clone(), tag.clone()));
-            }
-            target_holds.push((target_base.name().clone(), tag.clone()));
-        }
+    let links = chain(&step.action);
+    if links.is_empty() {
+        return Ok(());
     }
     // Temporary holds: released on drop, and by the kernel if we die.
-    let _source_guard: Option<HoldGuard> = hold(zfs, &holds)?;
-    let _target_guard: Option<HoldGuard> = hold(zfs, &target_holds)?;
+    let tag = format!("{}:{}.{}", repl.prefix, std::process::id(), unique());
+    let (source_bases, target_bases) = bases_to_hold(zfs, step)?;
+    let _source_guard = hold(zfs, &source_bases, &tag)?;
+    let _target_guard = hold(zfs, &target_bases, &tag)?;
 
-    let mut transfers = Vec::new();
     let mut moved = 0u64;
-    for (snapshot, base, resume) in &chain {
+    for link in &links {
+        check_cancel()?;
         let recv = ReceiveOptions::new()
             .resumable(true)
             .raw(repl.raw)
             .properties(step.receive_props.clone());
-        let bytes = if *resume {
-            resume_transfer(zfs, step, snapshot.name(), &recv, opts, moved)?
+        let bytes = if link.resume {
+            resume_transfer(zfs, step, link.snapshot.name(), &recv, opts, moved)?
         } else {
             let mut send = SendOptions::new().flags(step.flags);
-            if let Some(b) = base {
+            if let Some(b) = &link.base {
                 send = send.from(b.clone());
             }
             transfer(
                 zfs,
                 step,
-                snapshot.name(),
+                link.snapshot.name(),
                 TransferKind::Send(&send),
                 &recv,
                 opts,
@@ -286,21 +578,12 @@ fn run_step(
         };
         moved += bytes;
         transfers.push(Transfer {
-            snapshot: snapshot.name().clone(),
+            snapshot: link.snapshot.name().clone(),
             bytes,
         });
+        *newest = Some(link.snapshot.clone());
     }
-    let bookmark = match chain.last() {
-        Some((newest, _, _)) => Some(leave_bookmark(
-            zfs,
-            repl.prefix.as_str(),
-            &step.source,
-            &step.target,
-            newest.name(),
-        )?),
-        None => None,
-    };
-    Ok((transfers, bookmark))
+    Ok(())
 }
 
 fn unique() -> u128 {
@@ -310,43 +593,37 @@ fn unique() -> u128 {
         .unwrap_or(0)
 }
 
-fn push_chain(
-    chain: &mut Vec<(Snapshot, Option<SnapshotOrBookmark>, bool)>,
-    first: &Snapshot,
-    rest: &[Snapshot],
-) {
-    let mut prev = first.clone();
-    for s in rest {
-        chain.push((s.clone(), Some(prev.name().clone().into()), false));
-        prev = s.clone();
-    }
-}
-
-fn hold(zfs: &Zfs, holds: &[(SnapshotName, String)]) -> Result<Option<HoldGuard>> {
-    if holds.is_empty() {
+fn hold(zfs: &Zfs, snapshots: &[SnapshotName], tag: &str) -> Result<Option<HoldGuard>> {
+    if snapshots.is_empty() {
         return Ok(None);
     }
-    Ok(Some(zfs.hold_temporary(holds)?))
+    let holds: Vec<(SnapshotName, String)> = snapshots
+        .iter()
+        .map(|s| (s.clone(), tag.to_owned()))
+        .collect();
+    Ok(Some(zfs.hold_temporary(&holds)?))
 }
 
-/// Bookmarks `newest` on the source as `<prefix>_<target tag>_<snapshot>`,
-/// then destroys this target's older bookmarks.
+/// Bookmarks `newest` on the source (see [`cursor_bookmark`]), matching an
+/// existing bookmark by GUID, then destroys this target's other cursors.
 fn leave_bookmark(
     zfs: &Zfs,
     prefix: &str,
     source: &DatasetName,
     target: &DatasetName,
-    newest: &SnapshotName,
+    newest: &Snapshot,
 ) -> Result<String> {
-    let stem = format!("{prefix}_{}_", target_tag(target));
-    let mark = source.bookmark(&format!("{stem}{}", newest.short_name()))?;
+    let mark = cursor_bookmark(prefix, source, target, newest.guid())?;
     let existing = zfs.bookmarks(source)?;
-    if !existing.iter().any(|b| b.name() == &mark) {
-        zfs.bookmark(&[(mark.clone(), newest.clone().into())])?;
+    let present = existing
+        .iter()
+        .any(|b| b.name() == &mark && b.guid() == newest.guid());
+    if !present {
+        zfs.bookmark(&[(mark.clone(), newest.name().clone().into())])?;
     }
     let stale: Vec<_> = existing
-        .into_iter()
-        .filter(|b| b.name().short_name().starts_with(&stem) && b.name() != &mark)
+        .iter()
+        .filter(|b| b.name() != &mark && is_cursor_of(prefix, target, b))
         .map(|b| b.name().clone())
         .collect();
     zfs.destroy_bookmarks(&stale)?;
@@ -372,12 +649,10 @@ fn resume_transfer(
     let started = Instant::now();
     loop {
         let token = zfs
-            .properties(&step.target)?
-            .receive_resume_token
+            .resume_token(&step.target)?
             .ok_or_else(|| Error::ResumeTokenGone {
                 target: step.target.clone(),
             })?;
-        let token = zfs_core::ResumeToken::parse(&token)?;
         match transfer(
             zfs,
             step,
@@ -389,7 +664,8 @@ fn resume_transfer(
         ) {
             Err(Error::Transfer { source, .. })
                 if source.errno() == Some(Errno(libc::EBUSY))
-                    && started.elapsed() < RESUME_RETRY =>
+                    && started.elapsed() < RESUME_RETRY
+                    && !opts.cancel.is_cancelled() =>
             {
                 std::thread::sleep(Duration::from_millis(300));
             }
@@ -398,7 +674,34 @@ fn resume_transfer(
     }
 }
 
+/// How the relay ended.
+enum Relayed {
+    /// The sender closed its end: every byte was passed on.
+    Done(u64),
+    /// The cancel token fired; both pipes were closed.
+    Cancelled,
+}
+
+/// Spawns a named transfer thread that blocks the host's signals first.
+fn spawn<'scope, T: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::io::Result<std::thread::ScopedJoinHandle<'scope, T>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn_scoped(scope, move || {
+            let _ = zfs_core::signal::block_async_signals();
+            f()
+        })
+}
+
 /// One send → relay → receive transfer. Returns the stream bytes moved.
+///
+/// Three threads, each with the host's signals blocked (so no EINTR, no
+/// SIGPIPE): the kernel's send writes into one pipe, the relay splices it
+/// into a second pipe (progress, cancel), the receive reads that. The
+/// calling thread only waits for them.
 fn transfer(
     zfs: &Zfs,
     step: &Step,
@@ -413,93 +716,142 @@ fn transfer(
         snapshot: snapshot.to_string(),
         source: Box::new(source),
     };
+    let thread_failed = |source| Error::Thread {
+        target: step.target.clone(),
+        source,
+    };
+    let panicked = |thread| Error::Panicked {
+        thread,
+        target: step.target.clone(),
+    };
+    let wakeup = Arc::new(Wakeup::new().map_err(fail)?);
+    opts.cancel.register(&wakeup);
     let upstream = Pipe::new(PIPE_SIZE).map_err(fail)?;
     let downstream = Pipe::new(PIPE_SIZE).map_err(fail)?;
-    let Pipe {
-        read: up_read,
-        write: up_write,
-        ..
-    } = upstream;
-    let Pipe {
-        read: down_read,
-        write: down_write,
-        ..
-    } = downstream;
-    let cancelled = AtomicBool::new(false);
+    let (up_read, up_write) = (upstream.read, upstream.write);
+    let (down_read, down_write) = (downstream.read, downstream.write);
 
     std::thread::scope(|scope| {
-        let sender = scope.spawn(move || {
+        // If a spawn fails, the closure (with its pipe ends) is dropped: the
+        // threads already running see EOF or EPIPE and stop.
+        let sender = spawn(scope, "zfs-send", move || {
             let r = match kind {
                 TransferKind::Send(send) => zfs.send(snapshot, send, &up_write),
                 TransferKind::Resume(token) => zfs.send_resume(token, &up_write),
             };
             drop(up_write); // EOF for the relay
             r
-        });
-        let cancelled = &cancelled;
-        let (up_read, down_write) = (up_read, down_write);
-        let relay = scope.spawn(move || -> std::io::Result<u64> {
-            // Pipe to pipe inside the kernel (splice): no copy through user
-            // space, but every chunk passes here for progress and cancel.
-            let mut total = 0u64;
-            loop {
-                if opts.cancel.is_cancelled() {
-                    cancelled.store(true, Ordering::SeqCst);
-                    return Ok(total); // dropping both ends stops send and receive
-                }
-                let n = match zfs_core::pipe::splice(&up_read, &down_write, RELAY_CHUNK) {
-                    Ok(0) => return Ok(total),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                total += n as u64;
-                if let Some(observer) = &opts.observer {
-                    observer(&Progress {
-                        target: &step.target,
-                        snapshot,
-                        bytes: moved_before + total,
-                        estimated_bytes: step.estimated_bytes,
-                    });
-                }
-            }
-        });
-        let received = zfs.receive(&step.target, &down_read, recv);
-        drop(down_read); // unblocks the relay if the receive stopped early
-        let relayed = relay.join();
-        let sent = sender.join();
-        if cancelled.load(Ordering::SeqCst) {
-            return Err(Error::Cancelled {
-                done: Box::default(),
-            });
+        })
+        .map_err(thread_failed)?;
+        let receiver = spawn(scope, "zfs-receive", move || {
+            let r = zfs.receive(&step.target, &down_read, recv);
+            drop(down_read); // unblocks the relay if the receive stopped early
+            r
+        })
+        .map_err(thread_failed)?;
+        let wakeup = &wakeup;
+        let relay = spawn(scope, "zfs-relay", move || {
+            relay(
+                up_read,
+                down_write,
+                wakeup,
+                &opts.cancel,
+                &step.target,
+                |total| {
+                    if let Some(observer) = &opts.observer {
+                        observer(&Progress {
+                            target: &step.target,
+                            snapshot,
+                            bytes: moved_before + total,
+                            estimated_bytes: step.estimated_bytes,
+                        });
+                    }
+                },
+            )
+        })
+        .map_err(thread_failed)?;
+        let relayed = relay.join().map_err(|_| panicked("relay"))?;
+        let received = receiver.join().map_err(|_| panicked("receive"))?;
+        let sent = sender.join().map_err(|_| panicked("send"))?;
+        match relayed {
+            // The receive completed before the cancel was seen: it is done.
+            Ok(Relayed::Cancelled) if received.is_ok() => received.map(|r| r.bytes).map_err(fail),
+            Ok(Relayed::Cancelled) => Err(cancelled(Report::default())),
+            Ok(Relayed::Done(bytes)) => root_cause(sent, Ok(bytes), received).map_err(fail),
+            Err(e) => root_cause(sent, Err(e), received).map_err(fail),
         }
-        let sent = sent.unwrap_or_else(|_| {
-            Err(zfs_core::Error::from(std::io::Error::other(
-                "sender thread panicked",
-            )))
-        });
-        let relayed =
-            relayed.unwrap_or_else(|_| Err(std::io::Error::other("relay thread panicked")));
-        root_cause(sent, relayed, received).map_err(fail)
     })
 }
 
-/// Picks the error that explains a failed transfer. A sender stopped by a
-/// broken or interrupted pipe only reacts to the receiver; a receiver that
-/// saw a damaged or truncated stream may only react to the sender.
+/// Moves the stream from `from` to `to` until the sender closes `from`, or
+/// the cancel token fires (then both ends are closed, so the sender gets
+/// EPIPE and the receiver a truncated, resumable stream). Never blocks in a
+/// splice: it polls each pipe together with the wake-up descriptor, so a
+/// cancel is seen at once, even while the send or receive is stalled.
+fn relay(
+    from: OwnedFd,
+    to: OwnedFd,
+    wakeup: &Wakeup,
+    cancel: &CancelToken,
+    target: &DatasetName,
+    mut progress: impl FnMut(u64),
+) -> Result<Relayed, zfs_core::Error> {
+    let mut total = 0u64;
+    loop {
+        // Wait for input, then for room, then move what is there.
+        for (fd, interest) in [(&from, Interest::Read), (&to, Interest::Write)] {
+            loop {
+                if cancel.is_cancelled() {
+                    return Ok(Relayed::Cancelled);
+                }
+                let ready = poll(&[(fd, interest), (wakeup.fd(), Interest::Read)], RELAY_POLL)
+                    .map_err(|e| zfs_core::Error::io("relay (poll)", target.as_str(), e))?;
+                if ready[0].any() {
+                    break;
+                }
+            }
+        }
+        match zfs_core::pipe::splice_nonblocking(&from, &to, RELAY_CHUNK) {
+            Ok(0) => return Ok(Relayed::Done(total)),
+            Ok(n) => {
+                total += n as u64;
+                progress(total);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(zfs_core::Error::io("relay (splice)", target.as_str(), e)),
+        }
+    }
+}
+
+/// Picks the error that explains a failed transfer. A sender that could not
+/// write into a pipe the relay closed (OpenZFS reports any failed write of
+/// its output as EINTR, or EPIPE) only reacts to the receiver; a receiver
+/// that saw a damaged or truncated stream may only react to the sender. An
+/// interruption is reported as [`ErrorKind::Interrupted`]: the receive keeps
+/// resumable state.
 fn root_cause(
     sent: zfs_core::Result<()>,
-    relayed: std::io::Result<u64>,
+    relayed: zfs_core::Result<u64>,
     received: zfs_core::Result<zfs_core::Received>,
 ) -> Result<u64, zfs_core::Error> {
     let reacts =
         |e: &zfs_core::Error| matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted);
     match (sent, relayed, received) {
         (Ok(()), Ok(bytes), Ok(_)) => Ok(bytes),
+        (_, _, Err(r)) if r.kind() == ErrorKind::Interrupted => Err(r),
+        // The relay passed on everything until the sender closed its end:
+        // no pipe broke, so the sender stopped on its own (for example a
+        // SIGSTOP, which no thread can block, interrupting its write).
+        (Err(s), Ok(_), Err(r)) if r.kind() == ErrorKind::BadStream => Err(s),
         (Err(s), _, Err(r)) if !reacts(&s) && r.kind() == ErrorKind::BadStream => Err(s),
+        (_, Err(e), Err(r)) if r.kind() == ErrorKind::BadStream => Err(e),
         (_, _, Err(r)) => Err(r),
         (Err(s), _, Ok(_)) => Err(s),
-        (Ok(()), Err(e), Ok(_)) => Err(zfs_core::Error::from(e)),
+        (Ok(()), Err(e), Ok(_)) => Err(e),
     }
 }
 

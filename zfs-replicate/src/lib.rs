@@ -38,6 +38,7 @@ pub struct ReadmeDoctests;
 pub mod error;
 pub mod execute;
 pub mod file;
+mod lock;
 pub mod plan;
 pub mod prune;
 pub mod stream;
@@ -63,23 +64,40 @@ impl Replication {
     /// The whole job: check for divergence (changing nothing if there is
     /// any), take `<prefix>_<UTC time>` on the source, replicate, and with
     /// `keep` prune our snapshots on both sides, never the new common base.
+    ///
+    /// One run per target at a time: a second one gets [`Error::Busy`]. A
+    /// cancel returns [`Error::Cancelled`] and nothing is pruned.
     pub fn sync(
         &self,
         zfs: &Zfs,
         opts: &ExecuteOptions,
         keep: Option<usize>,
     ) -> Result<SyncReport> {
+        let _lock = lock::TargetLock::acquire(&self.target)?;
         let before = self.plan(zfs)?;
         let divergences = before.divergences();
         if !divergences.is_empty() {
             return Err(Error::Diverged(divergences));
         }
-        let snapshot = prune::take_snapshot(zfs, &self.source, self.recursive, &self.prefix)?;
+        if opts.cancel.is_cancelled() {
+            return Err(Error::Cancelled {
+                done: Box::default(),
+            });
+        }
+        let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
+        self.check_new_snapshot_names(&before, &snapshot)?;
+        prune::snapshot_tree(zfs, &self.source, self.recursive, &snapshot)?;
         let plan = self.plan(zfs)?;
-        let report = execute(zfs, &plan, opts)?;
+        let report = execute::execute_locked(zfs, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
         let mut pruned_target = prune::PruneReport::default();
         if let Some(keep) = keep {
+            if opts.cancel.is_cancelled() {
+                // Replicated, but the cancel came before pruning: prune nothing.
+                return Err(Error::Cancelled {
+                    done: Box::new(report),
+                });
+            }
             let retention = prune::Retention::keep_newest(self.prefix.clone(), keep);
             let protect: Vec<u64> = plan
                 .steps

@@ -27,7 +27,7 @@ use zfs_core::{
     Bookmark, DatasetName, NvList, ResumeToken, SendFlags, SendOptions, Snapshot, SnapshotName, Zfs,
 };
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Default stream flags: what `zfs send -L -e -c` gives.
 pub const DEFAULT_FLAGS: SendFlags = SendFlags::LARGE_BLOCK
@@ -129,8 +129,10 @@ impl Replication {
         }
     }
 
-    /// Computes the plan. Changes nothing.
+    /// Computes the plan. Changes nothing. Fails, before anything moves,
+    /// when a name the run would make does not fit ZFS's limits.
     pub fn plan(&self, zfs: &Zfs) -> Result<Plan> {
+        self.check_prefix()?;
         let sources = if self.recursive {
             zfs.descendants(&self.source)?
                 .into_iter()
@@ -163,11 +165,65 @@ impl Replication {
                 }
             }
         }
+        for step in &steps {
+            self.check_names(step)?;
+        }
         Ok(Plan {
             replication: self.clone(),
             steps,
             removed_on_source,
         })
+    }
+
+    /// Longest prefix accepted: the names made from it must leave room for
+    /// dataset names (a hold tag is `<prefix>:<pid>.<nanoseconds>`).
+    pub const MAX_PREFIX_LEN: usize = 64;
+
+    /// Checks that the prefix is usable.
+    pub(crate) fn check_prefix(&self) -> Result<()> {
+        let reason = if self.prefix.is_empty() {
+            "empty"
+        } else if self.prefix.len() > Self::MAX_PREFIX_LEN {
+            "longer than 64 bytes"
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidPrefix {
+            prefix: self.prefix.clone(),
+            reason,
+        })
+    }
+
+    /// Every name a run would make must fit before any data moves: each
+    /// received snapshot's name on the target, and the bookmark left on the
+    /// source.
+    fn check_names(&self, step: &Step) -> Result<()> {
+        let snapshots = step.action.snapshots();
+        for s in &snapshots {
+            step.target.snapshot(s.name().short_name())?;
+        }
+        if let Some(newest) = snapshots.last() {
+            crate::execute::cursor_bookmark(
+                &self.prefix,
+                &step.source,
+                &step.target,
+                newest.guid(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks, before a snapshot named `short` is taken for [`sync`], that
+    /// the names a run would make from it fit on both sides.
+    ///
+    /// [`sync`]: Replication::sync
+    pub(crate) fn check_new_snapshot_names(&self, plan: &Plan, short: &str) -> Result<()> {
+        for step in &plan.steps {
+            step.source.snapshot(short)?;
+            step.target.snapshot(short)?;
+            crate::execute::cursor_bookmark(&self.prefix, &step.source, &step.target, u64::MAX)?;
+        }
+        Ok(())
     }
 
     fn plan_one(&self, zfs: &Zfs, source: DatasetName, target: DatasetName) -> Result<Step> {
@@ -486,6 +542,19 @@ pub enum Action {
     UpToDate,
     /// The source has no snapshot yet: nothing can be sent.
     NoSourceSnapshot,
+}
+
+impl Action {
+    /// The snapshots this action transfers, in order.
+    pub fn snapshots(&self) -> Vec<&Snapshot> {
+        match self {
+            Action::Full { snapshot, then } | Action::Resume { snapshot, then } => {
+                std::iter::once(snapshot).chain(then).collect()
+            }
+            Action::Incremental { snapshots, .. } => snapshots.iter().collect(),
+            Action::UpToDate | Action::NoSourceSnapshot => Vec::new(),
+        }
+    }
 }
 
 /// Why a target cannot simply take the next incremental.

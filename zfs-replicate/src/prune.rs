@@ -90,15 +90,32 @@ pub fn take_snapshot(
     recursive: bool,
     prefix: &str,
 ) -> Result<String> {
-    let short = format!("{prefix}_{}", utc_timestamp(SystemTime::now()));
+    let short = new_snapshot_name(prefix, SystemTime::now());
+    snapshot_tree(zfs, dataset, recursive, &short)?;
+    Ok(short)
+}
+
+/// The short name of our snapshot taken at `time`: `<prefix>_<UTC time>`.
+pub fn new_snapshot_name(prefix: &str, time: SystemTime) -> String {
+    format!("{prefix}_{}", utc_timestamp(time))
+}
+
+/// Snapshots `dataset` (with `recursive`, its whole tree) as `short`,
+/// atomically.
+pub(crate) fn snapshot_tree(
+    zfs: &Zfs,
+    dataset: &DatasetName,
+    recursive: bool,
+    short: &str,
+) -> Result<()> {
     let datasets = tree(zfs, dataset, recursive)?;
     let snaps = datasets
         .iter()
-        .map(|d| d.snapshot(&short))
+        .map(|d| d.snapshot(short))
         .collect::<Result<Vec<_>, _>>()
         .map_err(zfs_core::Error::from)?;
     zfs.snapshot(&snaps)?;
-    Ok(short)
+    Ok(())
 }
 
 /// Which of our snapshots to keep.
