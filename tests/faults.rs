@@ -275,6 +275,46 @@ fn opts() -> ExecuteOptions {
     ExecuteOptions::default()
 }
 
+/// Prints one summary line past libtest's output capture, so that it shows
+/// in every run (not only with `--nocapture`).
+fn summary(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Time spent per phase of the 20-point tests.
+#[derive(Default)]
+struct Phases {
+    interrupt: Duration,
+    resume: Duration,
+    verify: Duration,
+    reset: Duration,
+}
+
+impl Phases {
+    fn timed<T>(slot: &mut Duration, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        *slot += t.elapsed();
+        r
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted runs {:.1} s, next runs {:.1} s, checks {:.1} s, resets {:.1} s",
+            self.interrupt.as_secs_f64(),
+            self.resume.as_secs_f64(),
+            self.verify.as_secs_f64(),
+            self.reset.as_secs_f64()
+        )
+    }
+}
+
 /// A value from the environment, or from a `NAME=value` test argument (how
 /// values reach the guest, whose environment the harness sets).
 fn setting(name: &str) -> Option<String> {
@@ -305,14 +345,16 @@ fn cancel_at_20_points_then_resume() {
     let (g1, g2) = (src_guid(&s1), src_guid(&s2));
 
     // Calibration: one run without a cancel gives each transfer's bytes.
-    let report = execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
-    let first_bytes = report.transfers[0].1[0].bytes;
-    let total = report.bytes();
+    let calibration = execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+    let first_bytes = calibration.transfers[0].1[0].bytes;
+    let total = calibration.bytes();
     destroy_tree(&p.zfs, &dst).unwrap();
     drop_bookmarks(&p.zfs, &src);
 
     let mut latencies = Vec::new();
     let (mut resumable, mut with_done) = (0, 0);
+    let mut phases = Phases::default();
+    let setup = started.elapsed();
     for i in 0..POINTS {
         let point = total * (2 * i + 1) / (2 * POINTS);
         let from_thread = i % 2 == 1;
@@ -339,6 +381,7 @@ fn cancel_at_20_points_then_resume() {
         };
         let plan = repl.plan(&p.zfs).unwrap();
         let finished = AtomicBool::new(false);
+        let interrupted_at = Instant::now();
         let (result, returned) = std::thread::scope(|scope| {
             if from_thread {
                 scope.spawn(|| {
@@ -358,6 +401,7 @@ fn cancel_at_20_points_then_resume() {
             finished.store(true, Ordering::SeqCst);
             (r, returned)
         });
+        phases.interrupt += interrupted_at.elapsed();
         let what = format!("point {i} ({point} of {total} bytes)");
         let err = match result {
             Ok(r) => panic!("{what}: not cancelled; moved {} bytes", r.bytes()),
@@ -420,26 +464,34 @@ fn cancel_at_20_points_then_resume() {
         }
 
         // The next run completes.
-        let plan = repl.plan(&p.zfs).unwrap();
-        execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: resume: {e}"));
-        assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
-        assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
-        p.assert_clean(&dst, &what);
-        destroy_tree(&p.zfs, &dst).unwrap();
-        drop_bookmarks(&p.zfs, &src);
+        Phases::timed(&mut phases.resume, || {
+            let plan = repl.plan(&p.zfs).unwrap();
+            execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: resume: {e}"))
+        });
+        Phases::timed(&mut phases.verify, || {
+            assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
+            assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
+            p.assert_clean(&dst, &what);
+        });
+        Phases::timed(&mut phases.reset, || {
+            destroy_tree(&p.zfs, &dst).unwrap();
+            drop_bookmarks(&p.zfs, &src);
+        });
     }
     let (median, max) = median_max(&latencies);
     let (obs, thr): (Vec<_>, Vec<_>) = latencies.iter().enumerate().partition(|(i, _)| i % 2 == 0);
     let max_of = |v: Vec<(usize, &Duration)>| v.iter().map(|(_, d)| ms(**d)).fold(0.0, f64::max);
-    println!(
+    summary(&format!(
         "faults: cancel at {POINTS}/{POINTS} points of {total} bytes: {POINTS} Cancelled \
          ({resumable} resumable, {with_done} with s1 done and bookmarked), resumed {POINTS}/{POINTS} \
          with identical GUIDs and contents, holds left 0; cancel() to return: median {median:.0} ms, \
-         max {max:.0} ms (observer max {:.0} ms, other thread max {:.0} ms); {:.0} s",
+         max {max:.0} ms (observer max {:.0} ms, other thread max {:.0} ms); {:.0} s \
+         (setup {:.0} s, {phases})",
         max_of(obs),
         max_of(thr),
-        started.elapsed().as_secs_f64()
-    );
+        started.elapsed().as_secs_f64(),
+        setup.as_secs_f64()
+    ));
 }
 
 // ------------------------------------------------------------- 2. kill -9
@@ -488,9 +540,12 @@ fn kill_9_at_20_points_then_resume() {
 
     let (mut resumable, mut unchanged, mut finished_first) = (0, 0, 0);
     let mut kill_bytes = Vec::new();
+    let mut phases = Phases::default();
+    let setup = started.elapsed();
     for i in 0..POINTS {
         let point = total * (2 * i + 1) / (2 * POINTS);
         let what = format!("point {i} ({point} of {total} bytes)");
+        let interrupted_at = Instant::now();
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--ignored", "--exact", KILL_TEST, "--nocapture"])
             .args(["--test-threads=1"])
@@ -513,6 +568,7 @@ fn kill_9_at_20_points_then_resume() {
             }
         }
         let status = child.wait().unwrap();
+        phases.interrupt += interrupted_at.elapsed();
         let killed_at = killed_at.unwrap_or_else(|| panic!("{what}: never reached: {result:?}"));
         kill_bytes.push(killed_at);
         let left = p.holds_left();
@@ -539,22 +595,30 @@ fn kill_9_at_20_points_then_resume() {
                 }
             }
         }
-        let plan = repl.plan(&p.zfs).unwrap();
-        execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: next run: {e}"));
-        assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
-        assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
-        p.assert_clean(&dst, &what);
-        destroy_tree(&p.zfs, &dst).unwrap();
-        drop_bookmarks(&p.zfs, &src);
+        Phases::timed(&mut phases.resume, || {
+            let plan = repl.plan(&p.zfs).unwrap();
+            execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: next run: {e}"))
+        });
+        Phases::timed(&mut phases.verify, || {
+            assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
+            assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
+            p.assert_clean(&dst, &what);
+        });
+        Phases::timed(&mut phases.reset, || {
+            destroy_tree(&p.zfs, &dst).unwrap();
+            drop_bookmarks(&p.zfs, &src);
+        });
     }
-    println!(
+    summary(&format!(
         "faults: kill -9 at {POINTS} points of {total} bytes (killed after {}..{} bytes): \
          {resumable} resumable, {unchanged} unchanged, {finished_first} finished before the kill; \
-         next run complete {POINTS}/{POINTS} with identical GUIDs and contents, holds left 0; {:.0} s",
+         next run complete {POINTS}/{POINTS} with identical GUIDs and contents, holds left 0; {:.0} s \
+         (setup {:.0} s, {phases})",
         kill_bytes.iter().min().unwrap(),
         kill_bytes.iter().max().unwrap(),
-        started.elapsed().as_secs_f64()
-    );
+        started.elapsed().as_secs_f64(),
+        setup.as_secs_f64()
+    ));
 }
 
 // ------------------------------------------------------------- 3. ENOSPC
@@ -652,7 +716,7 @@ fn enospc_mid_receive_then_resume() {
         "after ENOSPC",
     );
     p.assert_clean(&dst, "after ENOSPC");
-    println!(
+    summary(&format!(
         "faults: ENOSPC: 64 MiB pool, {} MiB available, filler left {} MiB, {data_mib} MiB to send: \
          NoSpace after {:.1} MiB ({}; target {}), holds left 0; filler destroyed, next run \
          complete with identical GUIDs and contents; {:.0} s",
@@ -662,7 +726,7 @@ fn enospc_mid_receive_then_resume() {
         err,
         if resumable { "resumable" } else { "unchanged" },
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 // ------------------------------------------------------------- 4. source vanishes
@@ -750,12 +814,12 @@ fn source_vanishes_between_plan_and_execute() {
     execute(&p.zfs, &full.plan(&p.zfs).unwrap(), &opts()).unwrap();
     assert_eq!(p.guids(&fresh), p.guids(&src));
     p.assert_clean(&fresh, "after (b) full");
-    println!(
+    summary(&format!(
         "faults: source vanished between plan and execute: snapshot destroyed, source renamed \
          (incremental, full): 3/3 NotFound, targets unchanged, holds left 0, next run complete \
          with identical GUIDs; errors: {errors:?}; {:.0} s",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 // ------------------------------------------------------------- 5. signal storm
@@ -825,12 +889,12 @@ fn signal_storm_during_transfers() {
         p.assert_clean(&dst, name);
     }
     assert!(sent > 0, "no signal was sent");
-    println!(
+    summary(&format!(
         "faults: signal storm: {sent} SIGUSR1 sent in {rounds} rounds over 2 transfers (48 MiB): \
          {ok} ok, {interrupted} Interrupted then resumed {seen_errors:?}; identical GUIDs and \
          contents, holds left 0; {:.0} s",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 // ------------------------------------------------------------- 6. leak soak
@@ -885,6 +949,7 @@ fn leak_soak() {
     write_file(&dir.join("base"), seed, MIB as usize);
     repl.sync(&p.zfs, &opts(), Some(3)).unwrap();
     let fds_before = open_fds();
+    let soak_started = Instant::now();
 
     let mut rng = Rng(seed);
     let mut order = Vec::new();
@@ -940,6 +1005,7 @@ fn leak_soak() {
                 let reserve = available(&p.pipe.root()).saturating_sub(256 << 10);
                 zfs_cli(&[
                     "create",
+                    "-u",
                     "-o",
                     &format!("refreservation={reserve}"),
                     filler.as_str(),
@@ -1025,14 +1091,15 @@ fn leak_soak() {
         "open fds before/after the soak (seed {seed})"
     );
     let n = |k: Run| order.iter().filter(|&&r| r == k).count();
-    println!(
+    summary(&format!(
         "soak: {runs} runs ({} ok, {} cancelled, {} enospc, {} destroyed), fds {fds_before}/{fds_after}, \
          holds 0, %recv 0, final GUIDs identical; outcomes {counts:?}, destroys refused while busy \
-         {destroy_refused}; seed {seed}; {:.0} s",
+         {destroy_refused}; seed {seed}; {:.0} s ({:.2} s per run)",
         n(Run::Ok),
         n(Run::Cancel),
         n(Run::NoSpace),
         n(Run::Destroy),
-        started.elapsed().as_secs_f64()
-    );
+        started.elapsed().as_secs_f64(),
+        soak_started.elapsed().as_secs_f64() / runs.max(1) as f64
+    ));
 }
