@@ -11,7 +11,8 @@
 //!
 //! let zfs = Zfs::open()?;
 //! let target: DatasetName = "backup/home".parse()?;
-//! let stream = File::open("/backup/home-tuesday.zstream").map_err(zfs_core::Error::from)?;
+//! let path = "/backup/home-tuesday.zstream";
+//! let stream = File::open(path).map_err(|e| zfs_core::Error::io("open", path, e))?;
 //! let received = zfs.receive(&target, &stream, &ReceiveOptions::new().resumable(true))?;
 //! println!("received {} ({} bytes)", received.snapshot, received.bytes);
 //! # Ok::<(), zfs_core::Error>(())

@@ -17,7 +17,8 @@
 //!     .from(monday)
 //!     .flags(SendFlags::LARGE_BLOCK | SendFlags::EMBED_DATA | SendFlags::COMPRESS);
 //! println!("about {} bytes", zfs.send_space(&tuesday, &opts)?);
-//! let file = File::create("/backup/home-tuesday.zstream").map_err(|e| zfs_core::Error::from(e))?;
+//! let path = "/backup/home-tuesday.zstream";
+//! let file = File::create(path).map_err(|e| zfs_core::Error::io("create", path, e))?;
 //! zfs.send(&tuesday, &opts, &file)?;
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
@@ -133,12 +134,6 @@ fn send_error(op: &'static str, snapshot: &SnapshotName, opts: &SendOptions, e: 
             ),
         ),
         _ => Error::from_errno(op, snapshot.as_str(), e),
-    }
-}
-
-impl From<io::Error> for Error {
-    fn from(e: io::Error) -> Self {
-        Error::io("io", "", e)
     }
 }
 
