@@ -180,6 +180,9 @@ fn mutated_nvlists_keep_the_unpack_properties() {
             "nvlist_unpack/packed-1",
             "nvlist_unpack/packed-2",
             "nvlist_unpack/packed-3",
+            // A heap over-read in libnvpair under ASAN (fuzz/README.md);
+            // here it can only be checked to be refused.
+            "../regressions/nvlist_unpack/crash-8995944de57cd0d8c6924b088358ffcad1c09cfb",
         ),
         5000,
         4096,
