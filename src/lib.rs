@@ -53,3 +53,20 @@ pub fn write_file(path: &std::path::Path, seed: u64, len: usize) {
         .collect();
     std::fs::write(path, data).expect("write test file");
 }
+
+/// Runs `test` of the current test binary again, in a child process with
+/// the environment variable `marker` set (the test looks for it to play the
+/// child's part), and returns the child's output. Ignored tests included.
+pub fn run_test_in_child(test: &str, marker: &str) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "--include-ignored",
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(marker, "1")
+        .output()
+        .expect("running the test binary as a child")
+}

@@ -899,17 +899,7 @@ fn sigpipe_never_kills_a_host_with_the_default_disposition() {
         println!("ALIVE");
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            NAME,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ZFS_TEST_SIGPIPE_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = zfs_replicate_tests::run_test_in_child(NAME, "ZFS_TEST_SIGPIPE_CHILD");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("ALIVE"),

@@ -2,7 +2,6 @@
 //! `SIGPIPE`, even in a host that restored its default disposition.
 
 use std::io::Write;
-use std::process::Command;
 
 use zfs_core::pipe::Pipe;
 
@@ -24,16 +23,10 @@ fn splice_into_a_pipe_without_reader_gives_epipe_not_death() {
         std::io::stdout().flush().unwrap();
         return;
     }
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "splice_into_a_pipe_without_reader_gives_epipe_not_death",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ZFS_TEST_SIGPIPE_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = zfs_replicate_tests::run_test_in_child(
+        "splice_into_a_pipe_without_reader_gives_epipe_not_death",
+        "ZFS_TEST_SIGPIPE_CHILD",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("ALIVE"),

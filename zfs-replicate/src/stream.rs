@@ -18,6 +18,14 @@
 //! stream that stops early (including a `zfs send --saved` stream, which
 //! deliberately omits its END record).
 //!
+//! "Verified" means "receivable by OpenZFS 2.3": the verifier is stricter
+//! than the kernel only where the kernel or libzfs would refuse anyway, or
+//! where nothing else can catch damage. It refuses `DRR_WRITE_BYREF`
+//! records (deduplicated streams), which the 2.3 kernel refuses
+//! ([`StreamError::UnsupportedRecord`]), and requires the zeros libzfs writes
+//! in the bytes of a compound stream's two END records that no checksum
+//! covers ([`COMPOUND_END_UNCOVERED`], [`StreamError::ReservedNotZero`]).
+//!
 //! ```no_run
 //! use zfs_replicate::stream::verify;
 //!
@@ -65,10 +73,45 @@ const DRR_BEGIN: u32 = 0;
 const DRR_OBJECT: u32 = 1;
 const DRR_WRITE: u32 = 3;
 const DRR_END: u32 = 5;
+const DRR_WRITE_BYREF: u32 = 6;
 const DRR_SPILL: u32 = 7;
 const DRR_WRITE_EMBEDDED: u32 = 8;
 /// `DRR_NUMTYPES`.
 const NUM_RECORD_TYPES: usize = 11;
+
+/// The bytes of a compound stream's two libzfs-written END records that no
+/// checksum covers, as `(record, byte ranges within the 312-byte record)`.
+///
+/// A compound stream (`zfs send -R`, `-p`, ...) is framed by libzfs, not the
+/// kernel: a COMPOUNDSTREAM BEGIN with its nvlist, the *header END*, the
+/// substreams, and the *final END*. libzfs's `send_conclusion_record()`
+/// writes both ENDs as a zeroed `dmu_replay_record_t` with `drr_type = END`
+/// and, for the header END only, `drr_end.drr_checksum` = the checksum of
+/// the BEGIN record and its nvlist. On receive (libzfs_sendrecv.c, 2.3.2):
+///
+/// - `zfs_receive_package()` reads the header END with `recv_read(..., NULL)`
+///   (not checksummed) and checks only `drr_type` (bytes 0..4) and
+///   `drr_end.drr_checksum` (bytes 8..40). Bytes 4..8 (`drr_payloadlen`) and
+///   40..312 (`drr_end.drr_toguid`, the rest of the union and the
+///   record-checksum field 280..312) are read by nobody.
+/// - `zfs_receive_impl()` reads the final END into a running checksum that
+///   it then discards, and checks only `drr_type` (0..4, in either byte
+///   order): bytes 4..312 are read by nobody.
+///
+/// So a damaged bit there changes nothing the receiver sees, and no checksum
+/// can catch it. The verifier requires these bytes to be zero, as libzfs
+/// writes them ([`StreamError::ReservedNotZero`]), except the final END's
+/// bytes 8..40, whose damage is reported as [`StreamError::EndChecksum`]
+/// (that END must carry a zero checksum). Every other byte of a stream is
+/// covered by a record checksum, an END checksum, or both
+/// (`receive_read_payload_and_next_header()` and `receive_read_record()` in
+/// dmu_recv.c), except the last 1-3 bytes of a payload whose length is not a
+/// multiple of 4 (only in raw streams): fletcher-4 sums whole 32-bit words.
+#[allow(clippy::single_range_in_vec_init)] // a list of ranges, one for this record
+pub const COMPOUND_END_UNCOVERED: [(&str, &[std::ops::Range<usize>]); 2] = [
+    ("header END", &[4..8, 40..RECORD_LEN]),
+    ("final END", &[4..RECORD_LEN]),
+];
 
 /// Record type names, indexed by `drr_type` (and by
 /// [`SubstreamSummary::record_counts`]).
@@ -363,6 +406,29 @@ pub enum StreamError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A well-formed record that OpenZFS 2.3 cannot receive: `DRR_WRITE_BYREF`
+    /// (from deduplicated streams, `zfs send -D` before 2.2), which the
+    /// kernel's `receive_read_record()` refuses with EINVAL. `zstream redup`
+    /// turns such a stream into a receivable one.
+    #[error("{record_type} record at byte {offset}: {reason}")]
+    UnsupportedRecord {
+        /// Start of the record.
+        offset: u64,
+        /// Its type name.
+        record_type: &'static str,
+        /// Why it cannot be received.
+        reason: &'static str,
+    },
+    /// A byte that no checksum covers and that libzfs always writes as zero
+    /// is not zero (see [`COMPOUND_END_UNCOVERED`]): the compound stream's
+    /// framing is damaged.
+    #[error("END record at byte {offset}: reserved byte {byte} is not zero")]
+    ReservedNotZero {
+        /// Start of the record.
+        offset: u64,
+        /// Stream offset of the first non-zero reserved byte.
+        byte: u64,
+    },
     /// Bytes after the end of the stream.
     #[error("unexpected data after the end of the send stream, at byte {offset}")]
     TrailingData {
@@ -387,6 +453,8 @@ impl StreamError {
             | Self::RecordChecksum { offset, .. }
             | Self::EndChecksum { offset, .. }
             | Self::UnexpectedRecord { offset, .. }
+            | Self::UnsupportedRecord { offset, .. }
+            | Self::ReservedNotZero { offset, .. }
             | Self::TrailingData { offset } => Some(*offset),
             Self::Empty => None,
         }
@@ -445,6 +513,19 @@ impl StreamError {
                 offset: *offset,
                 record_type,
                 reason,
+            },
+            Self::UnsupportedRecord {
+                offset,
+                record_type,
+                reason,
+            } => Self::UnsupportedRecord {
+                offset: *offset,
+                record_type,
+                reason,
+            },
+            Self::ReservedNotZero { offset, byte } => Self::ReservedNotZero {
+                offset: *offset,
+                byte: *byte,
             },
             Self::TrailingData { offset } => Self::TrailingData { offset: *offset },
             Self::Empty => Self::Empty,
@@ -620,6 +701,17 @@ pub struct StreamVerifier {
     failed: Option<StreamError>,
 }
 
+impl Clone for StreamVerifier {
+    fn clone(&self) -> Self {
+        Self {
+            failed: self.failed.as_ref().map(StreamError::duplicate),
+            current: self.current.clone(),
+            substreams: self.substreams.clone(),
+            ..*self
+        }
+    }
+}
+
 impl Default for StreamVerifier {
     fn default() -> Self {
         Self::new()
@@ -662,6 +754,13 @@ impl StreamVerifier {
     /// Bytes consumed so far (the offset of the next byte).
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// Payload bytes of the current record still to come (0 between
+    /// records): after a whole header, `position() + payload_remaining()` is
+    /// where the next record starts.
+    pub fn payload_remaining(&self) -> u64 {
+        self.payload_left
     }
 
     /// Whether the final END has been seen: [`finish`](Self::finish) would
@@ -885,6 +984,10 @@ impl StreamVerifier {
             });
         }
 
+        if self.current.is_none() {
+            return self.header_end(h, at, ty);
+        }
+
         // receive_read_payload_and_next_header(): checksum the header up to
         // its checksum field; a non-zero stored checksum must equal that.
         let before = self.cksum;
@@ -910,6 +1013,14 @@ impl StreamVerifier {
         }
         self.cksum.update(&h[CKSUM_OFF..], order);
 
+        if ty == DRR_WRITE_BYREF {
+            return Err(StreamError::UnsupportedRecord {
+                offset: at,
+                record_type: name,
+                reason:
+                    "OpenZFS 2.3 cannot receive deduplicated streams (zstream redup converts them)",
+            });
+        }
         let payload = payload_len(h, ty, order);
         if payload > MAX_PAYLOAD {
             return Err(StreamError::PayloadTooLarge {
@@ -942,24 +1053,39 @@ impl StreamVerifier {
         Ok(())
     }
 
-    /// The END that closes a compound stream: written by libzfs's
-    /// `send_conclusion_record()` as an all-zero record of type END. Checked
-    /// like any END with a fresh (zero) running checksum, so its checksums
-    /// must be zero (or the trailing one self-consistent).
-    fn final_end(&mut self, h: &[u8; RECORD_LEN], at: u64) -> Result<(), StreamError> {
-        let order = self.compound_order;
-        let mut cksum = Fletcher4::default();
-        cksum.update(&h[..CKSUM_OFF], order);
-        let stored = order.cksum_at(h, CKSUM_OFF);
-        if stored != [0; 4] && stored != cksum.0 {
-            return Err(StreamError::RecordChecksum {
+    /// The record after the compound header's BEGIN and nvlist: libzfs's
+    /// `zfs_receive_package()` requires an END whose `drr_checksum` is the
+    /// checksum of that BEGIN and nvlist. Its other bytes are covered by no
+    /// checksum, and must be zero ([`COMPOUND_END_UNCOVERED`]).
+    fn header_end(&mut self, h: &[u8; RECORD_LEN], at: u64, ty: u32) -> Result<(), StreamError> {
+        if ty != DRR_END {
+            return Err(misplaced(
+                at,
+                ty,
+                "the compound stream header's BEGIN must be followed by its END",
+            ));
+        }
+        let end_checksum = self.order.cksum_at(h, off::END_CHECKSUM);
+        if end_checksum != self.cksum.0 {
+            return Err(StreamError::EndChecksum {
                 offset: at,
-                record_type: "END",
-                expected: stored,
-                actual: cksum.0,
+                expected: end_checksum,
+                actual: self.cksum.0,
             });
         }
-        let end_checksum = order.cksum_at(h, off::END_CHECKSUM);
+        reserved_zero(h, at, COMPOUND_END_UNCOVERED[0].1)?;
+        self.cksum = Fletcher4::default();
+        self.phase = Phase::Between;
+        Ok(())
+    }
+
+    /// The END that closes a compound stream: written by libzfs's
+    /// `send_conclusion_record()` as an all-zero record of type END (its
+    /// type was checked by the caller, in either byte order). libzfs reads
+    /// nothing else of it, so the rest must be zero
+    /// ([`COMPOUND_END_UNCOVERED`]).
+    fn final_end(&mut self, h: &[u8; RECORD_LEN], at: u64) -> Result<(), StreamError> {
+        let end_checksum = self.compound_order.cksum_at(h, off::END_CHECKSUM);
         if end_checksum != [0; 4] {
             return Err(StreamError::EndChecksum {
                 offset: at,
@@ -967,9 +1093,28 @@ impl StreamVerifier {
                 actual: [0; 4],
             });
         }
+        reserved_zero(h, at, COMPOUND_END_UNCOVERED[1].1)?;
         self.phase = Phase::Done;
         Ok(())
     }
+}
+
+/// Checks that the bytes of `h` in `ranges` are zero.
+fn reserved_zero(
+    h: &[u8; RECORD_LEN],
+    at: u64,
+    ranges: &[std::ops::Range<usize>],
+) -> Result<(), StreamError> {
+    for range in ranges {
+        let bytes = h.get(range.clone()).unwrap_or_default();
+        if let Some(i) = bytes.iter().position(|&b| b != 0) {
+            return Err(StreamError::ReservedNotZero {
+                offset: at,
+                byte: at + (range.start + i) as u64,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error for a well-formed record of the wrong type at `at`.
@@ -1240,7 +1385,8 @@ mod tests {
             .collect()
     }
 
-    /// A full stream using every record type.
+    /// A full stream using every record type the kernel receives (all but
+    /// WRITE_BYREF).
     fn sample(big: bool) -> (Writer, u64) {
         let mut w = Writer::new(big);
         let features =
@@ -1260,7 +1406,6 @@ mod tests {
         w.write_embedded(2, 13);
         w.simple(FREEOBJECTS, 3, 10);
         w.simple(FREE, 2, 8192);
-        w.simple(WRITE_BYREF, 2, 4096);
         w.simple(OBJECT_RANGE, 0, 32);
         w.simple(REDACT, 2, 0);
         w.end(0x1234_5678_9abc_def0);
@@ -1290,11 +1435,11 @@ mod tests {
             assert_eq!(sub.creation_time, 1_700_000_000);
             assert_eq!(sub.byteswapped, big == cfg!(target_endian = "little"));
             assert_eq!(sub.features.names(), ["SA_SPILL", "EMBED_DATA", "LZ4"]);
-            assert_eq!(sub.records, 13);
-            assert_eq!(sub.record_counts, [1, 2, 1, 2, 1, 1, 1, 1, 1, 1, 1]);
+            assert_eq!(sub.records, 12);
+            assert_eq!(sub.record_counts, [1, 2, 1, 2, 1, 1, 0, 1, 1, 1, 1]);
             assert_eq!(sub.payload_bytes, 24 + 16 + 4096 + 1000 + 512 + 16);
             assert_eq!(sub.bytes, w.out.len() as u64);
-            assert_eq!(sub.bytes, 13 * 312 + sub.payload_bytes);
+            assert_eq!(sub.bytes, 12 * 312 + sub.payload_bytes);
             assert_ne!(sub.checksum, [0; 4]);
         }
     }
@@ -1872,6 +2017,138 @@ mod tests {
         let s = verify(&e.out[..]).unwrap();
         assert!(s.compound && s.substreams.is_empty());
         assert_eq!(s.total_bytes, 3 * 312);
+    }
+
+    /// Every single-bit flip of `data` that the verifier accepts, as
+    /// (byte, bit). Resumes from a verifier cloned at each record start, so
+    /// each flip costs only the bytes up to the next record.
+    fn undetected_flips(data: &[u8]) -> Vec<(usize, u8)> {
+        // Checkpoints: (offset, verifier that has consumed data[..offset]).
+        let mut checkpoints = Vec::new();
+        let mut v = StreamVerifier::new();
+        let mut at = 0;
+        while at < data.len() {
+            checkpoints.push((at, v.clone()));
+            // Feed one header and its payload.
+            let before = v.position();
+            v.update(&data[at..at + RECORD_LEN]).unwrap();
+            let next = (before + RECORD_LEN as u64 + v.payload_left) as usize;
+            v.update(&data[at + RECORD_LEN..next]).unwrap();
+            at = next;
+        }
+        let mut undetected = Vec::new();
+        for i in 0..data.len() {
+            let (start, base) = checkpoints.iter().rev().find(|(o, _)| *o <= i).unwrap();
+            for bit in 0..8 {
+                let mut v = base.clone();
+                let flipped = [data[i] ^ (1 << bit)];
+                let ok = v.update(&data[*start..i]).is_ok()
+                    && v.update(&flipped).is_ok()
+                    && v.update(&data[i + 1..]).is_ok()
+                    && v.finish().is_ok();
+                if ok {
+                    undetected.push((i, bit));
+                }
+            }
+        }
+        undetected
+    }
+
+    #[test]
+    fn every_bit_flip_of_a_compound_stream_is_detected() {
+        // libzfs ignores every byte of the compound header's END but its
+        // type and drr_checksum, and every byte of the final END but its
+        // type; no checksum covers them, so the verifier requires the zeros
+        // libzfs writes there.
+        for big in [false, true] {
+            let w = compound(big);
+            assert_eq!(undetected_flips(&w.out), [], "big-endian: {big}");
+        }
+    }
+
+    #[test]
+    fn only_partial_payload_words_escape_bit_flips() {
+        // A raw OBJECT whose bonus payload is 22 bytes: its last 2 bytes fill
+        // no 32-bit word, so fletcher-4 (here and in the kernel) skips them.
+        // Every other bit of the stream is covered.
+        let mut w = Writer::new(false);
+        w.begin(1, StreamFeatures::RAW.0, "a@b", (1, 0), &pattern(8, 1));
+        let at = w.raw_object(5, &pattern(22, 3)) as usize;
+        w.write(5, 0, &pattern(40, 4));
+        w.end(1);
+        let tail = at + RECORD_LEN + 20;
+        let expected: Vec<(usize, u8)> = (tail..tail + 2)
+            .flat_map(|i| (0..8).map(move |bit| (i, bit)))
+            .collect();
+        assert_eq!(undetected_flips(&w.out), expected);
+    }
+
+    #[test]
+    fn compound_end_reserved_bytes_must_be_zero() {
+        for big in [false, true] {
+            let w = compound(big);
+            let header_end = w.records[1].0 as usize;
+            let final_end = w.out.len() - RECORD_LEN;
+            for (end_at, (_, ranges)) in [header_end, final_end]
+                .into_iter()
+                .zip(COMPOUND_END_UNCOVERED)
+            {
+                for i in ranges.iter().cloned().flatten() {
+                    let mut bad = w.out.clone();
+                    bad[end_at + i] = 0x20;
+                    let err = verify(&bad[..]).map(|_| ()).unwrap_err();
+                    assert_eq!(err.offset(), Some(end_at as u64), "byte {i}: {err}");
+                    if (8..40).contains(&i) {
+                        // The final END's drr_checksum must be zero.
+                        assert!(matches!(err, StreamError::EndChecksum { .. }), "{err:?}");
+                    } else {
+                        assert!(
+                            matches!(err, StreamError::ReservedNotZero { byte, .. } if byte == (end_at + i) as u64),
+                            "byte {i}: {err:?}"
+                        );
+                    }
+                }
+            }
+            // libzfs requires the record after the compound BEGIN to be END.
+            let mut bad = w.out.clone();
+            bad[header_end] = if big { 0 } else { FREE as u8 };
+            bad[header_end + 3] = if big { FREE as u8 } else { 0 };
+            assert!(matches!(
+                verify(&bad[..]),
+                Err(StreamError::UnexpectedRecord { offset, record_type: "FREE", .. }) if offset == header_end as u64
+            ));
+        }
+    }
+
+    #[test]
+    fn write_byref_is_refused_with_its_offset() {
+        // The 2.3.2 kernel's receive_read_record() has no case for
+        // DRR_WRITE_BYREF: EINVAL. A "verified" stream must be receivable.
+        for big in [false, true] {
+            let mut w = Writer::new(big);
+            w.begin(1, StreamFeatures::DEDUP.0, "a@b", (1, 0), &[]);
+            w.write(1, 0, &pattern(64, 1));
+            let at = w.simple(WRITE_BYREF, 1, 4096);
+            w.end(1);
+            let err = verify(&w.out[..]).map(|_| ()).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StreamError::UnsupportedRecord { offset, record_type: "WRITE_BYREF", .. }
+                        if offset == at
+                ),
+                "{err:?}"
+            );
+            assert_eq!(err.offset(), Some(at));
+            // A corrupt header that happens to say WRITE_BYREF is reported
+            // as corruption: the record checksum is checked first.
+            let mut bad = w.out.clone();
+            bad[at as usize + 8] ^= 1;
+            assert!(matches!(
+                verify(&bad[..]),
+                Err(StreamError::RecordChecksum { offset, .. }) if offset == at
+            ));
+        }
     }
 
     #[test]

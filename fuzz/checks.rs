@@ -1,0 +1,217 @@
+//! The properties the fuzz targets check, shared by the cargo-fuzz targets
+//! (`fuzz/fuzz_targets/*.rs`, libFuzzer, nightly) and the bounded stable-Rust
+//! mutation tests (`tests/fuzz_mutation.rs`, run by `cargo test`), so both
+//! check the same thing. Each function takes arbitrary bytes, must never
+//! panic on them, and asserts properties of what the code under test returns.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+
+use zfs_core::{BookmarkName, DatasetName, NvList, PoolName, ResumeToken, SnapshotName};
+use zfs_replicate::stream::{self, StreamError, StreamSummary, StreamVerifier};
+
+const RECORD_LEN: u64 = 312;
+
+/// The stream verifier: one-shot and chunked verification agree; a verified
+/// stream's summary is consistent with its length and record counts, and any
+/// proper prefix of it is refused as truncated; an error's offset lies in
+/// the input.
+pub fn stream_verify(data: &[u8]) -> bool {
+    let whole = stream::verify(data);
+    let chunk = 1 + usize::from(data.first().copied().unwrap_or(0)) * 7;
+    let mut v = StreamVerifier::new();
+    let mut fed = Ok(());
+    for c in data.chunks(chunk) {
+        fed = v.update(c);
+        if fed.is_err() {
+            break;
+        }
+    }
+    let complete = v.is_complete();
+    let chunked = fed.and_then(|()| v.finish());
+    assert_eq!(
+        format!("{whole:?}"),
+        format!("{chunked:?}"),
+        "chunk size {chunk}"
+    );
+    let accepted = whole.is_ok();
+    match whole {
+        Ok(summary) => {
+            assert!(complete);
+            summary_is_consistent(&summary, data.len() as u64);
+            let cut = &data[..data.len() - 1];
+            assert!(
+                matches!(
+                    stream::verify(cut),
+                    Err(StreamError::Truncated { .. } | StreamError::Empty)
+                ),
+                "a proper prefix of a valid stream verified"
+            );
+        }
+        Err(e) => match e.offset() {
+            Some(offset) => {
+                assert!(offset <= data.len() as u64, "{e:?} beyond {}", data.len());
+                if let StreamError::Truncated { offset, needed } = e {
+                    assert_eq!(offset, data.len() as u64);
+                    assert!(needed > 0);
+                }
+            }
+            None => assert!(data.is_empty(), "{e:?}"),
+        },
+    }
+    accepted
+}
+
+fn summary_is_consistent(s: &StreamSummary, len: u64) {
+    assert_eq!(s.total_bytes, len);
+    let mut sum = 0;
+    for sub in &s.substreams {
+        assert_eq!(sub.records, sub.record_counts.iter().sum::<u64>());
+        assert_eq!(sub.record_counts[0], 1, "one BEGIN");
+        assert_eq!(sub.record_counts[5], 1, "one END");
+        assert_eq!(sub.record_counts[6], 0, "WRITE_BYREF is refused");
+        assert_eq!(sub.bytes, RECORD_LEN * sub.records + sub.payload_bytes);
+        sum += sub.bytes;
+    }
+    if s.compound {
+        // Compound BEGIN (+ its nvlist), its END, the final END.
+        assert!(sum + 3 * RECORD_LEN <= len);
+    } else {
+        assert_eq!(s.substreams.len(), 1);
+        assert_eq!(sum, len);
+    }
+}
+
+/// `ResumeToken::parse`: the first byte picks what the rest is: the token
+/// text itself, or a compressed payload (first 2 bytes: declared length) or
+/// the packed nvlist to compress, wrapped in a token with a correct
+/// checksum so parsing gets past it. A parsed token, re-encoded from its
+/// nvlist, parses to the same token.
+pub fn resume_token(data: &[u8]) -> bool {
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    let token = match mode % 3 {
+        0 => String::from_utf8_lossy(rest).into_owned(),
+        1 => {
+            let (len, payload) = match rest {
+                [a, b, payload @ ..] => (usize::from(u16::from_le_bytes([*a, *b])), payload),
+                _ => (0, rest),
+            };
+            encode_token(payload, len)
+        }
+        _ => encode_token(&zlib(rest), rest.len()),
+    };
+    let Ok(parsed) = ResumeToken::parse(&token) else {
+        return false;
+    };
+    let packed = parsed.raw.pack().expect("a decoded nvlist packs");
+    let again = ResumeToken::parse(&encode_token(&zlib(&packed), packed.len()))
+        .expect("a re-encoded token parses");
+    assert_eq!(format!("{again:?}"), format!("{parsed:?}"));
+    true
+}
+
+/// A `receive_resume_token` for a zlib-compressed payload.
+pub fn encode_token(compressed: &[u8], packed_len: usize) -> String {
+    let mut a: u64 = 0;
+    for w in compressed.chunks_exact(4) {
+        a = a.wrapping_add(u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]])));
+    }
+    let hex: String = compressed.iter().map(|b| format!("{b:02x}")).collect();
+    format!("1-{a:x}-{packed_len:x}-{hex}")
+}
+
+pub fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(data).expect("in memory");
+    z.finish().expect("in memory")
+}
+
+/// `NvList::unpack` (libnvpair's `nvlist_unpack`): a list that unpacks,
+/// packed again, unpacks to the same list.
+pub fn nvlist_unpack(data: &[u8]) -> bool {
+    let Ok(list) = NvList::unpack(data) else {
+        return false;
+    };
+    let packed = list.pack().expect("an unpacked list packs");
+    let again = NvList::unpack(&packed).expect("a packed list unpacks");
+    // Debug, not ==, so that a NaN double compares equal to itself.
+    assert_eq!(format!("{again:?}"), format!("{list:?}"));
+    true
+}
+
+/// Name parsing: a name that parses is the input unchanged and round-trips
+/// through `Display`; its parts parse and rebuild it; a string is at most one
+/// of dataset, snapshot and bookmark; a pool name is a dataset name.
+pub fn names(data: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return false;
+    };
+    let pool = s.parse::<PoolName>();
+    let dataset = s.parse::<DatasetName>();
+    let snapshot = s.parse::<SnapshotName>();
+    let bookmark = s.parse::<BookmarkName>();
+    let valid = [dataset.is_ok(), snapshot.is_ok(), bookmark.is_ok()];
+    assert!(
+        valid.iter().filter(|v| **v).count() <= 1,
+        "{s:?}: {valid:?}"
+    );
+    if let Ok(p) = &pool {
+        assert_eq!(p.as_str(), s);
+        assert_eq!(p.to_string().parse::<PoolName>().as_ref(), Ok(p));
+        assert!(dataset.is_ok(), "pool name {s:?} is not a dataset name");
+    }
+    if let Ok(d) = &dataset {
+        assert_eq!(d.as_str(), s);
+        assert_eq!(d.to_string().parse::<DatasetName>().as_ref(), Ok(d));
+        let parts: Vec<&str> = d.components().collect();
+        assert_eq!(parts.join("/"), s);
+        assert_eq!(d.depth(), parts.len() - 1);
+        // pool() and parent() build names without validating: they must be
+        // valid.
+        assert_eq!(d.pool().as_str(), parts[0]);
+        assert_eq!(
+            d.pool().as_str().parse::<PoolName>().as_ref(),
+            Ok(&d.pool())
+        );
+        assert_eq!(d.is_root(), parts.len() == 1);
+        let root = d.pool().root();
+        assert_eq!(d.is_descendant_of(&root), !d.is_root());
+        assert!(!d.is_descendant_of(d));
+        assert_eq!(
+            d.relative_to(&root),
+            Some(s.get(parts[0].len() + 1..).unwrap_or_default())
+        );
+        if let Some(parent) = d.parent() {
+            assert_eq!(parent.as_str().parse::<DatasetName>().as_ref(), Ok(&parent));
+            let last = parts.last().copied().unwrap_or_default();
+            assert_eq!(parent.child(last).as_ref(), Ok(d));
+            assert_eq!(d.relative_to(&parent), Some(last));
+        }
+    }
+    if let Ok(n) = &snapshot {
+        assert_eq!(n.as_str(), s);
+        assert_eq!(n.to_string().parse::<SnapshotName>().as_ref(), Ok(n));
+        let ds = n.dataset();
+        assert_eq!(ds.as_str().parse::<DatasetName>().as_ref(), Ok(&ds));
+        assert_eq!(format!("{ds}@{}", n.short_name()), s);
+        assert_eq!(
+            SnapshotName::from_parts(&ds, n.short_name()).as_ref(),
+            Ok(n)
+        );
+    }
+    if let Ok(n) = &bookmark {
+        assert_eq!(n.as_str(), s);
+        assert_eq!(n.to_string().parse::<BookmarkName>().as_ref(), Ok(n));
+        let ds = n.dataset();
+        assert_eq!(ds.as_str().parse::<DatasetName>().as_ref(), Ok(&ds));
+        assert_eq!(format!("{ds}#{}", n.short_name()), s);
+        assert_eq!(
+            BookmarkName::from_parts(&ds, n.short_name()).as_ref(),
+            Ok(n)
+        );
+    }
+    pool.is_ok() || dataset.is_ok() || snapshot.is_ok() || bookmark.is_ok()
+}

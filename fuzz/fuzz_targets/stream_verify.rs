@@ -1,0 +1,10 @@
+//! cargo-fuzz target: see `fuzz/checks.rs` (stream_verify) for the properties.
+
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    checks::stream_verify(data);
+});
