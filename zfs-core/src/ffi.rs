@@ -72,6 +72,22 @@ fn last_errno() -> Errno {
     )
 }
 
+/// How often a read-only call that a stop signal interrupted is retried.
+/// `SIGSTOP`, which no thread can block, makes some kernel loops (snapshot
+/// listing, send-space estimates) return EINTR before they change anything.
+const EINTR_RETRIES: usize = 64;
+
+/// Runs a read-only call again while it fails with EINTR (bounded).
+fn retry_eintr<T>(mut call: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut tries = 0;
+    loop {
+        match call() {
+            Err(e) if e == Errno(libc::EINTR) && tries < EINTR_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
+}
+
 fn rc(rc: libc::c_int) -> Result<(), Errno> {
     if rc == 0 {
         Ok(())
@@ -455,8 +471,11 @@ pub(crate) fn lzc_destroy_bookmarks(bookmarks: &NvList) -> BatchResult {
 pub(crate) fn lzc_get_bookmarks(fs: &CStr, props: &NvList) -> Result<NvList, Errno> {
     let props = CNvList::from_nvlist(props)?;
     let mut out = ptr::null_mut();
-    // SAFETY: NUL-terminated name, valid props list; `out` receives an owned list.
-    rc(unsafe { zfs_sys::lzc_get_bookmarks(fs.as_ptr(), props.as_ptr(), &mut out) })?;
+    // SAFETY: NUL-terminated name, valid props list; `out` receives an owned
+    // list (only on success, so a retry leaks nothing).
+    retry_eintr(|| {
+        rc(unsafe { zfs_sys::lzc_get_bookmarks(fs.as_ptr(), props.as_ptr(), &mut out) })
+    })?;
     Ok(take_list(out)?.unwrap_or_default())
 }
 
@@ -489,8 +508,9 @@ pub(crate) fn lzc_release(holds: &NvList) -> BatchResult {
 
 pub(crate) fn lzc_get_holds(snap: &CStr) -> Result<NvList, Errno> {
     let mut out = ptr::null_mut();
-    // SAFETY: NUL-terminated name; `out` receives an owned list.
-    rc(unsafe { zfs_sys::lzc_get_holds(snap.as_ptr(), &mut out) })?;
+    // SAFETY: NUL-terminated name; `out` receives an owned list (only on
+    // success, so a retry leaks nothing).
+    retry_eintr(|| rc(unsafe { zfs_sys::lzc_get_holds(snap.as_ptr(), &mut out) }))?;
     Ok(take_list(out)?.unwrap_or_default())
 }
 
@@ -576,13 +596,15 @@ pub(crate) fn lzc_send(
 pub(crate) fn lzc_send_space(snap: &CStr, from: Option<&CStr>, flags: u32) -> Result<u64, Errno> {
     let mut space = 0u64;
     // SAFETY: NUL-terminated names (or NULL); `space` is a valid out slot.
-    rc(unsafe {
-        zfs_sys::lzc_send_space(
-            snap.as_ptr(),
-            c_opt(from),
-            zfs_sys::lzc_send_flags(flags),
-            &mut space,
-        )
+    retry_eintr(|| {
+        rc(unsafe {
+            zfs_sys::lzc_send_space(
+                snap.as_ptr(),
+                c_opt(from),
+                zfs_sys::lzc_send_flags(flags),
+                &mut space,
+            )
+        })
     })?;
     Ok(space)
 }
@@ -765,8 +787,29 @@ impl IoctlCmd {
         self.zc.zc_nvlist_dst_size
     }
 
-    /// Issues the ioctl on `dev`.
+    /// Issues the ioctl on `dev`. The read-only listing and statistics
+    /// ioctls are issued again when a stop signal interrupted them (the
+    /// kernel restores the command before returning EINTR).
     pub(crate) fn ioctl(&mut self, dev: BorrowedFd<'_>, request: u32) -> Result<(), Errno> {
+        use zfs_sys::ioctl::{
+            ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS, ZFS_IOC_POOL_CONFIGS,
+            ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SNAPSHOT_LIST_NEXT,
+        };
+        let read_only = [
+            ZFS_IOC_OBJSET_STATS,
+            ZFS_IOC_DATASET_LIST_NEXT,
+            ZFS_IOC_SNAPSHOT_LIST_NEXT,
+            ZFS_IOC_POOL_CONFIGS,
+            ZFS_IOC_SEND_PROGRESS,
+        ];
+        if read_only.contains(&request) {
+            retry_eintr(|| self.ioctl_once(dev, request))
+        } else {
+            self.ioctl_once(dev, request)
+        }
+    }
+
+    fn ioctl_once(&mut self, dev: BorrowedFd<'_>, request: u32) -> Result<(), Errno> {
         fn ptr_len(buf: &[u8]) -> (u64, u64) {
             if buf.is_empty() {
                 (0, 0)

@@ -26,6 +26,10 @@ use std::fmt;
 use crate::error::{Errno, Error};
 use crate::ffi::CNvList;
 
+mod packed;
+
+pub use packed::{check_packed, MAX_DEPTH, MAX_PAIRS};
+
 /// One value of an [`NvList`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -125,6 +129,10 @@ pub enum NvListError {
         expected: &'static str,
         found: &'static str,
     },
+    /// Packed bytes that [`check_packed`] refuses (before libnvpair sees
+    /// them): `offset` is the byte at fault.
+    #[error("malformed packed nvlist at byte {offset}: {reason}")]
+    Malformed { offset: usize, reason: &'static str },
 }
 
 /// An owned list of unique names and typed values, in insertion order.
@@ -333,9 +341,13 @@ impl NvList {
         c.pack().map_err(|e| nv_error("nvlist_pack", e))
     }
 
-    /// Unpacks a list packed by libnvpair (native or XDR encoding). Malformed
-    /// input gives an error.
+    /// Unpacks a list packed by libnvpair in the native encoding of this
+    /// host's byte order (what `nvlist_pack`, the kernel and resume tokens
+    /// produce). The bytes are checked in Rust first ([`check_packed`]):
+    /// anything libnvpair might read out of bounds, and XDR, is refused with
+    /// an `EINVAL` error without reaching libnvpair.
     pub fn unpack(bytes: &[u8]) -> Result<NvList, Error> {
+        check_packed(bytes).map_err(|_| nv_error("nvlist_unpack", Errno(libc::EINVAL)))?;
         let c = CNvList::unpack(bytes).map_err(|e| nv_error("nvlist_unpack", e))?;
         c.to_nvlist().map_err(|e| nv_error("nvlist_unpack", e))
     }
