@@ -848,7 +848,14 @@ fn root_cause(
         // SIGSTOP, which no thread can block, interrupting its write).
         (Err(s), Ok(_), Err(r)) if r.kind() == ErrorKind::BadStream => Err(s),
         (Err(s), _, Err(r)) if !reacts(&s) && r.kind() == ErrorKind::BadStream => Err(s),
-        (_, Err(e), Err(r)) if r.kind() == ErrorKind::BadStream => Err(e),
+        // A relay that could not write found the receiver gone: the
+        // receiver's error explains it, whatever its kind. Any other relay
+        // failure explains the receiver's truncated stream.
+        (_, Err(e), Err(r))
+            if r.kind() == ErrorKind::BadStream && e.errno() != Some(Errno(libc::EPIPE)) =>
+        {
+            Err(e)
+        }
         (_, _, Err(r)) => Err(r),
         (Err(s), _, Ok(_)) => Err(s),
         (Ok(()), Err(e), Ok(_)) => Err(e),
