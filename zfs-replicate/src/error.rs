@@ -40,6 +40,15 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     Stream { path: PathBuf, source: StreamError },
 
+    /// The target, or the snapshot a transfer into it starts from, vanished
+    /// during the run (another process destroyed it); `source` is what the
+    /// receive reported. Nothing of ours was lost: the next run plans anew.
+    #[error("{target} changed during the transfer (destroyed, or its base snapshot removed); the receive reported: {source}")]
+    TargetChanged {
+        target: DatasetName,
+        source: Box<zfs_core::Error>,
+    },
+
     /// The run was cancelled through its [`CancelToken`](crate::CancelToken).
     /// Nothing was changed after the cancel was seen (no destroy, no prune);
     /// `done` lists the transfers that completed before it, each with its
@@ -160,7 +169,7 @@ impl Error {
             Error::Stream { .. } | Error::CompoundStream { .. } => ErrorKind::BadStream,
             Error::Cancelled { .. } => ErrorKind::Cancelled,
             Error::Busy { .. } => ErrorKind::Busy,
-            Error::ResumeTokenGone { .. } => ErrorKind::NotFound,
+            Error::ResumeTokenGone { .. } | Error::TargetChanged { .. } => ErrorKind::NotFound,
             Error::Panicked { .. } => ErrorKind::Bug,
             Error::Thread { .. } | Error::Lock { .. } => ErrorKind::Other,
             Error::InvalidPrefix { .. } => ErrorKind::InvalidName,
@@ -175,7 +184,7 @@ impl Error {
     pub fn zfs_error(&self) -> Option<&zfs_core::Error> {
         match self {
             Error::Zfs(e) => Some(e),
-            Error::Transfer { source, .. } => Some(source),
+            Error::Transfer { source, .. } | Error::TargetChanged { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -398,6 +398,9 @@ fn destroy_tree(zfs: &Zfs, root: &DatasetName) -> Result<()> {
 struct Link {
     snapshot: Snapshot,
     base: Option<SnapshotOrBookmark>,
+    /// The GUID of the snapshot the target must hold for this transfer
+    /// (None: a full stream, or a resume whose token knows it).
+    target_base: Option<u64>,
     resume: bool,
 }
 
@@ -410,6 +413,7 @@ fn chain(action: &Action) -> Vec<Link> {
             links.push(Link {
                 snapshot: s.clone(),
                 base: Some(prev.name().clone().into()),
+                target_base: Some(prev.guid()),
                 resume: false,
             });
             prev = s;
@@ -421,6 +425,7 @@ fn chain(action: &Action) -> Vec<Link> {
             links.push(Link {
                 snapshot: snapshot.clone(),
                 base: None,
+                target_base: None,
                 resume: matches!(action, Action::Resume { .. }),
             });
             push_rest(&mut links, snapshot, then);
@@ -432,6 +437,7 @@ fn chain(action: &Action) -> Vec<Link> {
                 links.push(Link {
                     snapshot: first.clone(),
                     base: Some(base.as_send_base()),
+                    target_base: Some(base.guid()),
                     resume: false,
                 });
                 push_rest(&mut links, first, rest);
@@ -559,8 +565,8 @@ fn transfer_chain(
             .resumable(true)
             .raw(repl.raw)
             .properties(step.receive_props.clone());
-        let bytes = if link.resume {
-            resume_transfer(zfs, step, link.snapshot.name(), &recv, opts, moved)?
+        let result = if link.resume {
+            resume_transfer(zfs, step, link.snapshot.name(), &recv, opts, moved)
         } else {
             let mut send = SendOptions::new().flags(step.flags);
             if let Some(b) = &link.base {
@@ -574,8 +580,9 @@ fn transfer_chain(
                 &recv,
                 opts,
                 moved,
-            )?
+            )
         };
+        let bytes = result.map_err(|e| explain_receive_failure(zfs, step, link, e))?;
         moved += bytes;
         transfers.push(Transfer {
             snapshot: link.snapshot.name().clone(),
@@ -584,6 +591,33 @@ fn transfer_chain(
         *newest = Some(link.snapshot.clone());
     }
     Ok(())
+}
+
+/// A receive that calls an intact stream invalid (EINVAL) may only have
+/// found its target gone: another process destroyed it, or its base
+/// snapshot, during the run. Then that is the error.
+fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
+    let Error::Transfer { source, .. } = &e else {
+        return e;
+    };
+    // A full stream creates its target; a resume's token names its base.
+    let Some(base_guid) = link.target_base.filter(|_| !link.resume) else {
+        return e;
+    };
+    if source.kind() != ErrorKind::BadStream {
+        return e;
+    }
+    let intact = zfs.exists(&step.target)
+        && zfs
+            .snapshots(&step.target)
+            .is_ok_and(|s| s.iter().any(|s| s.guid() == base_guid));
+    if intact {
+        return e;
+    }
+    match e {
+        Error::Transfer { target, source, .. } => Error::TargetChanged { target, source },
+        other => other,
+    }
 }
 
 fn unique() -> u128 {
