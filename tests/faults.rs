@@ -513,6 +513,54 @@ fn cancel_at_20_points_then_resume() {
 // ------------------------------------------------------------- 2. kill -9
 
 /// Each thread of process `pid`: state, wait channel and kernel stack.
+/// Frees a killed child whose receive thread OpenZFS 2.3.2 left asleep in
+/// `pipe_read` (SIGKILL does not wake it; the pipe's write end belongs to
+/// the same dead process, so no EOF ever comes): write 0xff bytes into the
+/// child's pipes through `/proc/<pid>/fd`. The receive takes them as the
+/// rest of its payload, then as a record header whose checksum (non-zero,
+/// so checked) does not match: it fails with ECKSUM before it applies that
+/// record, keeping only verified state, and the thread exits. Stdin, stdout
+/// and stderr are left alone. Returns how many pipes were fed.
+fn unstick_receive(pid: u32) -> usize {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let mut fed = 0;
+    for fd in fds.flatten() {
+        let is_std = matches!(fd.file_name().to_str(), Some("0" | "1" | "2"));
+        let is_pipe =
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"));
+        if is_std || !is_pipe {
+            continue;
+        }
+        let Ok(mut pipe) = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fd.path())
+        else {
+            continue;
+        };
+        let junk = vec![0xffu8; 1 << 16];
+        // Up to 32 MiB, more than any payload's remainder; a full pipe
+        // (EAGAIN) is retried briefly while the receive drains it.
+        let mut written = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while written < 32 << 20 && Instant::now() < deadline {
+            match pipe.write(&junk) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(_) => break, // the reader is gone: it is free
+            }
+        }
+        fed += 1;
+    }
+    fed
+}
+
 fn thread_dump(pid: u32) -> String {
     let mut out = String::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -586,6 +634,8 @@ fn kill_9_at_20_points_then_resume() {
     let from: u64 = setting("FAULTS_KILL_FROM").map_or(2 * MIB, |v| v.parse().unwrap());
 
     let (mut resumable, mut unchanged, mut finished_first) = (0, 0, 0);
+    // Killed children the kernel left stuck in a receive (freed by unstick_receive).
+    let mut unstuck = 0usize;
     let mut in_incremental = 0;
     let mut kill_bytes = Vec::new();
     let mut phases = Phases::default();
@@ -622,6 +672,13 @@ fn kill_9_at_20_points_then_resume() {
                         killed_at.is_some(),
                         thread_dump(child.id())
                     ));
+                    if killed_at.is_some() {
+                        let fed = unstick_receive(child.id());
+                        summary(&format!(
+                            "faults: {what}: killed child stuck in the kernel's receive; fed {fed} pipe(s)"
+                        ));
+                        unstuck += 1;
+                    }
                     continue;
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
@@ -685,7 +742,8 @@ fn kill_9_at_20_points_then_resume() {
     }
     summary(&format!(
         "faults: kill -9 at {POINTS} points from {from} of {total} bytes (killed after {}..{} bytes): \
-         {resumable} resumable ({in_incremental} in the incremental, with %recv), {unchanged} unchanged, {finished_first} finished before the kill; \
+         {resumable} resumable ({in_incremental} in the incremental, with %recv), {unchanged} unchanged, {finished_first} finished before the kill, \
+         {unstuck} stuck in the kernel after the kill and freed; \
          next run complete {POINTS}/{POINTS} with identical GUIDs and contents, holds left 0; {:.0} s \
          (setup {:.0} s, {phases})",
         kill_bytes.iter().min().unwrap(),
