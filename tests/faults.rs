@@ -516,7 +516,7 @@ fn cancel_at_20_points_then_resume() {
 /// Frees a killed child whose receive thread OpenZFS 2.3.2 left asleep in
 /// `pipe_read` (SIGKILL does not wake it; the pipe's write end belongs to
 /// the same dead process, so no EOF ever comes): write 0xff bytes into the
-/// child's pipes through `/proc/<pid>/fd`. The receive takes them as the
+/// child's pipes through `/proc/<pid>/task/<tid>/fd`. The receive takes them as the
 /// rest of its payload, then as a record header whose checksum (non-zero,
 /// so checked) does not match: it fails with ECKSUM before it applies that
 /// record, keeping only verified state, and the thread exits. Stdin, stdout
@@ -524,11 +524,19 @@ fn cancel_at_20_points_then_resume() {
 fn unstick_receive(pid: u32) -> usize {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+    // The main thread is a zombie whose own fd table is gone: read the
+    // table through the threads still alive.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
+    let fds: Vec<std::fs::DirEntry> = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_dir(t.path().join("fd")).ok())
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .max_by_key(Vec::len)
+        .unwrap_or_default();
     let mut fed = 0;
-    for fd in fds.flatten() {
+    for fd in fds {
         let is_std = matches!(fd.file_name().to_str(), Some("0" | "1" | "2"));
         let is_pipe =
             std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"));
