@@ -70,3 +70,44 @@ pub fn run_test_in_child(test: &str, marker: &str) -> std::process::Output {
         .output()
         .expect("running the test binary as a child")
 }
+
+/// The files of a snapshot, path relative to its root → bytes (the snapshot
+/// is mounted read-only under the test dir for the read, then unmounted).
+pub fn snapshot_contents(snap: &str) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for e in std::fs::read_dir(dir).expect("read_dir") {
+            let p = e.expect("dir entry").path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).expect("below the root");
+                out.insert(
+                    rel.display().to_string(),
+                    std::fs::read(&p).expect("read file"),
+                );
+            }
+        }
+    }
+    let dir = std::env::var_os("ZFS_TEST_DIR")
+        .map_or_else(std::env::temp_dir, PathBuf::from)
+        .join(format!("view-{}", snap.replace(['/', '@', ' '], "_")));
+    std::fs::create_dir_all(&dir).expect("view dir");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "zfs", snap])
+        .arg(&dir)
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mount {snap}");
+    let mut out = std::collections::BTreeMap::new();
+    walk(&dir, &dir, &mut out);
+    let st = std::process::Command::new("umount")
+        .arg(&dir)
+        .status()
+        .expect("umount");
+    assert!(st.success(), "umount {snap}");
+    out
+}

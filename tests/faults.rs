@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -179,38 +178,9 @@ fn fill(fs: &DatasetName, seed: u64, files: usize, size: u64) {
 
 type Contents = BTreeMap<String, Vec<u8>>;
 
-/// The contents of a snapshot: relative path → bytes (mounted read-only).
+/// The contents of a snapshot: relative path → bytes.
 fn contents(snap: &SnapshotName) -> Contents {
-    let dir = testing::pool_dir().join(format!(
-        "view-{}",
-        snap.as_str().replace(['/', '@', ' '], "_")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "zfs", snap.as_str()])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount {snap}");
-    let mut out = BTreeMap::new();
-    walk(&dir, &dir, &mut out);
-    let st = Command::new("umount").arg(&dir).status().unwrap();
-    assert!(st.success(), "umount {snap}");
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut Contents) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            walk(root, &p, out);
-        } else {
-            out.insert(
-                p.strip_prefix(root).unwrap().display().to_string(),
-                std::fs::read(&p).unwrap(),
-            );
-        }
-    }
+    zfs_replicate_tests::snapshot_contents(snap.as_str())
 }
 
 /// Asserts equal contents without printing megabytes on failure.

@@ -5,7 +5,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -88,39 +88,9 @@ fn fill(fs: &DatasetName, seed: u64, files: usize, size: usize) {
     unmount(fs.as_str());
 }
 
-/// The contents of a snapshot: relative path → bytes (mounted read-only).
+/// The contents of a snapshot: relative path → bytes.
 fn contents(snap: &SnapshotName) -> BTreeMap<String, Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!(
-        "view-{}",
-        snap.as_str().replace(['/', '@', ' '], "_")
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let st = Command::new("mount")
-        .args(["-t", "zfs", snap.as_str()])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount {snap}");
-    let mut out = BTreeMap::new();
-    walk(&dir, &dir, &mut out);
-    let st = Command::new("umount").arg(&dir).status().unwrap();
-    assert!(st.success(), "umount {snap}");
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let p = e.path();
-        if p.is_dir() {
-            walk(root, &p, out);
-        } else {
-            out.insert(
-                p.strip_prefix(root).unwrap().display().to_string(),
-                std::fs::read(&p).unwrap(),
-            );
-        }
-    }
+    zfs_replicate_tests::snapshot_contents(snap.as_str())
 }
 
 fn opts() -> ExecuteOptions {
