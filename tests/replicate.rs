@@ -5,7 +5,7 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -1227,5 +1227,90 @@ fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
     assert!(
         status.success() && out.iter().any(|l| l == "DONE"),
         "child failed ({status:?}): {out:#?}"
+    );
+}
+
+/// When the system refuses a thread (here: a cgroup's `pids.max`), a run
+/// fails with `Error::Thread`, for the worker and for a transfer's threads,
+/// and `Zfs::send` with an error; nothing panics and the next run works.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_refused_thread_is_an_error_not_a_panic() {
+    const NAME: &str = "a_refused_thread_is_an_error_not_a_panic";
+    if std::env::var_os("ZFS_TEST_THREADS_CHILD").is_some() {
+        let p = pair();
+        let src = p.src("threads");
+        p.create(&src);
+        fill(&src, 12, 1, 1 << 20);
+        let s1 = p.snap(&src, "s1");
+        let dst = p.dst("threads");
+        let repl = Replication::new(src.clone(), dst.clone());
+        let plan = repl.plan(&p.zfs).unwrap();
+        // A cgroup of our own whose pids.max we set to what we use now.
+        let root = Path::new("/sys/fs/cgroup");
+        if !root.join("cgroup.procs").exists() {
+            let st = Command::new("mount")
+                .args(["-t", "cgroup2", "none", "/sys/fs/cgroup"])
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount cgroup2");
+        }
+        std::fs::write(root.join("cgroup.subtree_control"), "+pids").unwrap();
+        let group = root.join(format!("zfs-replicate-test-{}", std::process::id()));
+        std::fs::create_dir_all(&group).unwrap();
+        std::fs::write(group.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+        let used: u64 = std::fs::read_to_string(group.join("pids.current"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let limit = |extra: u64| {
+            std::fs::write(group.join("pids.max"), (used + extra).to_string()).unwrap()
+        };
+        // No thread at all: the worker is refused.
+        limit(0);
+        let err = execute(&p.zfs, &plan, &opts()).unwrap_err();
+        assert!(matches!(err, Error::Thread { .. }), "{err:?}");
+        // One thread: the worker starts, the transfer's sender is refused.
+        limit(1);
+        let err = execute(&p.zfs, &plan, &opts()).unwrap_err();
+        assert!(matches!(err, Error::Thread { .. }), "{err:?}");
+        // zfs-core's own copier thread (a send into a file).
+        limit(0);
+        let path = std::env::temp_dir().join(format!("threads-{}.zstream", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let err = p
+            .zfs
+            .send(&s1, &zfs_core::SendOptions::new(), &file)
+            .unwrap_err();
+        assert_eq!(err.operation(), Some("spawn send thread"), "{err}");
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(group.join("pids.max"), "max").unwrap();
+        execute(&p.zfs, &repl.plan(&p.zfs).unwrap(), &opts()).unwrap();
+        assert_eq!(p.guids(&dst), p.guids(&src));
+        println!("ALIVE");
+        return;
+    }
+    let out = zfs_replicate_tests::run_test_in_child(NAME, "ZFS_TEST_THREADS_CHILD");
+    // The child's cgroup goes once the child is gone.
+    for e in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("zfs-replicate-test-")
+        {
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALIVE"),
+        "child failed ({:?}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
 }
