@@ -71,6 +71,19 @@ pub fn run_test_in_child(test: &str, marker: &str) -> std::process::Output {
         .expect("running the test binary as a child")
 }
 
+/// Asserts that a child from [`run_test_in_child`] exited successfully
+/// after printing `ALIVE` (its proof that it got to the end), and shows its
+/// output otherwise.
+pub fn assert_child_alive(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("ALIVE"),
+        "child died or failed ({:?}): {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The files of a snapshot, path relative to its root → bytes (the snapshot
 /// is mounted read-only under the test dir for the read, then unmounted).
 pub fn snapshot_contents(snap: &str) -> std::collections::BTreeMap<String, Vec<u8>> {

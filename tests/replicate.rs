@@ -870,13 +870,7 @@ fn sigpipe_never_kills_a_host_with_the_default_disposition() {
         return;
     }
     let out = zfs_replicate_tests::run_test_in_child(NAME, "ZFS_TEST_SIGPIPE_CHILD");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ALIVE"),
-        "child died ({:?}): {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    zfs_replicate_tests::assert_child_alive(&out);
 }
 
 /// A snapshot name reused for a new snapshot (`@daily`, rotated on both
@@ -1306,11 +1300,5 @@ fn a_refused_thread_is_an_error_not_a_panic() {
             let _ = std::fs::remove_dir(e.path());
         }
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ALIVE"),
-        "child failed ({:?}): {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    zfs_replicate_tests::assert_child_alive(&out);
 }

@@ -27,11 +27,5 @@ fn splice_into_a_pipe_without_reader_gives_epipe_not_death() {
         "splice_into_a_pipe_without_reader_gives_epipe_not_death",
         "ZFS_TEST_SIGPIPE_CHILD",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ALIVE"),
-        "child died ({:?}): {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    zfs_replicate_tests::assert_child_alive(&out);
 }
