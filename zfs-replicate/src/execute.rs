@@ -193,11 +193,16 @@ fn cursor_short_name(prefix: &str, target: &DatasetName, guid: u64) -> String {
 }
 
 /// Whether `mark` is a cursor this crate left for `target`: the current form
-/// for its own GUID, or the older `<prefix>_<target tag>_<snapshot>` form.
-fn is_cursor_of(prefix: &str, target: &DatasetName, mark: &Bookmark) -> bool {
+/// for its own GUID, or the older `<prefix>_<target tag>_<snapshot>` form
+/// (`legacy_stem`, from [`legacy_cursor_stem`]).
+fn is_cursor_of(prefix: &str, target: &DatasetName, legacy_stem: &str, mark: &Bookmark) -> bool {
     let short = mark.name().short_name();
-    short == cursor_short_name(prefix, target, mark.guid())
-        || short.starts_with(&format!("{prefix}_{}_", target_tag(target)))
+    short == cursor_short_name(prefix, target, mark.guid()) || short.starts_with(legacy_stem)
+}
+
+/// `<prefix>_<target tag>_`: how cursors of earlier versions began.
+fn legacy_cursor_stem(prefix: &str, target: &DatasetName) -> String {
+    format!("{prefix}_{}_", target_tag(target))
 }
 
 /// What one step (dataset) did, also when it stopped early.
@@ -655,9 +660,10 @@ fn leave_bookmark(
     if !present {
         zfs.bookmark(&[(mark.clone(), newest.name().clone().into())])?;
     }
+    let legacy_stem = legacy_cursor_stem(prefix, target);
     let stale: Vec<_> = existing
         .iter()
-        .filter(|b| b.name() != &mark && is_cursor_of(prefix, target, b))
+        .filter(|b| b.name() != &mark && is_cursor_of(prefix, target, &legacy_stem, b))
         .map(|b| b.name().clone())
         .collect();
     zfs.destroy_bookmarks(&stale)?;
