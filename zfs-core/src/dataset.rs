@@ -2,8 +2,10 @@
 //! the dataset operations (create, destroy, rename, clone, promote, rollback).
 //!
 //! Listing uses the kernel's list-next ioctls with `zc_nvlist_dst = 0`, which
-//! fill GUID and createtxg without building a property list: thousands of
-//! snapshots list in milliseconds.
+//! fill GUID and createtxg without building a property list. Snapshots are
+//! listed in simple mode (`zc_simple`, which does not open each snapshot)
+//! where the module fills GUIDs in it (OpenZFS 2.2 and later), in full mode
+//! otherwise: see [`Features::simple_listing_fills_guid`](crate::Features::simple_listing_fills_guid).
 //!
 //! ```no_run
 //! use zfs_core::{DatasetName, NvList, Zfs};
@@ -161,7 +163,11 @@ pub struct Properties {
     pub referenced: Option<u64>,
     /// Creation time, seconds since the epoch.
     pub creation: Option<u64>,
-    /// When a snapshot was last created or destroyed (OpenZFS 2.2+).
+    /// When a snapshot was last created, destroyed or renamed, seconds since
+    /// the epoch (0: not known). A property from OpenZFS 2.2 on: `None` on
+    /// modules without it, which
+    /// [`Features::has_dataset_property`](crate::Features::has_dataset_property)`("snapshots_changed")`
+    /// tells apart.
     pub snapshots_changed: Option<u64>,
     /// The kernel's full property list: `{name: {value, source}}`.
     pub raw: NvList,
@@ -388,6 +394,12 @@ impl Zfs {
         let mut zc = IoctlCmd::new(parent);
         zc.set_cookie(cookie);
         zc.set_simple(simple);
+        #[cfg(feature = "testing")]
+        if request == ZFS_IOC_SNAPSHOT_LIST_NEXT {
+            self.features
+                .snapshot_list_ioctls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match zc.ioctl(self.dev(), request) {
             Ok(()) => Ok(Some((FastStats::from_cmd(&zc), zc.cookie()))),
             Err(Errno(libc::ESRCH)) => Ok(None),
@@ -438,15 +450,21 @@ impl Zfs {
         Ok(out)
     }
 
-    /// The snapshots of a dataset, oldest first (by createtxg).
+    /// The snapshots of a dataset, oldest first (by createtxg), each with
+    /// its GUID and createtxg.
+    ///
+    /// Simple mode skips opening each snapshot's objset; from OpenZFS 2.2 it
+    /// still fills GUID and createtxg, OpenZFS 2.1 fills only the name. The
+    /// first snapshot a listing returns tells which (a 2.1 module costs that
+    /// one simple-mode call, once per handle); from then on a 2.1 module is
+    /// listed in full mode directly.
     pub fn snapshots(&self, dataset: &DatasetName) -> Result<Vec<Snapshot>> {
-        // Simple mode skips opening each snapshot's objset; from OpenZFS 2.2
-        // it still fills GUID and createtxg. OpenZFS 2.1 fills only the
-        // name: then list again without it.
-        match self.list_snapshots(dataset, true)? {
-            Some(list) => Ok(list),
-            None => Ok(self.list_snapshots(dataset, false)?.unwrap_or_default()),
+        if self.features.simple_listing_fills_guid() != Some(false) {
+            if let Some(list) = self.list_snapshots(dataset, true)? {
+                return Ok(list);
+            }
         }
+        Ok(self.list_snapshots(dataset, false)?.unwrap_or_default())
     }
 
     /// One pass of snapshot listing; None when simple mode gave no GUIDs.
@@ -461,8 +479,14 @@ impl Zfs {
             cookie,
             simple,
         )? {
-            if simple && stats.guid == 0 {
-                return Ok(None);
+            if simple {
+                // The command starts zeroed: a snapshot's GUID and createtxg
+                // are never 0, so zeros after success mean "not filled".
+                let filled = stats.guid != 0 && stats.createtxg != 0;
+                self.features.record_simple_listing(filled);
+                if !filled {
+                    return Ok(None);
+                }
             }
             cookie = next;
             let name = SnapshotName::new(stats.name.clone())?;

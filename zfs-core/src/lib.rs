@@ -10,6 +10,9 @@
 //! - [`send`] and [`receive`]: stream primitives over any file descriptor,
 //!   with a [`resume`] token decoder and send progress.
 //! - [`Error`]: names the failing call and dataset; [`ErrorKind`] to match on.
+//! - [`features`]: what the loaded module supports (OpenZFS 2.1 to 2.4),
+//!   detected at run time from sysfs and from the kernel's answers, never
+//!   from a version number: [`Zfs::features`].
 //!
 //! ```no_run
 //! use zfs_core::{DatasetName, Zfs};
@@ -33,6 +36,7 @@
 pub mod bookmark;
 pub mod dataset;
 pub mod error;
+pub mod features;
 mod ffi;
 pub mod hold;
 pub mod name;
@@ -53,6 +57,7 @@ pub use bookmark::Bookmark;
 pub use bookmark::SnapshotOrBookmark;
 pub use dataset::{Dataset, DatasetType, Encryption, Filesystem, KeyStatus, Properties, Volume};
 pub use error::{BatchFailure, Errno, Error, ErrorKind, Result};
+pub use features::{Features, PoolFeature};
 pub use hold::HoldGuard;
 pub use name::{AnyName, BookmarkName, DatasetName, NameError, PoolName, SnapshotName};
 pub use nvlist::{NvList, NvValue};
@@ -63,11 +68,13 @@ pub use send::{SendFlags, SendOptions};
 pub use snapshot::Snapshot;
 
 /// The library handle: an open `/dev/zfs` plus the process-wide libzfs_core
-/// initialisation. Cheap to share: it is `Send + Sync`, and every method
+/// initialisation, and what was detected about the loaded module
+/// ([`Zfs::features`]). Cheap to share: it is `Send + Sync`, and every method
 /// takes `&self`.
 #[derive(Debug)]
 pub struct Zfs {
     dev: OwnedFd,
+    features: Features,
 }
 
 impl Zfs {
@@ -82,7 +89,24 @@ impl Zfs {
             .map_err(|e| Error::from_errno("libzfs_core_init", "/dev/zfs", e))?;
         Ok(Zfs {
             dev: open_dev_zfs()?,
+            features: Features::new(),
         })
+    }
+
+    /// What the loaded ZFS module supports: pool features, dataset
+    /// properties, kernel features (read from sysfs on first use) and
+    /// whether simple-mode snapshot listing fills GUIDs (learnt from the
+    /// first listing). Cached for this handle's life.
+    ///
+    /// ```no_run
+    /// let zfs = zfs_core::Zfs::open()?;
+    /// if !zfs.features().has_pool_feature("block_cloning")? {
+    ///     println!("this module cannot clone blocks");
+    /// }
+    /// # Ok::<(), zfs_core::Error>(())
+    /// ```
+    pub fn features(&self) -> &Features {
+        &self.features
     }
 
     pub(crate) fn dev(&self) -> BorrowedFd<'_> {
@@ -108,6 +132,7 @@ mod tests {
         check::<super::Zfs>();
         check::<super::HoldGuard>();
         check::<super::Error>();
+        check::<super::Features>();
     }
 
     /// Without the ZFS module (the development hosts have none), opening
