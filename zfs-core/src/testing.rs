@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use zfs_sys::ioctl::{ZFS_IOC_POOL_CREATE, ZFS_IOC_POOL_DESTROY};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::features::BASELINE_POOL_FEATURES;
 use crate::ffi::{self, IoctlCmd};
 use crate::name::{DatasetName, PoolName};
 use crate::nvlist::NvList;
@@ -49,48 +50,35 @@ pub fn unique_pool_name(prefix: &str) -> Result<PoolName> {
     ))?)
 }
 
-/// Features enabled on test pools: those every release since 2.1 knows.
-/// (The kernel enables none by itself; `zpool create` asks for all.)
-const POOL_FEATURES: &[&str] = &[
-    "async_destroy",
-    "empty_bpobj",
-    "lz4_compress",
-    "multi_vdev_crash_dump",
-    "spacemap_histogram",
-    "enabled_txg",
-    "hole_birth",
-    "extensible_dataset",
-    "embedded_data",
-    "bookmarks",
-    "filesystem_limits",
-    "large_blocks",
-    "large_dnode",
-    "sha512",
-    "skein",
-    "edonr",
-    "userobj_accounting",
-    "encryption",
-    "project_quota",
-    "device_removal",
-    "obsolete_counts",
-    "zpool_checkpoint",
-    "spacemap_v2",
-    "allocation_classes",
-    "resilver_defer",
-    "bookmark_v2",
-    "redaction_bookmarks",
-    "redacted_datasets",
-    "bookmark_written",
-    "log_spacemap",
-    "livelist",
-    "device_rebuild",
-    "zstd_compress",
-    "draid",
-];
+/// The pool features a test pool enables: every feature the module
+/// supports ([`Features::pool_features`](crate::Features::pool_features)),
+/// as `zpool create` does by default. Without sysfs (the list cannot be read:
+/// [`ErrorKind::NotFound`]) it falls back to
+/// [`BASELINE_POOL_FEATURES`], which every supported module knows.
+pub fn test_pool_features(zfs: &Zfs) -> Result<Vec<String>> {
+    match zfs.features().pool_features() {
+        Ok(list) => Ok(list.iter().map(|f| f.name().to_owned()).collect()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(BASELINE_POOL_FEATURES
+            .iter()
+            .map(|f| (*f).to_owned())
+            .collect()),
+        Err(e) => Err(e),
+    }
+}
+
+/// How many `ZFS_IOC_SNAPSHOT_LIST_NEXT` calls this handle has made: tests
+/// check with it that a module whose simple-mode listing fills no GUIDs
+/// (OpenZFS 2.1) pays the wasted simple-mode call once, not per dataset.
+pub fn snapshot_list_ioctls(zfs: &Zfs) -> u64 {
+    zfs.features()
+        .snapshot_list_ioctls
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
 
 impl FilePool {
     /// Creates pool `name` on a new sparse file of `size` bytes (at least
-    /// 64 MiB) in [`pool_dir`]. Pool properties: `cachefile=none`.
+    /// 64 MiB) in [`pool_dir`]. Pool properties: `cachefile=none`, and every
+    /// feature the module supports enabled ([`test_pool_features`]).
     pub fn create(zfs: &Zfs, name: &str, size: u64) -> Result<FilePool> {
         let name = PoolName::new(name)?;
         let file = pool_dir().join(format!("{name}.img"));
@@ -114,6 +102,7 @@ impl FilePool {
                 "pool file path is not UTF-8",
             )
         })?;
+        let features = test_pool_features(zfs)?;
         std::fs::File::create(file)
             .and_then(|f| f.set_len(size))
             .map_err(|e| Error::io("create pool file", path, e))?;
@@ -126,7 +115,7 @@ impl FilePool {
             .with("children", vec![leaf])
             .pack()?;
         let mut props = NvList::new().with("cachefile", "none");
-        for feature in POOL_FEATURES {
+        for feature in features {
             // The kernel takes 0 (ZFS_FEATURE_ENABLED) for "enabled".
             props.insert(format!("feature@{feature}"), 0u64);
         }
