@@ -22,6 +22,20 @@ pub fn zfs_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs the `zpool` CLI (comparisons only) and returns its stdout.
+pub fn zpool_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("zpool")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running zpool {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "zpool {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Mounts `fs` at a fresh directory under the test dir and returns it.
 pub fn mount(fs: &str) -> PathBuf {
     let dir = std::env::var_os("ZFS_TEST_DIR")
