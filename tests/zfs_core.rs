@@ -906,6 +906,13 @@ fn rollback_to_latest_and_named_snapshot() {
     unmount(data.as_str());
 }
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 #[test]
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn properties_are_typed() {
@@ -922,10 +929,23 @@ fn properties_are_typed() {
     assert_eq!(props.encryption, zfs_core::Encryption::Off);
     assert_eq!(props.receive_resume_token, None);
     assert_eq!(props.source("readonly"), Some(data.as_str()), "set locally");
-    // OpenZFS 2.2+ reports snapshots_changed once a snapshot exists.
+    // snapshots_changed (OpenZFS 2.2+) is there iff the module has the
+    // property, and then it is the time of the snapshot just taken.
+    let before = now_secs();
     zfs.snapshot(&[snap(&data, "s")]).unwrap();
+    let after = now_secs();
     let props = zfs.properties(&data).unwrap();
-    assert!(props.snapshots_changed.is_some());
+    let has = zfs
+        .features()
+        .has_dataset_property("snapshots_changed")
+        .unwrap();
+    match props.snapshots_changed {
+        Some(t) => {
+            assert!(has, "reported by a module without the property");
+            assert!((before..=after).contains(&t), "{before} <= {t} <= {after}");
+        }
+        None => assert!(!has, "the module has snapshots_changed: {props:?}"),
+    }
     assert_eq!(zfs.filesystem(&data).unwrap().name(), &data);
     assert_eq!(
         zfs.pools()
