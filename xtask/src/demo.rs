@@ -11,15 +11,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::vm::{self, GuestPayload};
-use crate::{cargo, env_or, install, workspace_root, Result};
+use crate::{cargo, env_or, versions, workspace_root, Result};
 
 pub fn demo(args: &[String]) -> Result<bool> {
-    if let Some(bad) = args.first() {
+    let (zfs, rest) = crate::zfs_versions(args)?;
+    if let Some(bad) = rest.first() {
         return Err(format!("unknown argument {bad}\n{}", crate::USAGE).into());
     }
+    let [version] = zfs[..] else {
+        return Err("the demo runs on one OpenZFS version at a time".into());
+    };
     let started = Instant::now();
     // Install first: the host build links against libzfs_core from libzfslinux-dev.
-    let kernel = install::ensure()?;
+    let guest = versions::guest(version)?;
     let backup = build_backup()?;
     let payload = GuestPayload {
         binaries: vec![("/usr/bin/backup".into(), backup)],
@@ -33,12 +37,15 @@ pub fn demo(args: &[String]) -> Result<bool> {
         test_args: Vec::new(),
     };
     let work_dir = workspace_root().join("target/xtask-vm");
-    let outcome = vm::run_payload(&kernel, &payload, &work_dir, &vm_opts)?;
+    let outcome = vm::run_payload(&guest, &payload, &work_dir, &vm_opts)?;
     let mut ok = true;
     if !outcome.completed {
         eprintln!(
             "xtask: the guest did not report completion (crash, module load failure or timeout)"
         );
+        ok = false;
+    }
+    if outcome.version_error.is_some() {
         ok = false;
     }
     for (name, code) in &outcome.failed_binaries {

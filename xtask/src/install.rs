@@ -46,17 +46,65 @@ const REQUIRED_FILES: &[&str] = &[
     "/usr/bin/pkg-config",
 ];
 
-/// The guest kernel and its ZFS modules.
+/// What a guest boots: a kernel, its ZFS modules and a ZFS userland.
 #[derive(Debug, Clone)]
-pub struct GuestKernel {
+pub struct Guest {
+    /// The OpenZFS version, such as `2.3.2`.
+    pub zfs_version: String,
     pub release: String,
     pub vmlinuz: PathBuf,
-    /// `spl` then `zfs` (load order), possibly compressed (`.ko.xz`).
+    /// The modules in load order (`spl` … `zfs`), possibly compressed (`.ko.xz`).
     pub modules: Vec<PathBuf>,
+    pub userland: Userland,
+}
+
+/// Where the guest's ZFS tools and every shared library come from.
+#[derive(Debug, Clone)]
+pub struct Userland {
+    /// The tools are `ROOT/usr/sbin/NAME` or `ROOT/sbin/NAME`; `/` is the host.
+    pub root: PathBuf,
+    /// The dynamic loader that resolves libraries (`--list`): the userland's
+    /// own, so that its glibc is the one copied into the guest.
+    pub loader: PathBuf,
+    /// The loader's library path, searched with its cache inhibited; empty
+    /// means the loader's defaults (the host's ld.so.cache).
+    pub library_path: Vec<PathBuf>,
+}
+
+impl Userland {
+    fn host() -> Userland {
+        Userland {
+            root: PathBuf::from("/"),
+            loader: PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            library_path: Vec::new(),
+        }
+    }
+
+    /// The host path of ZFS tool `name` (`zfs`, `zpool`, `zstream`).
+    pub fn tool(&self, name: &str) -> Result<PathBuf> {
+        ["usr/sbin", "sbin"]
+            .iter()
+            .map(|d| self.root.join(d).join(name))
+            .find(|p| p.exists())
+            .ok_or_else(|| format!("no {name} under {}", self.root.display()).into())
+    }
+
+    /// The guest path of a host file of this userland: relative to the root,
+    /// with /lib and /lib64 under /usr (the guest has a merged /usr).
+    pub fn guest_path(&self, host: &Path) -> String {
+        let rel = host.strip_prefix(&self.root).unwrap_or(host);
+        let path = format!("/{}", rel.to_string_lossy().trim_start_matches('/'));
+        for (from, to) in [("/lib64/", "/usr/lib64/"), ("/lib/", "/usr/lib/")] {
+            if let Some(rest) = path.strip_prefix(from) {
+                return format!("{to}{rest}");
+            }
+        }
+        path
+    }
 }
 
 /// Makes sure everything is installed and returns the kernel to boot.
-pub fn ensure() -> Result<GuestKernel> {
+pub fn ensure() -> Result<Guest> {
     let missing: Vec<&str> = REQUIRED_FILES
         .iter()
         .copied()
@@ -170,7 +218,7 @@ fn kernels_6_12() -> Vec<String> {
     releases
 }
 
-fn version_key(release: &str) -> Vec<u64> {
+pub fn version_key(release: &str) -> Vec<u64> {
     release
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|p| p.parse().ok())
@@ -185,14 +233,28 @@ fn find_module(release: &str, name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn find_guest_kernel() -> Option<GuestKernel> {
+fn find_guest_kernel() -> Option<Guest> {
     kernels_6_12().into_iter().find_map(|release| {
         let spl = find_module(&release, "spl")?;
         let zfs = find_module(&release, "zfs")?;
-        Some(GuestKernel {
+        Some(Guest {
+            zfs_version: module_version(&zfs).unwrap_or_else(|| "unknown".into()),
             vmlinuz: PathBuf::from(format!("/boot/vmlinuz-{release}")),
             release,
             modules: vec![spl, zfs],
+            userland: Userland::host(),
         })
     })
+}
+
+/// `2.3.2` from a module's `version` field (`2.3.2-2~bpo12+2`).
+fn module_version(module: &Path) -> Option<String> {
+    let out = Command::new("/sbin/modinfo")
+        .args(["-F", "version"])
+        .arg(module)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.trim().split('-').next()?.to_owned();
+    (!version.is_empty()).then_some(version)
 }

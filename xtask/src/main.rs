@@ -11,6 +11,7 @@
 mod cpio;
 mod demo;
 mod install;
+mod versions;
 mod vm;
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,26 +19,38 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use versions::ZfsVersion;
+
 pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
 
 const USAGE: &str = "usage:
-  cargo xtask test [--host] [-- TEST_ARGS...]   host unit tests + ZFS tests in a QEMU guest
-                                                (--host: run the ZFS tests here; needs /dev/zfs and root)
-  cargo xtask demo                              the backup example on two pools in a QEMU guest:
-                                                sync, incremental, prune, stream files, GUID proof
-  cargo xtask bench                             benches/cli_compare.rs in a QEMU guest: the library
-                                                against the zfs CLI in the same run (ratios)
-  cargo xtask bindgen                           regenerate zfs-sys/src/bindings.rs (needs libclang)
+  cargo xtask test [--zfs VERSIONS] [-- TEST_ARGS...]
+                        host unit tests + ZFS tests in a QEMU guest per OpenZFS version
+  cargo xtask test --host [-- TEST_ARGS...]
+                        the ZFS tests on this machine (needs /dev/zfs and root)
+  cargo xtask demo [--zfs VERSION]
+                        the backup example on two pools in a QEMU guest:
+                        sync, incremental, prune, stream files, GUID proof
+  cargo xtask bench [--zfs VERSIONS]
+                        benches/cli_compare.rs in a QEMU guest: the library
+                        against the zfs CLI in the same run (ratios)
+  cargo xtask bindgen   regenerate zfs-sys/src/bindings.rs (needs libclang)
+
+VERSIONS: 2.3.2 (the default: the host's apt-installed OpenZFS), 2.1.11, 2.4.4,
+          a comma-separated list of them, or `all`. 2.1.11 and 2.4.4 are built
+          on first use and cached in $XTASK_CACHE_DIR (default
+          ~/.cache/zfs-replicate-xtask).
 
 environment: XTASK_VM_MEMORY_MIB (default 4096), XTASK_VM_CPUS (default 2),
-             XTASK_VM_TIMEOUT_SECS (default 1800 for test, 600 for demo)";
+             XTASK_VM_TIMEOUT_SECS (default 1800 for test, 600 for demo),
+             XTASK_CACHE_DIR";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(&args[1..]),
-        Some("bench") => bench(),
+        Some("bench") => bench(&args[1..]),
         Some("bindgen") => bindgen().map(|()| true),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -141,12 +154,42 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Splits `--zfs LIST` (or `--zfs=LIST`) out of `opts`, returning the
+/// versions (the default when absent) and the other options.
+fn zfs_versions(opts: &[String]) -> Result<(Vec<ZfsVersion>, Vec<String>)> {
+    let mut versions = None;
+    let mut rest = Vec::new();
+    let mut it = opts.iter();
+    while let Some(o) = it.next() {
+        let list = if o == "--zfs" {
+            Some(it.next().ok_or("--zfs needs a version")?.clone())
+        } else {
+            o.strip_prefix("--zfs=").map(str::to_owned)
+        };
+        match list {
+            Some(l) => versions = Some(ZfsVersion::parse_list(&l)?),
+            None => rest.push(o.clone()),
+        }
+    }
+    Ok((versions.unwrap_or_else(|| vec![ZfsVersion::DEFAULT]), rest))
+}
+
+/// One guest run's results, for the per-version table.
+struct VersionRun {
+    version: ZfsVersion,
+    versions_line: String,
+    counts: TestCounts,
+    skips: Vec<String>,
+    ok: bool,
+}
+
 fn test(args: &[String]) -> Result<bool> {
     let started = Instant::now();
     let (opts, test_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], args[i + 1..].to_vec()),
         None => (args, Vec::new()),
     };
+    let (zfs, opts) = zfs_versions(opts)?;
     let host = opts.iter().any(|a| a == "--host");
     if let Some(bad) = opts.iter().find(|a| *a != "--host") {
         return Err(format!("unknown option {bad}\n{USAGE}").into());
@@ -159,28 +202,39 @@ fn test(args: &[String]) -> Result<bool> {
                     .into(),
             );
         }
+        let skips_file =
+            std::env::temp_dir().join(format!("zfs-harness-skips-{}", std::process::id()));
+        let _ = std::fs::remove_file(&skips_file);
         let mut cmd = cargo();
-        cmd.args([
-            "test",
-            "--workspace",
-            "--no-fail-fast",
-            "--",
-            "--include-ignored",
-        ])
-        .args(&test_args);
-        let (ok, counts) = run_cargo_tests(&mut cmd)?;
-        return Ok(summary(ok, counts, started));
+        cmd.env("ZFS_HARNESS_SKIPS", &skips_file)
+            .args([
+                "test",
+                "--workspace",
+                "--no-fail-fast",
+                "--",
+                "--include-ignored",
+            ])
+            .args(&test_args);
+        let (ok, mut counts) = run_cargo_tests(&mut cmd)?;
+        let skips = read_skips(&skips_file);
+        let _ = std::fs::remove_file(&skips_file);
+        report_skips("host", &skips);
+        counts.passed = counts.passed.saturating_sub(skips.len() as u64);
+        return Ok(summary(ok, counts, skips.len(), started));
     }
 
     // Install first: the host build links against libzfs_core from libzfslinux-dev.
-    let kernel = install::ensure()?;
+    let mut guests = Vec::new();
+    for v in &zfs {
+        guests.push((*v, versions::guest(*v)?));
+    }
 
     // 1. Host unit tests (the ZFS tests are #[ignore]d there).
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
     let (host_ok, host_counts) = run_cargo_tests(&mut cmd)?;
 
-    // 2. The same test binaries, run with --ignored inside the guest.
+    // 2. The same test binaries, run with --ignored inside each guest.
     let (tests, programs) = test_binaries()?;
     let vm_opts = vm::VmOptions {
         memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
@@ -189,38 +243,89 @@ fn test(args: &[String]) -> Result<bool> {
         test_args,
     };
     let work_dir = workspace_root().join("target/xtask-vm");
-    let outcome = vm::run_tests(&kernel, &tests, &programs, &work_dir, &vm_opts)?;
+    let mut runs = Vec::new();
+    for (version, guest) in &guests {
+        let run_started = Instant::now();
+        eprintln!("xtask: === OpenZFS {} ===", version.as_str());
+        let outcome = vm::run_tests(guest, &tests, &programs, &work_dir, &vm_opts)?;
+        let mut ok = true;
+        let mut counts = outcome.counts;
+        if !outcome.completed {
+            eprintln!(
+                "xtask: the guest did not report completion (crash, module load failure or timeout)"
+            );
+            ok = false;
+            counts.failed += 1; // the run itself, whatever its tests said
+        }
+        if outcome.version_error.is_some() {
+            ok = false;
+            counts.failed += 1;
+        }
+        for (name, code) in &outcome.failed_binaries {
+            eprintln!("xtask: guest test binary {name} exited with {code}");
+            ok = false;
+        }
+        report_skips(version.as_str(), &outcome.skips);
+        counts.passed = counts.passed.saturating_sub(outcome.skips.len() as u64);
+        eprintln!(
+            "xtask: OpenZFS {} took {:.0} s",
+            version.as_str(),
+            run_started.elapsed().as_secs_f64()
+        );
+        runs.push(VersionRun {
+            version: *version,
+            versions_line: outcome.versions.unwrap_or_else(|| "(not reported)".into()),
+            counts,
+            skips: outcome.skips,
+            ok,
+        });
+    }
 
     let mut ok = host_ok;
-    let mut guest = outcome.counts;
-    if !outcome.completed {
-        eprintln!(
-            "xtask: the guest did not report completion (crash, module load failure or timeout)"
-        );
-        ok = false;
-        guest.failed += 1; // the run itself, whatever its tests said
-    }
-    for (name, code) in &outcome.failed_binaries {
-        eprintln!("xtask: guest test binary {name} exited with {code}");
-        ok = false;
-    }
-    let total = TestCounts {
-        passed: host_counts.passed + guest.passed,
-        failed: host_counts.failed + guest.failed,
+    let mut total = TestCounts {
+        passed: host_counts.passed,
+        failed: host_counts.failed,
         ignored: host_counts.ignored,
     };
+    let mut skipped = 0;
     eprintln!(
-        "xtask: host {} passed, {} failed ({} need ZFS, run in the guest); guest {} passed, {} failed",
-        host_counts.passed,
-        host_counts.failed,
-        host_counts.ignored,
-        guest.passed,
-        guest.failed
+        "xtask: host {} passed, {} failed ({} need ZFS, run in the guest)",
+        host_counts.passed, host_counts.failed, host_counts.ignored
     );
-    Ok(summary(ok, total, started))
+    for r in &runs {
+        eprintln!(
+            "xtask: OpenZFS {:<7} {} passed, {} failed, {} skipped  [{}]",
+            r.version.as_str(),
+            r.counts.passed,
+            r.counts.failed,
+            r.skips.len(),
+            r.versions_line
+        );
+        ok &= r.ok;
+        total.passed += r.counts.passed;
+        total.failed += r.counts.failed;
+        skipped += r.skips.len();
+    }
+    Ok(summary(ok, total, skipped, started))
 }
 
-fn summary(ok: bool, counts: TestCounts, started: Instant) -> bool {
+/// Lines `test<TAB>reason` that tests wrote to the skip file.
+fn read_skips(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn report_skips(label: &str, skips: &[String]) {
+    for s in skips {
+        let (test, reason) = s.split_once('\t').unwrap_or((s.as_str(), ""));
+        eprintln!("xtask: {label}: SKIPPED {test}: {reason}");
+    }
+}
+
+fn summary(ok: bool, counts: TestCounts, skipped: usize, started: Instant) -> bool {
     let ok = ok && counts.failed == 0;
     eprintln!(
         "xtask: {} in {:.0} s",
@@ -228,8 +333,8 @@ fn summary(ok: bool, counts: TestCounts, started: Instant) -> bool {
         started.elapsed().as_secs_f64()
     );
     output(&format!(
-        "harness: {} passed, {} failed",
-        counts.passed, counts.failed
+        "harness: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, skipped
     ));
     ok
 }
@@ -313,9 +418,16 @@ fn test_binaries() -> Result<(Vec<vm::TestBinary>, Vec<vm::TestBinary>)> {
 }
 
 /// Builds `benches/cli_compare.rs` (release) and runs it in the guest.
-fn bench() -> Result<bool> {
+fn bench(args: &[String]) -> Result<bool> {
     let started = Instant::now();
-    let kernel = install::ensure()?;
+    let (zfs, rest) = zfs_versions(args)?;
+    if let Some(bad) = rest.first() {
+        return Err(format!("unknown option {bad}\n{USAGE}").into());
+    }
+    let mut guests = Vec::new();
+    for v in &zfs {
+        guests.push((*v, versions::guest(*v)?));
+    }
     let out = cargo()
         .args([
             "bench",
@@ -347,14 +459,20 @@ fn bench() -> Result<bool> {
         timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 1800)),
         test_args: Vec::new(),
     };
-    let outcome = vm::run_tests(
-        &kernel,
-        &tests,
-        &[],
-        &workspace_root().join("target/xtask-vm"),
-        &opts,
-    )?;
-    let ok = outcome.completed && outcome.failed_binaries.is_empty();
+    let mut ok = true;
+    for (version, guest) in &guests {
+        eprintln!("xtask: === bench on OpenZFS {} ===", version.as_str());
+        let outcome = vm::run_tests(
+            guest,
+            &tests,
+            &[],
+            &workspace_root().join("target/xtask-vm"),
+            &opts,
+        )?;
+        ok &= outcome.completed
+            && outcome.failed_binaries.is_empty()
+            && outcome.version_error.is_none();
+    }
     eprintln!(
         "xtask: bench {} in {:.0} s",
         if ok { "finished" } else { "FAILED" },

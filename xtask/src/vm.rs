@@ -20,15 +20,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cpio::CpioWriter;
-use crate::install::GuestKernel;
+use crate::install::{Guest, Userland};
 use crate::{output, Result, TestCounts};
 
-/// ZFS tools copied into the guest (for test fixtures and CLI comparisons).
-const GUEST_TOOLS: &[(&str, &str)] = &[
-    ("/sbin/zfs", "/usr/sbin/zfs"),
-    ("/sbin/zpool", "/usr/sbin/zpool"),
-    ("/sbin/zstream", "/usr/sbin/zstream"),
-];
+/// ZFS tools copied into the guest's /usr/sbin (for test fixtures and CLI
+/// comparisons), from the guest's userland.
+const GUEST_TOOLS: &[&str] = &["zfs", "zpool", "zstream"];
 
 /// A test executable to run in the guest.
 pub struct TestBinary {
@@ -65,6 +62,12 @@ pub struct VmOutcome {
     pub failed_binaries: Vec<(String, i32)>,
     /// Whether the guest reported completion (no crash, no timeout).
     pub completed: bool,
+    /// What the guest reported running: kernel, module and userland versions.
+    pub versions: Option<String>,
+    /// Set when the module or userland is not the version asked for.
+    pub version_error: Option<String>,
+    /// Tests that skipped a check, each `test<TAB>reason`.
+    pub skips: Vec<String>,
 }
 
 /// Runs each test binary with `--ignored` (and `opts.test_args`) in the guest.
@@ -72,7 +75,7 @@ pub struct VmOutcome {
 /// `programs` (such as the `backup` example) go to `/usr/bin/<name>`, on the
 /// tests' PATH.
 pub fn run_tests(
-    kernel: &GuestKernel,
+    guest: &Guest,
     tests: &[TestBinary],
     programs: &[TestBinary],
     work_dir: &Path,
@@ -91,22 +94,22 @@ pub fn run_tests(
         files: Vec::new(),
         script: test_script(tests, &opts.test_args),
     };
-    run_payload(kernel, &payload, work_dir, opts)
+    run_payload(guest, &payload, work_dir, opts)
 }
 
 /// Boots the guest with `payload` and runs its script.
 pub fn run_payload(
-    kernel: &GuestKernel,
+    guest: &Guest,
     payload: &GuestPayload,
     work_dir: &Path,
     opts: &VmOptions,
 ) -> Result<VmOutcome> {
     fs::create_dir_all(work_dir)?;
-    let base = base_image(kernel, work_dir)?;
+    let base = base_image(guest, work_dir)?;
     // Per-process file names, so that concurrent harness runs do not clash.
     let pid = std::process::id();
     let run_archive = work_dir.join(format!("run-{pid}.cpio"));
-    write_run_archive(&run_archive, payload)?;
+    write_run_archive(&run_archive, payload, &guest.userland)?;
     let initrd = work_dir.join(format!("initrd-{pid}.cpio"));
     {
         let mut out = BufWriter::new(fs::File::create(&initrd)?);
@@ -114,7 +117,7 @@ pub fn run_payload(
         out.write_all(&fs::read(&run_archive)?)?;
         out.flush()?;
     }
-    let outcome = boot(kernel, &initrd, opts);
+    let outcome = boot(guest, &initrd, opts);
     let _ = fs::remove_file(&run_archive);
     let _ = fs::remove_file(&initrd);
     outcome
@@ -122,21 +125,31 @@ pub fn run_payload(
 
 /// Returns the cached base archive, building it when the kernel, the modules
 /// or the tools changed.
-fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
+fn base_image(guest: &Guest, work_dir: &Path) -> Result<PathBuf> {
+    let tools = GUEST_TOOLS
+        .iter()
+        .map(|t| guest.userland.tool(t))
+        .collect::<Result<Vec<_>>>()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    kernel.release.hash(&mut hasher);
+    guest.zfs_version.hash(&mut hasher);
+    guest.release.hash(&mut hasher);
+    guest.userland.root.hash(&mut hasher);
     BASE_LAYOUT_VERSION.hash(&mut hasher);
-    for p in kernel
+    for p in guest
         .modules
         .iter()
+        .chain(&tools)
         .map(PathBuf::as_path)
-        .chain(GUEST_TOOLS.iter().map(|(p, _)| Path::new(*p)))
         .chain([Path::new("/bin/busybox")])
     {
         let meta = fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
         (p, meta.len(), meta.modified().ok()).hash(&mut hasher);
     }
-    let path = work_dir.join(format!("base-{:016x}.cpio", hasher.finish()));
+    let path = work_dir.join(format!(
+        "base-{}-{:016x}.cpio",
+        guest.zfs_version,
+        hasher.finish()
+    ));
     if path.exists() {
         eprintln!("xtask: reusing cached guest base image {}", path.display());
         return Ok(path);
@@ -174,7 +187,7 @@ fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
     cpio.char_device("/dev/console", 5, 1)?;
     cpio.char_device("/dev/null", 1, 3)?;
     cpio.file("/usr/bin/busybox", 0o755, &fs::read("/bin/busybox")?)?;
-    for (i, module) in kernel.modules.iter().enumerate() {
+    for (i, module) in guest.modules.iter().enumerate() {
         let name = module
             .file_name()
             .and_then(|n| n.to_str())
@@ -187,10 +200,10 @@ fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
         )?;
     }
     let mut libs = BTreeMap::new();
-    for (host, guest) in GUEST_TOOLS {
-        let real = fs::canonicalize(host).map_err(|e| format!("{host}: {e}"))?;
-        cpio.file(guest, 0o755, &fs::read(&real)?)?;
-        shared_libraries(&real, &mut libs)?;
+    for (name, host) in GUEST_TOOLS.iter().zip(&tools) {
+        let real = fs::canonicalize(host).map_err(|e| format!("{}: {e}", host.display()))?;
+        cpio.file(&format!("/usr/sbin/{name}"), 0o755, &fs::read(&real)?)?;
+        shared_libraries(&real, &guest.userland, &mut libs)?;
     }
     add_libraries(&mut cpio, &libs, &mut BTreeSet::new())?;
     cpio.finish()?.flush()?;
@@ -199,7 +212,7 @@ fn base_image(kernel: &GuestKernel, work_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Bump when the base image's layout changes, to invalidate caches.
-const BASE_LAYOUT_VERSION: u32 = 1;
+const BASE_LAYOUT_VERSION: u32 = 2;
 
 fn read_module(path: &Path) -> Result<Vec<u8>> {
     let name = path.to_string_lossy();
@@ -218,14 +231,38 @@ fn read_module(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// Collects the shared libraries `binary` needs (guest path → host path),
-/// including the dynamic loader and libgcc_s (which glibc loads at run time
-/// for pthread_cancel, so ldd does not list it).
-fn shared_libraries(binary: &Path, libs: &mut BTreeMap<String, PathBuf>) -> Result<()> {
-    let out = Command::new("ldd").arg(binary).output()?;
-    if !out.status.success() {
-        return Err(format!("ldd {} failed", binary.display()).into());
+/// resolved by the userland's own loader, including that loader and
+/// libgcc_s (which glibc loads at run time for pthread_cancel, so `--list`
+/// does not name it).
+fn shared_libraries(
+    binary: &Path,
+    userland: &Userland,
+    libs: &mut BTreeMap<String, PathBuf>,
+) -> Result<()> {
+    let mut cmd = Command::new(&userland.loader);
+    if !userland.library_path.is_empty() {
+        let path: Vec<String> = userland
+            .library_path
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        cmd.arg("--inhibit-cache")
+            .arg("--library-path")
+            .arg(path.join(":"));
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    let out = cmd.arg("--list").arg(binary).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("not found") {
+        return Err(format!(
+            "{} --list {} failed: {}{}",
+            userland.loader.display(),
+            binary.display(),
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    for line in text.lines() {
         let line = line.trim();
         // "libfoo.so.1 => /lib/x86_64-linux-gnu/libfoo.so.1 (0x…)" or
         // "/lib64/ld-linux-x86-64.so.2 (0x…)"; skip "linux-vdso.so.1 (0x…)".
@@ -237,25 +274,30 @@ fn shared_libraries(binary: &Path, libs: &mut BTreeMap<String, PathBuf>) -> Resu
                 .filter(|p| p.starts_with('/')),
         };
         if let Some(p) = path.filter(|p| p.starts_with('/')) {
-            libs.insert(guest_lib_path(p), PathBuf::from(p));
+            if p.contains("/ld-linux") {
+                continue; // the loader is added below, from the userland
+            }
+            libs.insert(userland.guest_path(Path::new(p)), PathBuf::from(p));
         }
     }
-    for extra in ["/lib/x86_64-linux-gnu/libgcc_s.so.1"] {
-        if Path::new(extra).exists() {
-            libs.insert(guest_lib_path(extra), PathBuf::from(extra));
-        }
+    // Binaries ask for /lib64/ld-linux-x86-64.so.2.
+    libs.insert(
+        "/usr/lib64/ld-linux-x86-64.so.2".into(),
+        userland.loader.clone(),
+    );
+    let search: Vec<PathBuf> = if userland.library_path.is_empty() {
+        vec![PathBuf::from("/lib/x86_64-linux-gnu")]
+    } else {
+        userland.library_path.clone()
+    };
+    if let Some(gcc) = search
+        .iter()
+        .map(|d| d.join("libgcc_s.so.1"))
+        .find(|p| p.exists())
+    {
+        libs.insert(userland.guest_path(&gcc), gcc);
     }
     Ok(())
-}
-
-/// The guest has a merged /usr, with /lib and /lib64 as symlinks.
-fn guest_lib_path(host: &str) -> String {
-    for (from, to) in [("/lib64/", "/usr/lib64/"), ("/lib/", "/usr/lib/")] {
-        if let Some(rest) = host.strip_prefix(from) {
-            return format!("{to}{rest}");
-        }
-    }
-    host.to_owned()
 }
 
 fn add_libraries<W: Write>(
@@ -283,12 +325,12 @@ fn add_libraries<W: Write>(
     Ok(())
 }
 
-fn write_run_archive(path: &Path, payload: &GuestPayload) -> Result<()> {
+fn write_run_archive(path: &Path, payload: &GuestPayload, userland: &Userland) -> Result<()> {
     let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(path)?));
     cpio.file("/init", 0o755, init_script(&payload.script).as_bytes())?;
     let mut libs = BTreeMap::new();
     for (guest, host) in &payload.binaries {
-        shared_libraries(host, &mut libs)?;
+        shared_libraries(host, userland, &mut libs)?;
         cpio.file(guest, 0o755, &stripped(host)?)?;
     }
     for (guest, mode, contents) in &payload.files {
@@ -333,12 +375,41 @@ fn test_script(tests: &[TestBinary], test_args: &[String]) -> String {
         r#"for t in {names}; do
     echo "ZFS-HARNESS: running $t"
     /tests/$t --ignored {args}
-    echo "ZFS-HARNESS-EXIT $t $?"
+    code=$?
+    if [ -f "$ZFS_HARNESS_SKIPS" ]; then
+        sed 's/^/ZFS-HARNESS-SKIP /' "$ZFS_HARNESS_SKIPS"
+        rm -f "$ZFS_HARNESS_SKIPS"
+    fi
+    echo "ZFS-HARNESS-EXIT $t $code"
 done
 "#,
         names = names.join(" "),
         args = args.join(" "),
     )
+}
+
+/// Checks the guest's `ZFS-HARNESS-VERSIONS` line (`kernel=… module=2.1.11-1
+/// userland=zfs-2.1.11-1`) against the version the guest was built for.
+fn check_versions(guest: &Guest, line: Option<&str>) -> Option<String> {
+    let Some(line) = line else {
+        return Some("the guest did not report its ZFS versions".into());
+    };
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or("")
+    };
+    let want = &guest.zfs_version;
+    let module = field("module");
+    let userland = field("userland");
+    let matches = |v: &str| v == want.as_str() || v.starts_with(&format!("{want}-"));
+    if matches(module) && matches(userland.trim_start_matches("zfs-")) {
+        None
+    } else {
+        Some(format!(
+            "the guest runs module {module:?} and userland {userland:?}, not OpenZFS {want}"
+        ))
+    }
 }
 
 /// `/init`: mounts, loads the modules, runs `script`, reports done.
@@ -347,7 +418,7 @@ fn init_script(script: &str) -> String {
         r#"#!/usr/bin/busybox sh
 /usr/bin/busybox --install -s
 export PATH=/usr/sbin:/usr/bin
-export HOME=/tmp RUST_BACKTRACE=1
+export HOME=/tmp RUST_BACKTRACE=1 ZFS_HARNESS_SKIPS=/tmp/zfs-harness-skips
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -357,7 +428,7 @@ fatal() {{ echo "ZFS-HARNESS-FATAL $*"; sync; poweroff -f; }}
 echo "ZFS-HARNESS: guest kernel $(uname -r), $(nproc) cpus, $(free -m | awk '/Mem:/{{print $2}}') MiB"
 for m in /modules/*.ko; do insmod "$m" || fatal "insmod $m failed"; done
 [ -c /dev/zfs ] || fatal "/dev/zfs missing after loading the modules"
-echo "ZFS-HARNESS: $(cat /sys/module/zfs/version 2>/dev/null || echo zfs) loaded"
+echo "ZFS-HARNESS-VERSIONS kernel=$(uname -r) module=$(cat /sys/module/zfs/version 2>/dev/null || echo unknown) userland=$(zfs version 2>/dev/null | head -n 1)"
 cd /tmp
 {script}
 echo "ZFS-HARNESS-DONE"
@@ -367,7 +438,7 @@ poweroff -f
     )
 }
 
-fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
+fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // TCG only: /dev/kvm on these machines is PVM-only.
     cmd.args(["-machine", "q35,accel=tcg", "-cpu", "max"])
@@ -376,7 +447,7 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
         .args(["-nodefaults", "-no-reboot", "-display", "none"])
         .args(["-serial", "stdio", "-monitor", "none"])
         .arg("-kernel")
-        .arg(&kernel.vmlinuz)
+        .arg(&guest.vmlinuz)
         .arg("-initrd")
         .arg(initrd)
         .args([
@@ -387,7 +458,7 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
         .stdout(Stdio::piped());
     eprintln!(
         "xtask: booting {} under TCG ({} cpus, {} MiB)",
-        kernel.vmlinuz.display(),
+        guest.vmlinuz.display(),
         opts.cpus,
         opts.memory_mib
     );
@@ -417,6 +488,8 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
     let mut counts = TestCounts::default();
     let mut failed_binaries = Vec::new();
     let mut completed = false;
+    let mut versions = None;
+    let mut skips = Vec::new();
     let stdout = child.stdout.take().ok_or("qemu stdout")?;
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
@@ -436,6 +509,10 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
             if code != 0 {
                 failed_binaries.push((name, code));
             }
+        } else if let Some(rest) = line.strip_prefix("ZFS-HARNESS-VERSIONS ") {
+            versions = Some(rest.to_owned());
+        } else if let Some(rest) = line.strip_prefix("ZFS-HARNESS-SKIP ") {
+            skips.push(rest.to_owned());
         } else if line == "ZFS-HARNESS-DONE" {
             completed = true;
         }
@@ -453,9 +530,16 @@ fn boot(kernel: &GuestKernel, initrd: &Path, opts: &VmOptions) -> Result<VmOutco
             opts.timeout
         );
     }
+    let version_error = check_versions(guest, versions.as_deref());
+    if let Some(e) = &version_error {
+        eprintln!("xtask: {e}");
+    }
     Ok(VmOutcome {
         counts,
         failed_binaries,
         completed,
+        versions,
+        version_error,
+        skips,
     })
 }
