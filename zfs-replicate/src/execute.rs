@@ -598,9 +598,11 @@ fn transfer_chain(
     Ok(())
 }
 
-/// A receive that calls an intact stream invalid (EINVAL) may only have
-/// found its target gone: another process destroyed it, or its base
-/// snapshot, during the run. Then that is the error.
+/// A receive that calls an intact stream invalid (EINVAL), or says the
+/// target lacks the stream's base (ENODEV), may only have found its target
+/// changed: another process destroyed it, or its base snapshot, during the
+/// run (a base received by the previous link is not held). Then that is the
+/// error.
 fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
     let Error::Transfer { source, .. } = &e else {
         return e;
@@ -609,7 +611,10 @@ fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Err
     let Some(base_guid) = link.target_base.filter(|_| !link.resume) else {
         return e;
     };
-    if source.kind() != ErrorKind::BadStream {
+    if !matches!(
+        source.kind(),
+        ErrorKind::BadStream | ErrorKind::StreamMismatch
+    ) {
         return e;
     }
     let intact = zfs.exists(&step.target)
