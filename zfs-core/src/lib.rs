@@ -30,6 +30,9 @@
 //! [`ErrorKind::BrokenPipe`], never the death of a host that restored the
 //! default `SIGPIPE` disposition.
 
+// docs.rs (nightly, `--cfg docsrs`) marks the `testing` module as feature-gated.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod bookmark;
 pub mod dataset;
 pub mod error;
