@@ -22,4 +22,9 @@ mod bindings;
 
 pub use bindings::*;
 
+/// The crate README's example compiles (checked as a doc test).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod ioctl;
