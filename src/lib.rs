@@ -7,6 +7,12 @@
 
 use std::path::PathBuf;
 
+/// The workspace README's example compiles (checked as a doc test here, not
+/// in zfs-replicate, whose package does not ship this file).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Runs the `zfs` CLI (fixtures and comparisons only; the library itself
 /// never spawns it) and returns its stdout.
 pub fn zfs_cli(args: &[&str]) -> String {
