@@ -417,8 +417,9 @@ impl Apt {
             .collect())
     }
 
-    /// `name=version` of every package `apt-get install` would install for
-    /// `spec` on an empty system (only meaningful with a private status).
+    /// `name=version` of every package `apt-get install -t release` would
+    /// install for `spec` on an empty system (only meaningful with a private
+    /// status).
     fn install_closure(&self, release: &str, spec: &str) -> Result<Vec<String>> {
         let mut cmd = self.command("apt-get");
         cmd.args(["install", "-s", "-q", "--no-install-recommends", "-t", release, spec]);
