@@ -6,6 +6,9 @@
 //!   `libzfs/` and `libspl/` headers (default: pkg-config's include paths).
 //! - `ZFS_SYS_BINDINGS_OUT`: with `buildtime-bindgen`, also copy the generated
 //!   bindings to this path (used by `cargo xtask bindgen`).
+//!
+//! When `DOCS_RS` is set (docs.rs sets it; its builders have no OpenZFS),
+//! nothing is probed or linked: documenting needs neither.
 
 use std::env;
 use std::path::PathBuf;
@@ -20,9 +23,25 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ZFS_SYS_LIB_DIR");
     println!("cargo:rerun-if-env-changed=ZFS_SYS_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=ZFS_SYS_BINDINGS_OUT");
+    println!("cargo:rerun-if-env-changed=DOCS_RS");
     println!("cargo:rerun-if-changed=wrapper.h");
 
-    let include_paths = match env::var_os("ZFS_SYS_LIB_DIR") {
+    let include_paths = if env::var_os("DOCS_RS").is_some() {
+        Vec::new()
+    } else {
+        find_libraries()
+    };
+
+    #[cfg(feature = "buildtime-bindgen")]
+    generate(include_paths);
+    #[cfg(not(feature = "buildtime-bindgen"))]
+    let _ = include_paths;
+}
+
+/// Tells cargo how to link libzfs_core and libnvpair; returns the header
+/// directories pkg-config knows (for `buildtime-bindgen`).
+fn find_libraries() -> Vec<PathBuf> {
+    match env::var_os("ZFS_SYS_LIB_DIR") {
         Some(dir) => {
             println!(
                 "cargo:rustc-link-search=native={}",
@@ -47,12 +66,7 @@ fn main() {
                 panic!("{INSTALL_HINT}");
             }
         },
-    };
-
-    #[cfg(feature = "buildtime-bindgen")]
-    generate(include_paths);
-    #[cfg(not(feature = "buildtime-bindgen"))]
-    let _ = include_paths;
+    }
 }
 
 #[cfg(feature = "buildtime-bindgen")]

@@ -164,7 +164,7 @@ fn install_packages(missing: &[&str]) -> Result<()> {
     run(&mut install)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // Reading our effective uid without libc: /proc/self/status has "Uid: r e s f".
     fs::read_to_string("/proc/self/status")
         .ok()

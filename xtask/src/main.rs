@@ -11,6 +11,7 @@
 mod cpio;
 mod demo;
 mod install;
+mod package;
 mod versions;
 mod vm;
 
@@ -52,6 +53,7 @@ fn main() -> ExitCode {
         Some("demo") => demo::demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("bindgen") => bindgen().map(|()| true),
+        Some("package-check") => package::check(), // the host check `test` runs
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(true)
@@ -233,6 +235,8 @@ fn test(args: &[String]) -> Result<bool> {
     let mut cmd = cargo();
     cmd.args(["test", "--workspace", "--no-fail-fast"]);
     let (host_ok, host_counts) = run_cargo_tests(&mut cmd)?;
+    // 1b. One host check: docs without libzfs_core, MSRV, packages (package.rs).
+    let (host_ok, host_counts) = package::host_check(host_ok, host_counts);
 
     // 2. The same test binaries, run with --ignored inside each guest.
     let (tests, programs) = test_binaries()?;

@@ -103,6 +103,10 @@ const READY: &str = "ready";
 
 fn cached_or_build(version: ZfsVersion, build: impl FnOnce(&Path) -> Result<()>) -> Result<Guest> {
     let dir = cache_dir().join(format!("zfs-{}", version.as_str()));
+    // One build per version at a time, whatever runs concurrently.
+    fs::create_dir_all(cache_dir())?;
+    let lock = fs::File::create(cache_dir().join(format!("zfs-{}.lock", version.as_str())))?;
+    lock.lock()?;
     if let Some(guest) = load(version, &dir)? {
         eprintln!(
             "xtask: reusing the cached OpenZFS {} build in {}",
@@ -270,7 +274,7 @@ fn build_2_4_4(dir: &Path, host: &Guest) -> Result<()> {
     let zfs = apt.version_with_prefix("zfs-dkms", "2.4.4-")?;
     // The userland and its whole library closure, as apt resolves it for an
     // empty system: everything trixie's zfsutils-linux needs to run.
-    let closure = apt.install_closure(&format!("zfsutils-linux={zfs}"))?;
+    let closure = apt.install_closure("trixie-backports", &format!("zfsutils-linux={zfs}"))?;
     let debs = dir.join("debs");
     let mut packages = closure;
     packages.push(format!("zfs-dkms={zfs}"));
@@ -343,6 +347,10 @@ impl Apt {
 
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
+        if crate::install::is_root() {
+            // apt's `_apt` user cannot write into the cache directory.
+            cmd.args(["-o", "APT::Sandbox::User=root"]);
+        }
         for o in &self.options {
             cmd.arg("-o").arg(o);
         }
@@ -409,11 +417,12 @@ impl Apt {
             .collect())
     }
 
-    /// `name=version` of every package `apt-get install` would install for
-    /// `spec` on an empty system (only meaningful with a private status).
-    fn install_closure(&self, spec: &str) -> Result<Vec<String>> {
+    /// `name=version` of every package `apt-get install -t release` would
+    /// install for `spec` on an empty system (only meaningful with a private
+    /// status).
+    fn install_closure(&self, release: &str, spec: &str) -> Result<Vec<String>> {
         let mut cmd = self.command("apt-get");
-        cmd.args(["install", "-s", "-q", "--no-install-recommends", spec]);
+        cmd.args(["install", "-s", "-q", "--no-install-recommends", "-t", release, spec]);
         let text = self.output(cmd)?;
         let out: Vec<String> = text
             .lines()

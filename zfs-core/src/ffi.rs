@@ -756,11 +756,13 @@ impl IoctlCmd {
     }
 
     /// A packed nvlist for `zc_nvlist_src`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // only the pool fixture
     pub(crate) fn set_src(&mut self, packed: Vec<u8>) {
         self.src = packed;
     }
 
     /// A packed nvlist for `zc_nvlist_conf`.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // only the pool fixture
     pub(crate) fn set_conf(&mut self, packed: Vec<u8>) {
         self.conf = packed;
     }

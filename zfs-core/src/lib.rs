@@ -33,6 +33,14 @@
 //! [`ErrorKind::BrokenPipe`], never the death of a host that restored the
 //! default `SIGPIPE` disposition.
 
+// docs.rs (nightly, `--cfg docsrs`) marks the `testing` module as feature-gated.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The crate README's example compiles (checked as a doc test).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub mod bookmark;
 pub mod dataset;
 pub mod error;

@@ -232,4 +232,5 @@ pub const ECKSUM: i32 = libc::EBADE;
 pub const EFRAGS: i32 = libc::EBADR;
 
 /// The BEGIN record magic, in the sender's byte order.
+#[allow(clippy::mixed_case_hex_literals)] // spelled as OpenZFS spells it
 pub const DMU_BACKUP_MAGIC: u64 = 0x2F5bacbac;

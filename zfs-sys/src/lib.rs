@@ -11,15 +11,23 @@
 //! This crate is all `unsafe`; the safe API lives in `zfs-core`.
 
 #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case)]
-#![allow(clippy::all)]
 
+// Generated code is not linted; the hand-written `ioctl` module is (clippy's
+// `incompatible_msrv` included).
 #[cfg(feature = "buildtime-bindgen")]
+#[allow(clippy::all)]
 mod bindings {
     include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 }
 #[cfg(not(feature = "buildtime-bindgen"))]
+#[allow(clippy::all)]
 mod bindings;
 
 pub use bindings::*;
+
+/// The crate README's example compiles (checked as a doc test).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub mod ioctl;

@@ -427,10 +427,12 @@ mod tests {
 
     /// The fuzzer's input on which libnvpair's strlen() read past the heap
     /// buffer (fuzz/README.md): refused here, libnvpair never sees it.
+    /// `testdata/` links to the file in `fuzz/regressions/`; the package
+    /// ships a copy, so the test builds from crates.io too.
     #[test]
     fn the_libnvpair_over_read_input_is_refused() {
         let crash = include_bytes!(
-            "../../../fuzz/regressions/nvlist_unpack/crash-8995944de57cd0d8c6924b088358ffcad1c09cfb"
+            "../../testdata/nvlist_unpack-crash-8995944de57cd0d8c6924b088358ffcad1c09cfb"
         );
         assert_eq!(
             check_packed(crash),
