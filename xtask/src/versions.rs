@@ -422,7 +422,15 @@ impl Apt {
     /// status).
     fn install_closure(&self, release: &str, spec: &str) -> Result<Vec<String>> {
         let mut cmd = self.command("apt-get");
-        cmd.args(["install", "-s", "-q", "--no-install-recommends", "-t", release, spec]);
+        cmd.args([
+            "install",
+            "-s",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            release,
+            spec,
+        ]);
         let text = self.output(cmd)?;
         let out: Vec<String> = text
             .lines()
