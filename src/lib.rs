@@ -16,27 +16,22 @@ pub struct ReadmeDoctests;
 /// Runs the `zfs` CLI (fixtures and comparisons only; the library itself
 /// never spawns it) and returns its stdout.
 pub fn zfs_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("zfs")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running zfs {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "zfs {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    cli("zfs", args)
 }
 
 /// Runs the `zpool` CLI (comparisons only) and returns its stdout.
 pub fn zpool_cli(args: &[&str]) -> String {
-    let out = std::process::Command::new("zpool")
+    cli("zpool", args)
+}
+
+fn cli(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("running zpool {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("running {program} {args:?}: {e}"));
     assert!(
         out.status.success(),
-        "zpool {args:?} failed: {}",
+        "{program} {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
