@@ -197,6 +197,29 @@ fn load(version: ZfsVersion, dir: &Path) -> Result<Option<Guest>> {
 
 /// 2.1.11: bookworm's packages, the newest bookworm 6.1 kernel.
 fn build_2_1_11(dir: &Path) -> Result<()> {
+    match download_2_1_11(dir) {
+        Ok(versions) => finish_2_1_11(dir, versions),
+        Err(e) => {
+            // Stale package lists name kernel packages the mirror has
+            // replaced: refresh them once and try again.
+            eprintln!("xtask: {e}; refreshing the host's package lists");
+            crate::run(install::privileged("apt-get").args(["update", "-q"]))?;
+            let versions = download_2_1_11(dir)?;
+            finish_2_1_11(dir, versions)
+        }
+    }
+}
+
+/// What `download_2_1_11` chose: the zfs and kernel package versions and
+/// the kernel release.
+struct Chosen21 {
+    zfs: String,
+    kernel: String,
+    release: String,
+    abi: String,
+}
+
+fn download_2_1_11(dir: &Path) -> Result<Chosen21> {
     let apt = Apt::host();
     let zfs = apt.version_with_prefix("zfs-dkms", "2.1.11-")?;
     let kernel = apt.newest_version_with_prefix("linux-image-amd64", "6.1.")?;
@@ -227,6 +250,22 @@ fn build_2_1_11(dir: &Path) -> Result<()> {
         format!("libzpool5linux={zfs}"),
     ];
     apt.download(&debs, &packages)?;
+    Ok(Chosen21 {
+        zfs,
+        kernel,
+        abi: abi.to_owned(),
+        release,
+    })
+}
+
+fn finish_2_1_11(dir: &Path, chosen: Chosen21) -> Result<()> {
+    let Chosen21 {
+        zfs,
+        kernel,
+        release,
+        abi,
+    } = chosen;
+    let debs = dir.join("debs");
     let root = dir.join("root");
     unpack_all(&debs, &root, false)?;
 
