@@ -293,6 +293,8 @@ fn finish_2_1_11(dir: &Path, chosen: Chosen21) -> Result<()> {
         let _ = fs::remove_dir_all(d);
     }
     let _ = fs::remove_dir_all(root.join("usr/lib/linux-kbuild-6.1"));
+    // The guest loads only the ZFS modules: the kernel's own (≈ 400 MB) go.
+    let _ = fs::remove_dir_all(root.join("lib/modules"));
     let _ = fs::remove_dir_all(&debs);
     // The userland's libraries first, then the host's (same glibc: bookworm).
     let ready = format!(
