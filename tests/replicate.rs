@@ -1172,7 +1172,20 @@ fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
                 Err(e) if e.kind() == zfs_replicate::ErrorKind::Interrupted => {
                     outcomes.push(format!("{action}: interrupted"))
                 }
-                Err(e) => panic!("neither success nor an interruption: {e:?}"),
+                Err(e) => {
+                    // Seen once on 2.4.4 (EBUSY at the resuming receive):
+                    // the target's state, for whoever chases it next.
+                    let pool = dst.as_str().split('/').next().unwrap_or("");
+                    let state = Command::new("zfs")
+                        .args(["list", "-r", "-t", "all", "-Hp", "-o"])
+                        .args(["name,guid,receive_resume_token", pool])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+                    panic!(
+                        "neither success nor an interruption: {e:?}\n\
+                         after {outcomes:?}\ntarget pool now: {state:?}"
+                    )
+                }
             }
         }
         println!("OUTCOMES {}", outcomes.join(", "));
