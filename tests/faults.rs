@@ -276,6 +276,34 @@ impl Phases {
         *slot += t.elapsed();
         r
     }
+
+    /// The end of each point of the 20-point tests: the next run completes
+    /// (`label` names it in a failure), the target matches the source
+    /// (GUIDs, the contents of `@s2`, nothing left behind), then the target
+    /// and our bookmarks go for the next point.
+    fn next_run_then_reset(
+        &mut self,
+        p: &Pair,
+        repl: &Replication,
+        (src, dst): (&DatasetName, &DatasetName),
+        want: &Contents,
+        what: &str,
+        label: &str,
+    ) {
+        Phases::timed(&mut self.resume, || {
+            let plan = repl.plan(&p.zfs).unwrap();
+            execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: {label}: {e}"))
+        });
+        Phases::timed(&mut self.verify, || {
+            assert_eq!(p.guids(dst), p.guids(src), "{what}");
+            assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), want, what);
+            p.assert_clean(dst, what);
+        });
+        Phases::timed(&mut self.reset, || {
+            destroy_tree(&p.zfs, dst).unwrap();
+            drop_bookmarks(&p.zfs, src);
+        });
+    }
 }
 
 impl std::fmt::Display for Phases {
@@ -450,19 +478,7 @@ fn cancel_at_20_points_then_resume() {
         }
 
         // The next run completes.
-        Phases::timed(&mut phases.resume, || {
-            let plan = repl.plan(&p.zfs).unwrap();
-            execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: resume: {e}"))
-        });
-        Phases::timed(&mut phases.verify, || {
-            assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
-            assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
-            p.assert_clean(&dst, &what);
-        });
-        Phases::timed(&mut phases.reset, || {
-            destroy_tree(&p.zfs, &dst).unwrap();
-            drop_bookmarks(&p.zfs, &src);
-        });
+        phases.next_run_then_reset(&p, &repl, (&src, &dst), &want, &what, "resume");
     }
     let (median, max) = median_max(&latencies);
     let (obs, thr): (Vec<_>, Vec<_>) = latencies.iter().enumerate().partition(|(i, _)| i % 2 == 0);
@@ -705,19 +721,7 @@ fn kill_9_at_20_points_then_resume() {
                 }
             }
         }
-        Phases::timed(&mut phases.resume, || {
-            let plan = repl.plan(&p.zfs).unwrap();
-            execute(&p.zfs, &plan, &opts()).unwrap_or_else(|e| panic!("{what}: next run: {e}"))
-        });
-        Phases::timed(&mut phases.verify, || {
-            assert_eq!(p.guids(&dst), p.guids(&src), "{what}");
-            assert_same_contents(&contents(&dst.snapshot("s2").unwrap()), &want, &what);
-            p.assert_clean(&dst, &what);
-        });
-        Phases::timed(&mut phases.reset, || {
-            destroy_tree(&p.zfs, &dst).unwrap();
-            drop_bookmarks(&p.zfs, &src);
-        });
+        phases.next_run_then_reset(&p, &repl, (&src, &dst), &want, &what, "next run");
     }
     summary(&format!(
         "faults: kill -9 at {POINTS} points from {from} of {total} bytes (killed after {}..{} bytes): \
