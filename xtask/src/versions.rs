@@ -157,28 +157,21 @@ fn load(version: ZfsVersion, dir: &Path) -> Result<Option<Guest>> {
         .collect();
     modules.sort();
     let root = dir.join("root");
+    // Relative entries are inside the root; absolute ones are the host's.
+    let resolve = |p: &str| {
+        if p.starts_with('/') {
+            PathBuf::from(p)
+        } else {
+            root.join(p)
+        }
+    };
     let library_path = ready
         .lines()
         .filter_map(|l| l.strip_prefix("library_path="))
-        .map(|p| {
-            // Relative entries are inside the root; absolute ones are the host's.
-            if p.starts_with('/') {
-                PathBuf::from(p)
-            } else {
-                root.join(p)
-            }
-        })
+        .map(resolve)
         .collect();
-    let vmlinuz = if vmlinuz.starts_with('/') {
-        PathBuf::from(vmlinuz)
-    } else {
-        root.join(vmlinuz)
-    };
-    let loader = if loader.starts_with('/') {
-        PathBuf::from(loader)
-    } else {
-        root.join(loader)
-    };
+    let vmlinuz = resolve(&vmlinuz);
+    let loader = resolve(&loader);
     if modules.is_empty() || !vmlinuz.exists() || !loader.exists() {
         return Ok(None);
     }
@@ -221,7 +214,7 @@ struct Chosen21 {
 
 fn download_2_1_11(dir: &Path) -> Result<Chosen21> {
     let apt = Apt::host();
-    let zfs = apt.version_with_prefix("zfs-dkms", "2.1.11-")?;
+    let zfs = apt.newest_version_with_prefix("zfs-dkms", "2.1.11-")?;
     let kernel = apt.newest_version_with_prefix("linux-image-amd64", "6.1.")?;
     // linux-image-amd64 (6.1.x) depends on linux-image-6.1.0-N-amd64.
     let image = apt
@@ -312,7 +305,7 @@ fn finish_2_1_11(dir: &Path, chosen: Chosen21) -> Result<()> {
 fn build_2_4_4(dir: &Path, host: &Guest) -> Result<()> {
     let apt = Apt::private(&dir.join("apt"), TRIXIE_SOURCES)?;
     apt.update()?;
-    let zfs = apt.version_with_prefix("zfs-dkms", "2.4.4-")?;
+    let zfs = apt.newest_version_with_prefix("zfs-dkms", "2.4.4-")?;
     // The userland and its whole library closure, as apt resolves it for an
     // empty system: everything trixie's zfsutils-linux needs to run.
     let closure = apt.install_closure("trixie-backports", &format!("zfsutils-linux={zfs}"))?;
@@ -426,10 +419,6 @@ impl Apt {
             .collect();
         out.dedup();
         Ok(out)
-    }
-
-    fn version_with_prefix(&self, package: &str, prefix: &str) -> Result<String> {
-        self.newest_version_with_prefix(package, prefix)
     }
 
     fn newest_version_with_prefix(&self, package: &str, prefix: &str) -> Result<String> {
