@@ -402,7 +402,12 @@ fn std_msrv(crates: &[Published]) -> Result<String> {
 }
 
 fn package(crates: &[Published]) -> Result<String> {
-    let target = workspace_root().join(TARGET_DIR);
+    forget_packed_sources(crates);
+    // The verify builds treat our crates as registry crates, whose builds
+    // cargo never redoes for the same version: they get a target directory
+    // of their own, started afresh each time.
+    let target = workspace_root().join(TARGET_DIR).join("verify");
+    let _ = std::fs::remove_dir_all(&target);
     let out = run_quiet(
         cargo()
             .args(["package", "--allow-dirty"])
@@ -424,6 +429,39 @@ fn package(crates: &[Published]) -> Result<String> {
         }
     }
     Ok(packed.join("; "))
+}
+
+/// Verifying a crate builds it against its siblings as packed now, from a
+/// local registry that cargo unpacks under `$CARGO_HOME/registry/src/`
+/// keyed by name and version only: an unpacking left by an earlier run of
+/// the same version would be reused, stale. Removes our crates' unpackings
+/// (cargo unpacks again from the `.crate` files).
+fn forget_packed_sources(crates: &[Published]) {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return;
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        let Ok(unpacked) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for dir in unpacked.flatten() {
+            let name = dir.file_name().to_string_lossy().into_owned();
+            let ours = crates.iter().any(|c| {
+                name.strip_prefix(&c.name)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|v| v.starts_with(|ch: char| ch.is_ascii_digit()))
+            });
+            if ours {
+                let _ = std::fs::remove_dir_all(dir.path());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
