@@ -161,3 +161,131 @@ pub fn skip(test: &str, reason: &str) {
         }
     }
 }
+
+/// While alive, the kernel module logs where each error it returns was set
+/// (`zfs_flags` bit `ZFS_DEBUG_SET_ERROR`, into `/proc/spl/kstat/zfs/dbgmsg`),
+/// so a test that meets an unexplained errno can print the check that
+/// refused. Restores the previous flags on drop; does nothing where the
+/// parameter is not writable.
+pub struct KernelErrorLog {
+    previous: Option<String>,
+}
+
+const ZFS_FLAGS: &str = "/sys/module/zfs/parameters/zfs_flags";
+const ZFS_DEBUG_SET_ERROR: u64 = 1 << 9;
+
+impl KernelErrorLog {
+    pub fn enable() -> KernelErrorLog {
+        let previous = std::fs::read_to_string(ZFS_FLAGS).ok();
+        let flags = previous
+            .as_deref()
+            .and_then(|f| f.trim().parse::<i64>().ok())
+            .map(|f| f as u64 | ZFS_DEBUG_SET_ERROR);
+        let enabled = flags.is_some_and(|f| std::fs::write(ZFS_FLAGS, f.to_string()).is_ok());
+        KernelErrorLog {
+            previous: previous.filter(|_| enabled),
+        }
+    }
+
+    /// The debug log's lines that contain `needle`, last 40.
+    pub fn lines_with(needle: &str) -> Vec<String> {
+        let log = std::fs::read_to_string("/proc/spl/kstat/zfs/dbgmsg").unwrap_or_default();
+        let hits: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(needle))
+            .map(str::to_owned)
+            .collect();
+        hits[hits.len().saturating_sub(40)..].to_vec()
+    }
+}
+
+impl Drop for KernelErrorLog {
+    fn drop(&mut self) {
+        if let Some(previous) = &self.previous {
+            let _ = std::fs::write(ZFS_FLAGS, previous.trim());
+        }
+    }
+}
+
+/// A source pool (`tank…`) and a target pool (`pipe…`) on sparse files,
+/// destroyed when dropped, and the handle to reach them.
+pub struct Pair {
+    pub zfs: zfs_core::Zfs,
+    pub tank: zfs_core::testing::FilePool,
+    pub pipe: zfs_core::testing::FilePool,
+}
+
+impl Pair {
+    /// Two new pools named `<tank>-…` and `<pipe>-…` (unique per process).
+    pub fn new(tank: &str, pipe: &str, tank_size: u64, pipe_size: u64) -> Pair {
+        use zfs_core::testing::FilePool;
+        let zfs = zfs_core::Zfs::open().expect("open /dev/zfs");
+        let tank = FilePool::create_unique(&zfs, tank, tank_size).expect("source pool");
+        let pipe = FilePool::create_unique(&zfs, pipe, pipe_size).expect("target pool");
+        Pair { zfs, tank, pipe }
+    }
+
+    /// `rel` (which may hold `/`) under the source pool's root.
+    pub fn src(&self, rel: &str) -> zfs_core::DatasetName {
+        below(&self.tank.root(), rel)
+    }
+
+    /// `rel` (which may hold `/`) under the target pool's root.
+    pub fn dst(&self, rel: &str) -> zfs_core::DatasetName {
+        below(&self.pipe.root(), rel)
+    }
+
+    pub fn create(&self, name: &zfs_core::DatasetName) {
+        self.zfs
+            .create_filesystem(name, &zfs_core::NvList::new())
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+
+    pub fn snap(&self, fs: &zfs_core::DatasetName, name: &str) -> zfs_core::SnapshotName {
+        let s = fs.snapshot(name).expect("snapshot name");
+        self.zfs
+            .snapshot(std::slice::from_ref(&s))
+            .unwrap_or_else(|e| panic!("snapshot {s}: {e}"));
+        s
+    }
+
+    /// The GUIDs of `fs`'s snapshots, oldest first (none if `fs` is absent).
+    pub fn guids(&self, fs: &zfs_core::DatasetName) -> Vec<u64> {
+        self.listed(fs).iter().map(|s| s.guid()).collect()
+    }
+
+    /// The short names of `fs`'s snapshots, oldest first.
+    pub fn names(&self, fs: &zfs_core::DatasetName) -> Vec<String> {
+        self.listed(fs)
+            .iter()
+            .map(|s| s.name().short_name().to_owned())
+            .collect()
+    }
+
+    fn listed(&self, fs: &zfs_core::DatasetName) -> Vec<zfs_core::Snapshot> {
+        if !self.zfs.exists(fs) {
+            return Vec::new();
+        }
+        self.zfs
+            .snapshots(fs)
+            .unwrap_or_else(|e| panic!("list {fs}: {e}"))
+    }
+}
+
+/// `root/rel`, or `root` for an empty `rel`.
+pub fn below(root: &zfs_core::DatasetName, rel: &str) -> zfs_core::DatasetName {
+    if rel.is_empty() {
+        return root.clone();
+    }
+    zfs_core::DatasetName::new(format!("{root}/{rel}")).expect("dataset name")
+}
+
+/// Prints a line to the real stdout, past the test harness's capture: for
+/// measurements and findings that belong in the run's log even when the
+/// test passes.
+pub fn summary(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}

@@ -26,12 +26,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use zfs_core::testing::{self, FilePool};
-use zfs_core::{DatasetName, NvList, SnapshotName, Zfs};
+use zfs_core::testing;
+use zfs_core::{DatasetName, SnapshotName, Zfs};
 use zfs_replicate::{
     execute, Action, CancelToken, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
 };
-use zfs_replicate_tests::{mount, unmount, zfs_cli};
+use zfs_replicate_tests::{mount, summary, unmount, zfs_cli, Pair};
 
 const MIB: u64 = 1 << 20;
 /// Cancel and kill points per transfer.
@@ -47,37 +47,18 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Pair {
-    zfs: Zfs,
-    tank: FilePool,
-    pipe: FilePool,
-}
-
 fn pair(tank_size: u64, pipe_size: u64) -> Pair {
-    let zfs = Zfs::open().unwrap();
-    let tank = FilePool::create_unique(&zfs, "ftank", tank_size).unwrap();
-    let pipe = FilePool::create_unique(&zfs, "fpipe", pipe_size).unwrap();
-    Pair { zfs, tank, pipe }
+    Pair::new("ftank", "fpipe", tank_size, pipe_size)
 }
 
-impl Pair {
-    fn src(&self, rel: &str) -> DatasetName {
-        self.tank.root().child(rel).unwrap()
-    }
-    fn dst(&self, rel: &str) -> DatasetName {
-        self.pipe.root().child(rel).unwrap()
-    }
-    fn create(&self, name: &DatasetName) {
-        self.zfs.create_filesystem(name, &NvList::new()).unwrap();
-    }
-    fn snap(&self, fs: &DatasetName, name: &str) -> SnapshotName {
-        let s = fs.snapshot(name).unwrap();
-        self.zfs.snapshot(&[s.clone()]).unwrap();
-        s
-    }
-    fn guids(&self, fs: &DatasetName) -> Vec<u64> {
-        guids(&self.zfs, fs)
-    }
+/// What a fault may leave behind, checked on a [`Pair`].
+trait Leftovers {
+    fn holds_left(&self) -> Vec<String>;
+    fn token(&self, fs: &DatasetName) -> bool;
+    fn assert_clean(&self, dst: &DatasetName, what: &str);
+}
+
+impl Leftovers for Pair {
     /// Every hold on every snapshot of both pools (these tests place none
     /// themselves, so any hold is one the library left).
     fn holds_left(&self) -> Vec<String> {
@@ -102,17 +83,6 @@ impl Pair {
         let left = self.holds_left();
         assert!(left.is_empty(), "{what}: holds left: {left:?}");
     }
-}
-
-fn guids(zfs: &Zfs, fs: &DatasetName) -> Vec<u64> {
-    if !zfs.exists(fs) {
-        return Vec::new();
-    }
-    zfs.snapshots(fs)
-        .unwrap()
-        .iter()
-        .map(|s| s.guid())
-        .collect()
 }
 
 fn holds_left(zfs: &Zfs, roots: &[DatasetName]) -> Vec<String> {
@@ -249,15 +219,6 @@ fn observe(f: impl Fn(&Progress<'_>) + Send + Sync + 'static) -> Observer {
 
 fn opts() -> ExecuteOptions {
     ExecuteOptions::default()
-}
-
-/// Prints one summary line past libtest's output capture, so that it shows
-/// in every run (not only with `--nocapture`).
-fn summary(line: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
-    let _ = out.flush();
 }
 
 /// Time spent per phase of the 20-point tests.

@@ -322,3 +322,40 @@ fn snapshot_listing_matches_the_cli_and_the_simple_mode_answer_is_learnt_once() 
     assert_eq!(other.snapshots(&b).unwrap(), zfs.snapshots(&b).unwrap());
     assert_eq!(other.features().simple_listing_fills_guid(), Some(fills));
 }
+
+/// `snap_iter_min_txg` is honoured inside the kernel on every version: a
+/// listing from a snapshot's createtxg returns exactly it and the newer
+/// ones, with one list call per snapshot returned plus the one that ends
+/// the listing, however many older snapshots the kernel skipped.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn snapshot_listing_from_a_txg_is_filtered_in_the_kernel() {
+    let zfs = zfs();
+    let pool = pool(&zfs);
+    let fs = pool.root().child("ranged").unwrap();
+    zfs.create_filesystem(&fs, &NvList::new()).unwrap();
+    for i in 0..40 {
+        zfs.snapshot(&[fs.snapshot(&format!("s{i:02}")).unwrap()])
+            .unwrap();
+    }
+    let all = zfs.snapshots(&fs).unwrap();
+    assert_eq!(all.len(), 40);
+    for from in [0, 1, 37, 39] {
+        let calls = snapshot_list_ioctls(&zfs);
+        let listed = zfs.snapshots_created(&fs, all[from].createtxg()).unwrap();
+        let spent = snapshot_list_ioctls(&zfs) - calls;
+        assert_eq!(listed, all[from..], "from snapshot {from}");
+        // A 2.1 module lists in full mode directly: no wasted call.
+        assert_eq!(spent, listed.len() as u64 + 1, "from snapshot {from}");
+    }
+    // Past the newest: nothing, in one call (and one stats call to tell an
+    // empty range from a missing dataset).
+    let calls = snapshot_list_ioctls(&zfs);
+    let after = all[39].createtxg() + 1;
+    assert!(zfs.snapshots_created(&fs, after).unwrap().is_empty());
+    assert_eq!(snapshot_list_ioctls(&zfs) - calls, 1);
+    // A missing dataset is still an error, not an empty range.
+    let gone = pool.root().child("absent").unwrap();
+    let err = zfs.snapshots_created(&gone, 1).unwrap_err();
+    assert_eq!(err.kind(), zfs_core::ErrorKind::NotFound, "{err}");
+}

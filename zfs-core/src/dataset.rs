@@ -390,10 +390,14 @@ impl Zfs {
         parent: &str,
         cookie: u64,
         simple: bool,
+        filter: Option<&[u8]>,
     ) -> Result<Option<(FastStats, u64)>> {
         let mut zc = IoctlCmd::new(parent);
         zc.set_cookie(cookie);
         zc.set_simple(simple);
+        if let Some(packed) = filter {
+            zc.set_src(packed.to_vec());
+        }
         #[cfg(feature = "testing")]
         if request == ZFS_IOC_SNAPSHOT_LIST_NEXT {
             self.features
@@ -419,6 +423,7 @@ impl Zfs {
             parent.as_str(),
             cookie,
             false,
+            None,
         )? {
             cookie = next;
             let name = DatasetName::new(stats.name.clone())?;
@@ -459,16 +464,56 @@ impl Zfs {
     /// one simple-mode call, once per handle); from then on a 2.1 module is
     /// listed in full mode directly.
     pub fn snapshots(&self, dataset: &DatasetName) -> Result<Vec<Snapshot>> {
+        self.snapshots_created(dataset, 0)
+    }
+
+    /// The snapshots of a dataset created in or after transaction group
+    /// `min_createtxg`, oldest first. The kernel skips the older ones inside
+    /// one list call (`snap_iter_min_txg`), so this costs one call per
+    /// snapshot returned, plus one, however many older snapshots there are.
+    ///
+    /// ```no_run
+    /// # let zfs = zfs_core::Zfs::open()?;
+    /// let fs: zfs_core::DatasetName = "tank/home".parse()?;
+    /// let base = zfs.snapshot_info(&fs.snapshot("monday")?)?;
+    /// // `monday` and every snapshot after it.
+    /// let since = zfs.snapshots_created(&fs, base.createtxg())?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn snapshots_created(
+        &self,
+        dataset: &DatasetName,
+        min_createtxg: u64,
+    ) -> Result<Vec<Snapshot>> {
+        let filter = if min_createtxg > 0 {
+            let list = NvList::new().with("snap_iter_min_txg", min_createtxg);
+            Some(list.pack()?)
+        } else {
+            None
+        };
+        let filter = filter.as_deref();
+        let mut list = None;
         if self.features.simple_listing_fills_guid() != Some(false) {
-            if let Some(list) = self.list_snapshots(dataset, true)? {
-                return Ok(list);
-            }
+            list = self.list_snapshots(dataset, true, filter)?;
         }
-        Ok(self.list_snapshots(dataset, false)?.unwrap_or_default())
+        let mut list = match list {
+            Some(list) => list,
+            None => self
+                .list_snapshots(dataset, false, filter)?
+                .unwrap_or_default(),
+        };
+        // The kernel filters; this only guards against one that ignored it.
+        list.retain(|s| s.createtxg() >= min_createtxg);
+        Ok(list)
     }
 
     /// One pass of snapshot listing; None when simple mode gave no GUIDs.
-    fn list_snapshots(&self, dataset: &DatasetName, simple: bool) -> Result<Option<Vec<Snapshot>>> {
+    fn list_snapshots(
+        &self,
+        dataset: &DatasetName,
+        simple: bool,
+        filter: Option<&[u8]>,
+    ) -> Result<Option<Vec<Snapshot>>> {
         const OP: &str = "ZFS_IOC_SNAPSHOT_LIST_NEXT";
         let mut out = Vec::new();
         let mut cookie = 0;
@@ -478,6 +523,7 @@ impl Zfs {
             dataset.as_str(),
             cookie,
             simple,
+            filter,
         )? {
             if simple {
                 // The command starts zeroed: a snapshot's GUID and createtxg

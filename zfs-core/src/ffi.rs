@@ -756,7 +756,6 @@ impl IoctlCmd {
     }
 
     /// A packed nvlist for `zc_nvlist_src`.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // only the pool fixture
     pub(crate) fn set_src(&mut self, packed: Vec<u8>) {
         self.src = packed;
     }

@@ -196,8 +196,13 @@ fn cursor_short_name(prefix: &str, target: &DatasetName, guid: u64) -> String {
 /// for its own GUID, or the older `<prefix>_<target tag>_<snapshot>` form
 /// (`legacy_stem`, from [`legacy_cursor_stem`]).
 fn is_cursor_of(prefix: &str, target: &DatasetName, legacy_stem: &str, mark: &Bookmark) -> bool {
-    let short = mark.name().short_name();
-    short == cursor_short_name(prefix, target, mark.guid()) || short.starts_with(legacy_stem)
+    is_current_cursor(prefix, target, mark) || mark.name().short_name().starts_with(legacy_stem)
+}
+
+/// Whether `mark` is the cursor this crate leaves for `target` now (named
+/// for its own GUID; the older form is recognised only for clean-up).
+pub(crate) fn is_current_cursor(prefix: &str, target: &DatasetName, mark: &Bookmark) -> bool {
+    mark.name().short_name() == cursor_short_name(prefix, target, mark.guid())
 }
 
 /// `<prefix>_<target tag>_`: how cursors of earlier versions began.
@@ -603,10 +608,17 @@ fn transfer_chain(
 /// changed: another process destroyed it, or its base snapshot, during the
 /// run (a base received by the previous link is not held). Then that is the
 /// error.
+///
+/// A receive that a stop restarted is an interruption (see
+/// [`restarted_by_a_stop`]).
 fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
+    let e = restarted_by_a_stop(zfs, step, link, e);
     let Error::Transfer { source, .. } = &e else {
         return e;
     };
+    if source.kind() == ErrorKind::Interrupted {
+        return e;
+    }
     // A full stream creates its target; a resume's token names its base.
     let Some(base_guid) = link.target_base.filter(|_| !link.resume) else {
         return e;
@@ -627,6 +639,63 @@ fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Err
     match e {
         Error::Transfer { target, source, .. } => Error::TargetChanged { target, source },
         other => other,
+    }
+}
+
+/// A stop (SIGSTOP, a debugger attaching, a cgroup freeze) that catches
+/// the receive waiting on its pipe makes the pipe read return ERESTARTSYS.
+/// The receive saves its resume state and returns it, and Linux, having
+/// run no handler, restarts the ioctl after the stop, with the same begin
+/// record and the pipe read from where it was. The restarted receive fails
+/// at once, and its error hides the interruption:
+/// - EBUSY: a plain receive finds the resume state the first one saved;
+/// - EINVAL: a resume finds the saved offset moved on;
+/// - a checksum error: the stream starts in the middle.
+///
+/// When the receive failed that way and the target now holds a resume
+/// token for this very snapshot, the transfer was interrupted, and the
+/// next run resumes it: that is the error ([`ErrorKind::Interrupted`],
+/// with the kernel's errno kept).
+fn restarted_by_a_stop(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
+    let Error::Transfer {
+        target,
+        snapshot,
+        source,
+    } = e
+    else {
+        return e;
+    };
+    let restart_symptom = matches!(
+        source.kind(),
+        ErrorKind::Busy | ErrorKind::BadStream | ErrorKind::StreamMismatch
+    );
+    let resumable_here = restart_symptom
+        && zfs
+            .resume_token(&step.target)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t.to_guid == link.snapshot.guid());
+    let source = match (*source, resumable_here) {
+        (
+            zfs_core::Error::Zfs {
+                operation,
+                target,
+                errno,
+                ..
+            },
+            true,
+        ) if operation == "lzc_receive" => Box::new(zfs_core::Error::Zfs {
+            operation,
+            target,
+            kind: ErrorKind::Interrupted,
+            errno,
+        }),
+        (other, _) => Box::new(other),
+    };
+    Error::Transfer {
+        target,
+        snapshot,
+        source,
     }
 }
 

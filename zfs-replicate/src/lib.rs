@@ -46,7 +46,7 @@ pub mod stream;
 
 pub use error::{Error, ErrorKind, Result};
 pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
-pub use plan::{Action, Base, Divergence, Plan, Replication, Step};
+pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 
 use zfs_core::Zfs;
 

@@ -46,6 +46,16 @@ pub struct Replication {
     pub(crate) destroy_removed: bool,
     pub(crate) parallelism: usize,
     pub(crate) prefix: String,
+    pub(crate) cursor_planning: bool,
+}
+
+/// What one step is decided from: the source's snapshots (all, or those
+/// from the cursor on) and the target's (all, or its base).
+struct View {
+    src_snaps: Vec<Snapshot>,
+    target_exists: bool,
+    tgt_snaps: Vec<Snapshot>,
+    tgt_props: Option<zfs_core::Properties>,
 }
 
 impl Replication {
@@ -61,6 +71,7 @@ impl Replication {
             destroy_removed: false,
             parallelism: 2,
             prefix: "zfs-replicate".to_owned(),
+            cursor_planning: true,
         }
     }
 
@@ -112,6 +123,16 @@ impl Replication {
         self
     }
 
+    /// Plan from the cursor bookmark a previous run left (default): list
+    /// only the snapshots newer than it, on both sides, and fall back to
+    /// listing everything whenever the cursor does not check out. `false`
+    /// always lists everything; the plan is the same either way, only
+    /// slower (see [`Step::listing`]).
+    pub fn cursor_planning(mut self, yes: bool) -> Self {
+        self.cursor_planning = yes;
+        self
+    }
+
     pub fn source(&self) -> &DatasetName {
         &self.source
     }
@@ -142,7 +163,7 @@ impl Replication {
             zfs.dataset(&self.source)?;
             vec![self.source.clone()]
         };
-        let mut steps = Vec::with_capacity(sources.len());
+        let mut pairs = Vec::with_capacity(sources.len());
         for source in &sources {
             let rel = source.relative_to(&self.source).unwrap_or("");
             let target = if rel.is_empty() {
@@ -150,8 +171,11 @@ impl Replication {
             } else {
                 DatasetName::new(format!("{}/{rel}", self.target))?
             };
-            steps.push(self.plan_one(zfs, source.clone(), target)?);
+            pairs.push((source.clone(), target));
         }
+        let steps = in_parallel(&pairs, |(source, target)| {
+            self.plan_one(zfs, source.clone(), target.clone())
+        })?;
         let mut removed_on_source = Vec::new();
         if self.recursive && zfs.exists(&self.target) {
             for d in zfs.descendants(&self.target)? {
@@ -227,10 +251,9 @@ impl Replication {
     }
 
     fn plan_one(&self, zfs: &Zfs, source: DatasetName, target: DatasetName) -> Result<Step> {
-        let src_snaps = zfs.snapshots(&source)?;
         let src_marks = zfs.bookmarks(&source)?;
-        let flags = self.send_flags();
         let src_props = zfs.properties(&source)?;
+        let flags = self.send_flags();
         let mut step = Step {
             source: source.clone(),
             target: target.clone(),
@@ -241,20 +264,108 @@ impl Replication {
             estimated_bytes: 0,
             flags,
             receive_props: NvList::new(),
+            listing: Listing::Full,
         };
         step.receive_props = self.receive_props(&src_props, &source);
+        let view = match self.cursor_view(zfs, &source, &target, &src_marks) {
+            Some(view) => {
+                step.listing = Listing::Cursor;
+                view
+            }
+            None => {
+                let src_snaps = zfs.snapshots(&source)?;
+                // Without a source snapshot the target does not matter.
+                let target_exists = !src_snaps.is_empty() && zfs.exists(&target);
+                let (tgt_snaps, tgt_props) = if target_exists {
+                    (zfs.snapshots(&target)?, Some(zfs.properties(&target)?))
+                } else {
+                    (Vec::new(), None)
+                };
+                View {
+                    src_snaps,
+                    target_exists,
+                    tgt_snaps,
+                    tgt_props,
+                }
+            }
+        };
+        self.decide(zfs, step, &src_props, &src_marks, view)
+    }
+
+    /// What the source and target look like from this target's cursor
+    /// bookmark, listing only what is newer than it; None (then both sides
+    /// are listed in full) unless every check holds:
+    /// - the source has a cursor of ours for this target, and a snapshot
+    ///   with the cursor's GUID (created at the cursor's txg);
+    /// - the target exists, has no resumable state, and its snapshot of
+    ///   that name has the cursor's GUID;
+    /// - the target has no snapshot newer than that one.
+    ///
+    /// Then the full listing would find the same common base (the target's
+    /// newest snapshot, matched on the source by GUID) and the same
+    /// snapshots to send (the source's newer than it): the plans agree.
+    fn cursor_view(
+        &self,
+        zfs: &Zfs,
+        source: &DatasetName,
+        target: &DatasetName,
+        src_marks: &[Bookmark],
+    ) -> Option<View> {
+        if !self.cursor_planning {
+            return None;
+        }
+        let cursor = src_marks
+            .iter()
+            .filter(|b| crate::execute::is_current_cursor(&self.prefix, target, b))
+            .max_by_key(|b| b.createtxg())?;
+        let tgt_props = zfs.properties(target).ok()?;
+        if tgt_props.receive_resume_token.is_some() {
+            return None;
+        }
+        let src_snaps = zfs.snapshots_created(source, cursor.createtxg()).ok()?;
+        let base = src_snaps.iter().find(|s| s.guid() == cursor.guid())?;
+        let tgt_base = zfs
+            .snapshot_info(&target.snapshot(base.name().short_name()).ok()?)
+            .ok()?;
+        if tgt_base.guid() != cursor.guid() {
+            return None;
+        }
+        let newer = zfs
+            .snapshots_created(target, tgt_base.createtxg().checked_add(1)?)
+            .ok()?;
+        if !newer.is_empty() {
+            return None;
+        }
+        Some(View {
+            src_snaps,
+            target_exists: true,
+            tgt_snaps: vec![tgt_base],
+            tgt_props: Some(tgt_props),
+        })
+    }
+
+    /// Decides one step from what was listed.
+    fn decide(
+        &self,
+        zfs: &Zfs,
+        mut step: Step,
+        src_props: &zfs_core::Properties,
+        src_marks: &[Bookmark],
+        view: View,
+    ) -> Result<Step> {
+        let View {
+            src_snaps,
+            target_exists,
+            tgt_snaps,
+            tgt_props,
+        } = view;
+        let flags = step.flags;
+        let target = step.target.clone();
         if src_snaps.is_empty() {
             // Nothing to send yet (sync takes the first snapshot after planning).
             step.action = Action::NoSourceSnapshot;
             return Ok(step);
         }
-
-        let target_exists = zfs.exists(&target);
-        let (tgt_snaps, tgt_props) = if target_exists {
-            (zfs.snapshots(&target)?, Some(zfs.properties(&target)?))
-        } else {
-            (Vec::new(), None)
-        };
 
         // A pending resumable receive: resume it if it fits, clear it if not.
         if let Some(token) = tgt_props
@@ -429,6 +540,49 @@ impl Replication {
         props.insert("canmount", 0u64);
         props
     }
+}
+
+/// How many datasets are planned at once: the kernel serves list and stats
+/// calls concurrently, and a cold plan waits on metadata reads.
+const PLAN_THREADS: usize = 4;
+
+/// `f` over `items` on up to [`PLAN_THREADS`] threads; results in order,
+/// or the first error in order. A thread that cannot be spawned leaves its
+/// share to the calling thread.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let threads = PLAN_THREADS.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<R>>>> =
+        Mutex::new((0..items.len()).map(|_| None).collect());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(item) = items.get(i) else { break };
+        let r = f(item);
+        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            // Best effort: without the thread the others do its share.
+            let _ = std::thread::Builder::new()
+                .name("zfs-plan".into())
+                .spawn_scoped(scope, work);
+        }
+        work();
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| unreachable!("every item is planned")))
+        .collect()
 }
 
 fn estimate_full(zfs: &Zfs, snap: &Snapshot, flags: SendFlags) -> u64 {
@@ -630,6 +784,17 @@ pub struct Step {
     pub flags: SendFlags,
     /// Received properties set on a full receive.
     pub receive_props: NvList,
+    /// How the step was planned (the plan is the same either way).
+    pub listing: Listing,
+}
+
+/// How a step's snapshots were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// From the cursor bookmark: only snapshots newer than it were listed.
+    Cursor,
+    /// Every snapshot on both sides was listed.
+    Full,
 }
 
 /// A typed dry run of a replication.

@@ -18,9 +18,10 @@
 //! # Ok::<(), zfs_replicate::Error>(())
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use zfs_core::{DatasetName, SnapshotName, Zfs};
+use zfs_core::{BookmarkName, DatasetName, Snapshot, SnapshotName, SnapshotOrBookmark, Zfs};
 
 use crate::error::{Error, Result};
 
@@ -149,6 +150,14 @@ pub struct PruneReport {
 /// keeps the newest `retention.keep`, every held snapshot, and every
 /// snapshot whose GUID is in `protect` (the common bases). Destroys the rest
 /// in one batch per dataset.
+///
+/// Lists only from each dataset's anchor on: the bookmark
+/// `<prefix>_oldest` ([`anchor_bookmark`]) that a previous prune left at the
+/// oldest of our snapshots it kept. Ours are always created after it (new
+/// snapshots get new transaction groups), so nothing older needs listing.
+/// Without an anchor, every snapshot is listed. The anchor is moved only
+/// when the listing from it grew long ([`ANCHOR_SLACK`]), so most prunes
+/// leave bookmarks alone; moves are batched per pool.
 pub fn prune(
     zfs: &Zfs,
     dataset: &DatasetName,
@@ -158,41 +167,129 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let datasets = tree(zfs, dataset, recursive)?;
     let mut report = PruneReport::default();
+    let mut moves = AnchorMoves::default();
     for d in &datasets {
-        let ours: Vec<_> = zfs
-            .snapshots(d)?
+        let anchor_name = anchor_bookmark(d, &retention.prefix)?;
+        let anchor = zfs
+            .bookmarks(d)?
             .into_iter()
+            .find(|b| b.name() == &anchor_name);
+        let listed = match &anchor {
+            Some(a) => zfs.snapshots_created(d, a.createtxg())?,
+            None => zfs.snapshots(d)?,
+        };
+        let ours: Vec<_> = listed
+            .iter()
             .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
             .collect();
         let cut = ours.len().saturating_sub(retention.keep);
         let mut doomed = Vec::new();
+        let mut kept = Vec::new();
         for s in &ours[..cut] {
             if protect.contains(&s.guid()) {
                 report.kept_base.push(s.name().clone());
+                kept.push(*s);
             } else if !zfs.holds(s.name())?.is_empty() {
                 report.kept_held.push(s.name().clone());
+                kept.push(*s);
             } else {
                 doomed.push(s.name().clone());
             }
         }
-        if doomed.is_empty() {
-            continue;
-        }
-        match zfs.destroy_snapshots(&doomed, false) {
-            Ok(()) => report.destroyed.extend(doomed),
-            // Something changed under us (a new hold, a clone): go one by one.
-            Err(_) => {
-                for s in doomed {
-                    match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
-                        Ok(()) => report.destroyed.push(s),
-                        Err(e) if e.kind() == zfs_core::ErrorKind::Busy => report.kept_held.push(s),
-                        Err(e) => return Err(Error::Zfs(e)),
+        if !doomed.is_empty() {
+            match zfs.destroy_snapshots(&doomed, false) {
+                Ok(()) => report.destroyed.extend(doomed),
+                // Something changed under us (a new hold, a clone): go one by one.
+                Err(_) => {
+                    for s in doomed {
+                        match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
+                            Ok(()) => report.destroyed.push(s),
+                            Err(e) if e.kind() == zfs_core::ErrorKind::Busy => {
+                                report.kept_held.push(s.clone());
+                                if let Some(k) = ours.iter().find(|o| o.name() == &s) {
+                                    kept.push(*k);
+                                }
+                            }
+                            Err(e) => return Err(Error::Zfs(e)),
+                        }
                     }
                 }
             }
         }
+        // The oldest of ours still there: where the next listing may start.
+        let oldest = kept
+            .into_iter()
+            .chain(ours[cut..].iter().copied())
+            .min_by_key(|s| s.createtxg());
+        let stale = match (&anchor, oldest) {
+            (None, Some(_)) => true,
+            // Far behind: every prune would list the snapshots between.
+            (Some(_), Some(o)) => {
+                let behind = listed.iter().filter(|s| s.createtxg() < o.createtxg());
+                behind.count() > ANCHOR_SLACK
+            }
+            // None of ours left: the anchor still bounds where ours begin.
+            (_, None) => false,
+        };
+        if stale {
+            if let Some(o) = oldest {
+                moves.push(anchor.as_ref().map(|a| a.name().clone()), anchor_name, o);
+            }
+        }
     }
+    moves.apply(zfs)?;
     Ok(report)
+}
+
+/// How many snapshots older than the oldest of ours a prune may list from
+/// its anchor before it moves the anchor up (two bookmark changes, batched
+/// per pool): listing a few snapshots costs less than moving it every run.
+pub const ANCHOR_SLACK: usize = 16;
+
+/// The bookmark that marks where our snapshots on `dataset` begin:
+/// `<prefix>_oldest`.
+pub fn anchor_bookmark(dataset: &DatasetName, prefix: &str) -> Result<BookmarkName> {
+    Ok(dataset.bookmark(&format!("{prefix}_oldest"))?)
+}
+
+/// One pool's share of [`AnchorMoves`].
+#[derive(Default)]
+struct PoolMoves {
+    destroy: Vec<BookmarkName>,
+    create: Vec<(BookmarkName, SnapshotOrBookmark)>,
+}
+
+/// Anchors to move, applied per pool in one destroy and one create call.
+#[derive(Default)]
+struct AnchorMoves {
+    destroy: Vec<BookmarkName>,
+    create: Vec<(BookmarkName, SnapshotName)>,
+}
+
+impl AnchorMoves {
+    fn push(&mut self, old: Option<BookmarkName>, name: BookmarkName, to: &Snapshot) {
+        self.destroy.extend(old);
+        self.create.push((name, to.name().clone()));
+    }
+
+    /// Destroys the old anchors first (a failure in between leaves none,
+    /// which only means a full listing next time), then creates the new.
+    fn apply(self, zfs: &Zfs) -> Result<()> {
+        let mut pools: BTreeMap<String, PoolMoves> = BTreeMap::new();
+        for b in self.destroy {
+            let pool = pools.entry(b.dataset().pool().to_string()).or_default();
+            pool.destroy.push(b);
+        }
+        for (b, s) in self.create {
+            let pool = pools.entry(b.dataset().pool().to_string()).or_default();
+            pool.create.push((b, s.into()));
+        }
+        for pool in pools.into_values() {
+            zfs.destroy_bookmarks(&pool.destroy)?;
+            zfs.bookmark(&pool.create)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
