@@ -1080,14 +1080,20 @@ fn leak_soak() {
             }
             Run::NoSpace => {
                 let filler = p.dst("filler");
-                let reserve = available(&p.pipe.root()).saturating_sub(256 << 10);
-                zfs_cli(&[
-                    "create",
-                    "-u",
-                    "-o",
-                    &format!("refreservation={reserve}"),
-                    filler.as_str(),
-                ]);
+                // `available` can shrink between reading it and creating the
+                // filler (the previous run's last changes still syncing):
+                // leave a little more room each try, always under the 2 MiB
+                // this run writes.
+                let filled = [256u64 << 10, 768 << 10, 1280 << 10].iter().any(|margin| {
+                    let reserve = available(&p.pipe.root()).saturating_sub(*margin);
+                    Command::new("zfs")
+                        .args(["create", "-u", "-o"])
+                        .arg(format!("refreservation={reserve}"))
+                        .arg(filler.as_str())
+                        .status()
+                        .is_ok_and(|st| st.success())
+                });
+                assert!(filled, "{what}: could not create the filler");
                 let r = repl.sync(&p.zfs, &opts(), Some(3));
                 p.zfs.destroy(&filler).unwrap();
                 let err = r.expect_err("the target pool is full");

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use zfs_core::{DatasetName, SnapshotName};
 use zfs_replicate::{ExecuteOptions, Listing, Plan, Replication, Step};
-use zfs_replicate_tests::{mount, unmount, write_file, zfs_cli, Pair};
+use zfs_replicate_tests::{mount, summary, unmount, write_file, zfs_cli, Pair};
 
 fn setting(name: &str) -> Option<String> {
     let prefix = format!("{name}=");
@@ -130,7 +130,9 @@ fn cursor_plans_equal_full_plans_over_random_histories() {
         },
         |v| v.parse().unwrap(),
     );
-    println!("cursor vs full planning: {ops} operations, PLAN_SEED={seed}");
+    summary(&format!(
+        "cursor vs full planning: {ops} operations, PLAN_SEED={seed}"
+    ));
     let mut rng = Rng(seed);
     let p = Pair::new("ptank", "ppipe", 256 << 20, 256 << 20);
     let src = p.src("r");
@@ -281,10 +283,10 @@ fn cursor_plans_equal_full_plans_over_random_histories() {
             }
         }
     }
-    println!(
+    summary(&format!(
         "cursor vs full planning: {cursor_steps} steps from cursors, {full_steps} listed in full; \
          operations {counts:?}"
-    );
+    ));
     assert!(cursor_steps > 0, "no step was ever planned from a cursor");
     assert!(full_steps > 0, "no step ever fell back to full listing");
 }

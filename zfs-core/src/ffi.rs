@@ -427,12 +427,77 @@ fn c_opt(s: Option<&CStr>) -> *const libc::c_char {
 }
 
 // ---------------------------------------------------------------------------
+// Where kernel time goes (the `testing` feature; a plain call otherwise).
+// ---------------------------------------------------------------------------
+
+/// Runs one kernel call; with the `testing` feature, adds its wall time to
+/// the per-call profile ([`crate::testing::call_profile`]).
+#[inline]
+fn profiled<T>(call: &'static str, f: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "testing")]
+    {
+        let started = std::time::Instant::now();
+        let out = f();
+        profile::record(call, started.elapsed());
+        out
+    }
+    #[cfg(not(feature = "testing"))]
+    {
+        let _ = call;
+        f()
+    }
+}
+
+#[cfg(feature = "testing")]
+pub(crate) mod profile {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    static CALLS: Mutex<BTreeMap<&'static str, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+    pub(crate) fn record(call: &'static str, took: Duration) {
+        let mut calls = CALLS.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = calls.entry(call).or_default();
+        entry.0 += 1;
+        entry.1 += took;
+    }
+
+    /// Every call kind so far: (name, calls, total wall time); then cleared.
+    pub(crate) fn take() -> Vec<(&'static str, u64, Duration)> {
+        let mut calls = CALLS.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *calls)
+            .into_iter()
+            .map(|(k, (n, t))| (k, n, t))
+            .collect()
+    }
+}
+
+/// A name for an ioctl request, for the profile.
+fn ioctl_name(request: u32) -> &'static str {
+    use zfs_sys::ioctl::{
+        ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS, ZFS_IOC_POOL_CONFIGS,
+        ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SNAPSHOT_LIST_NEXT,
+    };
+    match request {
+        ZFS_IOC_OBJSET_STATS => "ZFS_IOC_OBJSET_STATS",
+        ZFS_IOC_DATASET_LIST_NEXT => "ZFS_IOC_DATASET_LIST_NEXT",
+        ZFS_IOC_SNAPSHOT_LIST_NEXT => "ZFS_IOC_SNAPSHOT_LIST_NEXT",
+        ZFS_IOC_POOL_CONFIGS => "ZFS_IOC_POOL_CONFIGS",
+        ZFS_IOC_SEND_PROGRESS => "ZFS_IOC_SEND_PROGRESS",
+        _ => "other ioctl",
+    }
+}
+
+// ---------------------------------------------------------------------------
 // libzfs_core calls.
 // ---------------------------------------------------------------------------
 
 pub(crate) fn lzc_exists(name: &CStr) -> bool {
     // SAFETY: NUL-terminated name; libzfs_core is initialised by Zfs::open.
-    unsafe { zfs_sys::lzc_exists(name.as_ptr()) != 0 }
+    profiled("lzc_exists", || unsafe {
+        zfs_sys::lzc_exists(name.as_ptr()) != 0
+    })
 }
 
 pub(crate) fn lzc_snapshot(snaps: &NvList, props: &NvList) -> BatchResult {
@@ -440,7 +505,9 @@ pub(crate) fn lzc_snapshot(snaps: &NvList, props: &NvList) -> BatchResult {
     let props = CNvList::from_nvlist(props).map_err(|e| (e, None))?;
     let mut errlist = ptr::null_mut();
     // SAFETY: valid lists; errlist receives an owned list or stays NULL.
-    let r = unsafe { zfs_sys::lzc_snapshot(snaps.as_ptr(), props.as_ptr(), &mut errlist) };
+    let r = profiled("lzc_snapshot", || unsafe {
+        zfs_sys::lzc_snapshot(snaps.as_ptr(), props.as_ptr(), &mut errlist)
+    });
     batch(r, errlist)
 }
 
@@ -448,7 +515,9 @@ pub(crate) fn lzc_destroy_snaps(snaps: &NvList, defer: bool) -> BatchResult {
     let snaps = CNvList::from_nvlist(snaps).map_err(|e| (e, None))?;
     let mut errlist = ptr::null_mut();
     // SAFETY: valid list; errlist receives an owned list or stays NULL.
-    let r = unsafe { zfs_sys::lzc_destroy_snaps(snaps.as_ptr(), defer as u32, &mut errlist) };
+    let r = profiled("lzc_destroy_snaps", || unsafe {
+        zfs_sys::lzc_destroy_snaps(snaps.as_ptr(), defer as u32, &mut errlist)
+    });
     batch(r, errlist)
 }
 
@@ -456,7 +525,9 @@ pub(crate) fn lzc_bookmark(bookmarks: &NvList) -> BatchResult {
     let b = CNvList::from_nvlist(bookmarks).map_err(|e| (e, None))?;
     let mut errlist = ptr::null_mut();
     // SAFETY: valid list; errlist receives an owned list or stays NULL.
-    let r = unsafe { zfs_sys::lzc_bookmark(b.as_ptr(), &mut errlist) };
+    let r = profiled("lzc_bookmark", || unsafe {
+        zfs_sys::lzc_bookmark(b.as_ptr(), &mut errlist)
+    });
     batch(r, errlist)
 }
 
@@ -464,7 +535,9 @@ pub(crate) fn lzc_destroy_bookmarks(bookmarks: &NvList) -> BatchResult {
     let b = CNvList::from_nvlist(bookmarks).map_err(|e| (e, None))?;
     let mut errlist = ptr::null_mut();
     // SAFETY: valid list; errlist receives an owned list or stays NULL.
-    let r = unsafe { zfs_sys::lzc_destroy_bookmarks(b.as_ptr(), &mut errlist) };
+    let r = profiled("lzc_destroy_bookmarks", || unsafe {
+        zfs_sys::lzc_destroy_bookmarks(b.as_ptr(), &mut errlist)
+    });
     batch(r, errlist)
 }
 
@@ -474,7 +547,9 @@ pub(crate) fn lzc_get_bookmarks(fs: &CStr, props: &NvList) -> Result<NvList, Err
     // SAFETY: NUL-terminated name, valid props list; `out` receives an owned
     // list (only on success, so a retry leaks nothing).
     retry_eintr(|| {
-        rc(unsafe { zfs_sys::lzc_get_bookmarks(fs.as_ptr(), props.as_ptr(), &mut out) })
+        rc(profiled("lzc_get_bookmarks", || unsafe {
+            zfs_sys::lzc_get_bookmarks(fs.as_ptr(), props.as_ptr(), &mut out)
+        }))
     })?;
     Ok(take_list(out)?.unwrap_or_default())
 }
@@ -489,7 +564,9 @@ pub(crate) fn lzc_hold(
     let fd = cleanup_fd.map_or(-1, |f| f.as_raw_fd());
     let mut errlist = ptr::null_mut();
     // SAFETY: valid list; `fd` is -1 or an fd borrowed for the call.
-    let r = unsafe { zfs_sys::lzc_hold(h.as_ptr(), fd, &mut errlist) };
+    let r = profiled("lzc_hold", || unsafe {
+        zfs_sys::lzc_hold(h.as_ptr(), fd, &mut errlist)
+    });
     let list = take_list(errlist).ok().flatten();
     if r == 0 {
         Ok(list)
@@ -502,7 +579,9 @@ pub(crate) fn lzc_release(holds: &NvList) -> BatchResult {
     let h = CNvList::from_nvlist(holds).map_err(|e| (e, None))?;
     let mut errlist = ptr::null_mut();
     // SAFETY: valid list; errlist receives an owned list or stays NULL.
-    let r = unsafe { zfs_sys::lzc_release(h.as_ptr(), &mut errlist) };
+    let r = profiled("lzc_release", || unsafe {
+        zfs_sys::lzc_release(h.as_ptr(), &mut errlist)
+    });
     batch(r, errlist)
 }
 
@@ -510,7 +589,11 @@ pub(crate) fn lzc_get_holds(snap: &CStr) -> Result<NvList, Errno> {
     let mut out = ptr::null_mut();
     // SAFETY: NUL-terminated name; `out` receives an owned list (only on
     // success, so a retry leaks nothing).
-    retry_eintr(|| rc(unsafe { zfs_sys::lzc_get_holds(snap.as_ptr(), &mut out) }))?;
+    retry_eintr(|| {
+        rc(profiled("lzc_get_holds", || unsafe {
+            zfs_sys::lzc_get_holds(snap.as_ptr(), &mut out)
+        }))
+    })?;
     Ok(take_list(out)?.unwrap_or_default())
 }
 
@@ -531,45 +614,58 @@ pub(crate) fn lzc_create(
         None => (ptr::null_mut(), 0),
     };
     // SAFETY: NUL-terminated name, valid list; the key buffer is only read.
-    rc(unsafe { zfs_sys::lzc_create(name.as_ptr(), ty, props.as_ptr(), kp, kl) })
+    rc(profiled("lzc_create", || unsafe {
+        zfs_sys::lzc_create(name.as_ptr(), ty, props.as_ptr(), kp, kl)
+    }))
 }
 
 pub(crate) fn lzc_clone(name: &CStr, origin: &CStr, props: &NvList) -> Result<(), Errno> {
     let props = CNvList::from_nvlist(props)?;
     // SAFETY: NUL-terminated names and a valid list.
-    rc(unsafe { zfs_sys::lzc_clone(name.as_ptr(), origin.as_ptr(), props.as_ptr()) })
+    rc(profiled("lzc_clone", || unsafe {
+        zfs_sys::lzc_clone(name.as_ptr(), origin.as_ptr(), props.as_ptr())
+    }))
 }
 
 /// Promotes a clone; on EEXIST returns the conflicting snapshot's name.
 pub(crate) fn lzc_promote(name: &CStr) -> Result<(), (Errno, String)> {
     let mut buf = vec![0u8; zfs_sys::ioctl::MAXNAMELEN];
     // SAFETY: NUL-terminated name; `buf` has the length we pass.
-    let r =
-        unsafe { zfs_sys::lzc_promote(name.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32) };
+    let r = profiled("lzc_promote", || unsafe {
+        zfs_sys::lzc_promote(name.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32)
+    });
     rc(r).map_err(|e| (e, c_buf_to_string(&buf)))
 }
 
 pub(crate) fn lzc_destroy(name: &CStr) -> Result<(), Errno> {
     // SAFETY: NUL-terminated name.
-    rc(unsafe { zfs_sys::lzc_destroy(name.as_ptr()) })
+    rc(profiled("lzc_destroy", || unsafe {
+        zfs_sys::lzc_destroy(name.as_ptr())
+    }))
 }
 
 /// Rolls back to the latest snapshot; returns its name.
 pub(crate) fn lzc_rollback(fs: &CStr) -> Result<String, Errno> {
     let mut buf = vec![0u8; zfs_sys::ioctl::MAXNAMELEN];
     // SAFETY: NUL-terminated name; `buf` has the length we pass.
-    rc(unsafe { zfs_sys::lzc_rollback(fs.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32) })?;
+    rc(profiled("lzc_rollback", || unsafe {
+        zfs_sys::lzc_rollback(fs.as_ptr(), buf.as_mut_ptr().cast(), buf.len() as i32)
+    }))?;
     Ok(c_buf_to_string(&buf))
 }
 
 pub(crate) fn lzc_rollback_to(fs: &CStr, snap: &CStr) -> Result<(), Errno> {
     // SAFETY: NUL-terminated names.
-    rc(unsafe { zfs_sys::lzc_rollback_to(fs.as_ptr(), snap.as_ptr()) })
+    rc(profiled("lzc_rollback_to", || unsafe {
+        zfs_sys::lzc_rollback_to(fs.as_ptr(), snap.as_ptr())
+    }))
 }
 
 pub(crate) fn lzc_rename(from: &CStr, to: &CStr) -> Result<(), Errno> {
     // SAFETY: NUL-terminated names.
-    rc(unsafe { zfs_sys::lzc_rename(from.as_ptr(), to.as_ptr()) })
+    rc(profiled("lzc_rename", || unsafe {
+        zfs_sys::lzc_rename(from.as_ptr(), to.as_ptr())
+    }))
 }
 
 pub(crate) fn lzc_send(
@@ -582,14 +678,14 @@ pub(crate) fn lzc_send(
     let f = zfs_sys::lzc_send_flags(flags);
     // SAFETY: NUL-terminated names (or NULL for `from`); `fd` is borrowed
     // for the duration of the call.
-    let r = unsafe {
+    let r = profiled("lzc_send", || unsafe {
         match resume {
             None => zfs_sys::lzc_send(snap.as_ptr(), c_opt(from), fd.as_raw_fd(), f),
             Some((obj, off)) => {
                 zfs_sys::lzc_send_resume(snap.as_ptr(), c_opt(from), fd.as_raw_fd(), f, obj, off)
             }
         }
-    };
+    });
     rc(r)
 }
 
@@ -597,14 +693,14 @@ pub(crate) fn lzc_send_space(snap: &CStr, from: Option<&CStr>, flags: u32) -> Re
     let mut space = 0u64;
     // SAFETY: NUL-terminated names (or NULL); `space` is a valid out slot.
     retry_eintr(|| {
-        rc(unsafe {
+        rc(profiled("lzc_send_space", || unsafe {
             zfs_sys::lzc_send_space(
                 snap.as_ptr(),
                 c_opt(from),
                 zfs_sys::lzc_send_flags(flags),
                 &mut space,
             )
-        })
+        }))
     })?;
     Ok(space)
 }
@@ -668,7 +764,7 @@ pub(crate) fn lzc_receive_one(
     // list; `begin_record` is 312 readable bytes, 8-aligned: the size and
     // alignment of dmu_replay_record_t; the out slots are valid; `fd` is
     // borrowed for the call; -1 means no cleanup fd.
-    let r = unsafe {
+    let r = profiled("lzc_receive", || unsafe {
         zfs_sys::lzc_receive_one(
             snap.as_ptr(),
             props.as_ref().map_or(ptr::null_mut(), CNvList::as_ptr),
@@ -684,7 +780,7 @@ pub(crate) fn lzc_receive_one(
             &mut action_handle,
             &mut errors,
         )
-    };
+    });
     let outcome = ReceiveOutcome {
         read_bytes,
         prop_errors: take_list(errors).ok().flatten().filter(|l| !l.is_empty()),
@@ -829,13 +925,13 @@ impl IoctlCmd {
         // `self.dst`, with their lengths; those vectors are borrowed through
         // `self` for the whole call, so the kernel reads at most
         // `src`/`conf` and writes at most `dst`. `dev` is an open fd.
-        let r = unsafe {
+        let r = profiled(ioctl_name(request), || unsafe {
             libc::ioctl(
                 dev.as_raw_fd(),
                 request as libc::c_ulong,
                 zc as *mut zfs_cmd_t,
             )
-        };
+        });
         // Leave no pointer behind.
         zc.zc_nvlist_src = 0;
         zc.zc_nvlist_conf = 0;

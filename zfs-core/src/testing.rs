@@ -213,3 +213,10 @@ pub fn signal_every_thread(signal: i32) -> usize {
 pub fn partial_receive_exists(_zfs: &Zfs, target: &DatasetName) -> bool {
     std::ffi::CString::new(format!("{target}/%recv")).is_ok_and(|c| ffi::lzc_exists(&c))
 }
+
+/// Where kernel time went since the last call, per call kind (each
+/// `lzc_*` function, and each raw ioctl by name): `(name, calls, total
+/// wall time)`, sorted by name. Clears the profile. For benchmarks.
+pub fn call_profile() -> Vec<(&'static str, u64, std::time::Duration)> {
+    crate::ffi::profile::take()
+}

@@ -19,6 +19,7 @@
 //! - a failed or killed transfer: the temporary holds go with it (they are
 //!   bound to a descriptor the kernel closes), the receive is resumable.
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -214,8 +215,11 @@ fn legacy_cursor_stem(prefix: &str, target: &DatasetName) -> String {
 #[derive(Debug)]
 struct StepOutcome {
     index: usize,
+    source: DatasetName,
     target: DatasetName,
     transfers: Vec<Transfer>,
+    /// The newest snapshot received, which the cursor bookmark names.
+    newest: Option<Snapshot>,
     bookmark: Option<String>,
 }
 
@@ -271,7 +275,12 @@ pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> R
     }
     let mut outcomes: Vec<StepOutcome> = Vec::new();
     for level in levels {
-        let (mut done, error) = run_level(zfs, plan, &level, opts);
+        let (mut done, mut error) = run_level(zfs, plan, &level, opts);
+        // A completed transfer keeps its bookmark, also after a cancel or a
+        // failure elsewhere in the level.
+        if let Err(e) = leave_bookmarks(zfs, &plan.replication.prefix, &mut done) {
+            error.get_or_insert(e);
+        }
         outcomes.append(&mut done);
         if let Some(e) = error {
             outcomes.sort_by_key(|o| o.index);
@@ -328,6 +337,10 @@ fn run_level(
             *slot = Some(e);
         }
     };
+    // The bases of every step, held at once: one call per pool and side,
+    // each a transaction group, instead of two per step. Steps whose bases
+    // could not be found here hold their own, as do all if the batch fails.
+    let held = hold_level(zfs, plan, level, opts);
     let worker = || {
         // Transfer threads only run ZFS operations: the host's signals go
         // to its own threads.
@@ -344,12 +357,15 @@ fn run_level(
                 record(cancelled(Report::default()));
                 break;
             }
-            let (transfers, bookmark, error) = run_step(zfs, plan, step, opts);
+            let bases_held = held.as_ref().is_some_and(|h| h.steps.contains(&index));
+            let (transfers, newest, error) = run_step(zfs, plan, step, opts, bases_held);
             lock(&results).push(StepOutcome {
                 index,
+                source: step.source.clone(),
                 target: step.target.clone(),
                 transfers,
-                bookmark,
+                newest,
+                bookmark: None,
             });
             if let Some(e) = error {
                 record(e);
@@ -375,9 +391,60 @@ fn run_level(
             }
         }
     });
+    drop(held); // released: every transfer of the level has ended
     let done = results.into_inner().unwrap_or_else(|p| p.into_inner());
     let error = first_error.into_inner().unwrap_or_else(|p| p.into_inner());
     (done, error)
+}
+
+/// Temporary holds on the bases of a level's steps.
+struct LevelHolds {
+    /// The plan indices of the steps whose bases are held.
+    steps: Vec<usize>,
+    _source: Option<HoldGuard>,
+    _target: Option<HoldGuard>,
+}
+
+/// Holds the bases of every step of `level` that transfers, in one call per
+/// side; None when there is nothing to hold, a cancel came, or the batch
+/// was refused (then each step holds its own and reports its own error).
+fn hold_level(
+    zfs: &Zfs,
+    plan: &Plan,
+    level: &[(usize, &Step)],
+    opts: &ExecuteOptions,
+) -> Option<LevelHolds> {
+    if opts.cancel.is_cancelled() {
+        return None;
+    }
+    let mut steps = Vec::new();
+    let (mut sources, mut targets) = (Vec::new(), Vec::new());
+    for &(index, step) in level {
+        if chain(&step.action).is_empty() {
+            continue;
+        }
+        if let Ok((s, t)) = bases_to_hold(zfs, step) {
+            sources.extend(s);
+            targets.extend(t);
+            steps.push(index);
+        }
+    }
+    if steps.is_empty() {
+        return None;
+    }
+    let tag = hold_tag(&plan.replication.prefix);
+    let source = hold(zfs, &sources, &tag).ok()?;
+    let target = hold(zfs, &targets, &tag).ok()?;
+    Some(LevelHolds {
+        steps,
+        _source: source,
+        _target: target,
+    })
+}
+
+/// A tag for temporary holds: `<prefix>:<pid>.<nanoseconds>`.
+fn hold_tag(prefix: &str) -> String {
+    format!("{prefix}:{}.{}", std::process::id(), unique())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -499,36 +566,29 @@ fn bases_to_hold(zfs: &Zfs, step: &Step) -> Result<(Vec<SnapshotName>, Vec<Snaps
 }
 
 /// One dataset: clear stale state, roll back if planned, hold the bases,
-/// transfer, then leave a bookmark of the newest received snapshot on the
-/// source. Returns what completed, also when it stops early (a cancel or a
-/// failure), with the error that stopped it.
+/// transfer. Returns what completed, also when it stops early (a cancel or
+/// a failure), the newest snapshot received (bookmarked with the rest of
+/// its level, [`leave_bookmarks`]) and the error that stopped it.
 fn run_step(
     zfs: &Zfs,
     plan: &Plan,
     step: &Step,
     opts: &ExecuteOptions,
-) -> (Vec<Transfer>, Option<String>, Option<Error>) {
+    bases_held: bool,
+) -> (Vec<Transfer>, Option<Snapshot>, Option<Error>) {
     let mut transfers = Vec::new();
     let mut newest: Option<Snapshot> = None;
-    let error = transfer_chain(zfs, plan, step, opts, &mut transfers, &mut newest).err();
-    // A completed transfer keeps its bookmark, also after a cancel.
-    let mut bookmark = None;
-    let mut error = error;
-    if let Some(newest) = newest {
-        match leave_bookmark(
-            zfs,
-            &plan.replication.prefix,
-            &step.source,
-            &step.target,
-            &newest,
-        ) {
-            Ok(b) => bookmark = Some(b),
-            Err(e) => {
-                error.get_or_insert(e);
-            }
-        }
-    }
-    (transfers, bookmark, error)
+    let error = transfer_chain(
+        zfs,
+        plan,
+        step,
+        opts,
+        bases_held,
+        &mut transfers,
+        &mut newest,
+    )
+    .err();
+    (transfers, newest, error)
 }
 
 fn transfer_chain(
@@ -536,6 +596,7 @@ fn transfer_chain(
     plan: &Plan,
     step: &Step,
     opts: &ExecuteOptions,
+    bases_held: bool,
     transfers: &mut Vec<Transfer>,
     newest: &mut Option<Snapshot>,
 ) -> Result<()> {
@@ -563,10 +624,15 @@ fn transfer_chain(
         return Ok(());
     }
     // Temporary holds: released on drop, and by the kernel if we die.
-    let tag = format!("{}:{}.{}", repl.prefix, std::process::id(), unique());
-    let (source_bases, target_bases) = bases_to_hold(zfs, step)?;
-    let _source_guard = hold(zfs, &source_bases, &tag)?;
-    let _target_guard = hold(zfs, &target_bases, &tag)?;
+    let mut _guards = (None, None);
+    if !bases_held {
+        let tag = hold_tag(&repl.prefix);
+        let (source_bases, target_bases) = bases_to_hold(zfs, step)?;
+        _guards = (
+            hold(zfs, &source_bases, &tag)?,
+            hold(zfs, &target_bases, &tag)?,
+        );
+    }
 
     let mut moved = 0u64;
     for link in &links {
@@ -717,31 +783,89 @@ fn hold(zfs: &Zfs, snapshots: &[SnapshotName], tag: &str) -> Result<Option<HoldG
     Ok(Some(zfs.hold_temporary(&holds)?))
 }
 
-/// Bookmarks `newest` on the source (see [`cursor_bookmark`]), matching an
-/// existing bookmark by GUID, then destroys this target's other cursors.
-fn leave_bookmark(
-    zfs: &Zfs,
-    prefix: &str,
-    source: &DatasetName,
-    target: &DatasetName,
-    newest: &Snapshot,
-) -> Result<String> {
-    let mark = cursor_bookmark(prefix, source, target, newest.guid())?;
-    let existing = zfs.bookmarks(source)?;
-    let present = existing
-        .iter()
-        .any(|b| b.name() == &mark && b.guid() == newest.guid());
-    if !present {
-        zfs.bookmark(&[(mark.clone(), newest.name().clone().into())])?;
+/// Leaves each outcome's cursor: bookmarks its newest snapshot on the
+/// source (see [`cursor_bookmark`]; an existing bookmark is matched by
+/// GUID), then destroys that target's other cursors. One bookmark call and
+/// one destroy call per pool for the whole level (each waits for a
+/// transaction group); if the batch is refused, one by one, and the first
+/// error is returned after every cursor was tried.
+fn leave_bookmarks(zfs: &Zfs, prefix: &str, outcomes: &mut [StepOutcome]) -> Result<()> {
+    let mut first_error = None;
+    let mut create: BTreeMap<String, Vec<(usize, BookmarkName, SnapshotOrBookmark)>> =
+        BTreeMap::new();
+    let mut stale: Vec<(usize, Vec<BookmarkName>)> = Vec::new();
+    for (i, o) in outcomes.iter_mut().enumerate() {
+        let Some(newest) = &o.newest else { continue };
+        let found = cursor_bookmark(prefix, &o.source, &o.target, newest.guid())
+            .and_then(|mark| Ok((zfs.bookmarks(&o.source)?, mark)));
+        let (existing, mark) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let present = existing
+            .iter()
+            .any(|b| b.name() == &mark && b.guid() == newest.guid());
+        if present {
+            o.bookmark = Some(mark.to_string());
+        } else {
+            let from = newest.name().clone().into();
+            let pool = o.source.pool().to_string();
+            create
+                .entry(pool)
+                .or_default()
+                .push((i, mark.clone(), from));
+        }
+        let legacy_stem = legacy_cursor_stem(prefix, &o.target);
+        let old: Vec<BookmarkName> = existing
+            .iter()
+            .filter(|b| b.name() != &mark && is_cursor_of(prefix, &o.target, &legacy_stem, b))
+            .map(|b| b.name().clone())
+            .collect();
+        if !old.is_empty() {
+            stale.push((i, old));
+        }
     }
-    let legacy_stem = legacy_cursor_stem(prefix, target);
-    let stale: Vec<_> = existing
-        .iter()
-        .filter(|b| b.name() != &mark && is_cursor_of(prefix, target, &legacy_stem, b))
-        .map(|b| b.name().clone())
-        .collect();
-    zfs.destroy_bookmarks(&stale)?;
-    Ok(mark.to_string())
+    for marks in create.into_values() {
+        let batch: Vec<_> = marks
+            .iter()
+            .map(|(_, m, f)| (m.clone(), f.clone()))
+            .collect();
+        if zfs.bookmark(&batch).is_ok() {
+            for (i, mark, _) in marks {
+                outcomes[i].bookmark = Some(mark.to_string());
+            }
+            continue;
+        }
+        for (i, mark, from) in marks {
+            match zfs.bookmark(&[(mark.clone(), from)]) {
+                Ok(()) => outcomes[i].bookmark = Some(mark.to_string()),
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+    }
+    // Old cursors go only once the new ones exist (a cursor that could not
+    // be left keeps the old one: the next plan falls back to listing).
+    let mut doomed: BTreeMap<String, Vec<BookmarkName>> = BTreeMap::new();
+    for (i, old) in stale {
+        if outcomes[i].bookmark.is_some() {
+            let pool = outcomes[i].source.pool().to_string();
+            doomed.entry(pool).or_default().extend(old);
+        }
+    }
+    for marks in doomed.into_values() {
+        if let Err(e) = zfs.destroy_bookmarks(&marks) {
+            first_error.get_or_insert(e.into());
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 enum TransferKind<'a> {

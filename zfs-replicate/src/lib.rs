@@ -48,7 +48,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 
-use zfs_core::Zfs;
+use zfs_core::{DatasetName, Zfs};
 
 /// What [`Replication::sync`] did.
 #[derive(Debug, Clone)]
@@ -87,7 +87,9 @@ impl Replication {
         }
         let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
         self.check_new_snapshot_names(&before, &snapshot)?;
-        prune::snapshot_tree(zfs, &self.source, self.recursive, &snapshot)?;
+        // The datasets the plan walked: no second walk of the tree.
+        let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
+        prune::snapshot_datasets(zfs, &sources, &snapshot)?;
         let plan = self.plan(zfs)?;
         let report = execute::execute_locked(zfs, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
@@ -106,8 +108,21 @@ impl Replication {
                 .filter_map(|s| zfs.snapshot_info(&s.source.snapshot(&snapshot).ok()?).ok())
                 .map(|s| s.guid())
                 .collect();
-            pruned_source = prune::prune(zfs, &self.source, self.recursive, &retention, &protect)?;
-            pruned_target = prune::prune(zfs, &self.target, self.recursive, &retention, &protect)?;
+            // The plan's datasets again: what was snapshotted on the source;
+            // on the target, what was received into, and what was kept of
+            // datasets whose source is gone.
+            let sources: Vec<DatasetName> = plan.steps.iter().map(|s| s.source.clone()).collect();
+            let mut targets: Vec<DatasetName> = plan
+                .steps
+                .iter()
+                .map(|s| s.target.clone())
+                .filter(|t| zfs.exists(t))
+                .collect();
+            if !self.destroy_removed {
+                targets.extend(plan.removed_on_source.iter().cloned());
+            }
+            pruned_source = prune::prune_datasets(zfs, &sources, &retention, &protect)?;
+            pruned_target = prune::prune_datasets(zfs, &targets, &retention, &protect)?;
         }
         Ok(SyncReport {
             snapshot,

@@ -155,10 +155,7 @@ impl Replication {
     pub fn plan(&self, zfs: &Zfs) -> Result<Plan> {
         self.check_prefix()?;
         let sources = if self.recursive {
-            zfs.descendants(&self.source)?
-                .into_iter()
-                .map(|d| d.name().clone())
-                .collect()
+            walk(zfs, &self.source)?
         } else {
             zfs.dataset(&self.source)?;
             vec![self.source.clone()]
@@ -178,14 +175,15 @@ impl Replication {
         })?;
         let mut removed_on_source = Vec::new();
         if self.recursive && zfs.exists(&self.target) {
-            for d in zfs.descendants(&self.target)? {
-                let rel = d.name().relative_to(&self.target).unwrap_or("");
+            let known: std::collections::BTreeSet<&DatasetName> = sources.iter().collect();
+            for d in walk(zfs, &self.target)? {
+                let rel = d.relative_to(&self.target).unwrap_or("");
                 if rel.is_empty() {
                     continue;
                 }
                 let src = DatasetName::new(format!("{}/{rel}", self.source))?;
-                if !sources.contains(&src) {
-                    removed_on_source.push(d.name().clone());
+                if !known.contains(&src) {
+                    removed_on_source.push(d);
                 }
             }
         }
@@ -540,6 +538,35 @@ impl Replication {
         props.insert("canmount", 0u64);
         props
     }
+}
+
+/// `root` and its descendants (filesystems and volumes), parents first in
+/// depth-first order, like [`Zfs::descendants`]; the children of each depth
+/// level are listed in parallel.
+fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
+    zfs.dataset(root)?;
+    let mut children: std::collections::HashMap<DatasetName, Vec<DatasetName>> =
+        std::collections::HashMap::new();
+    let mut frontier = vec![root.clone()];
+    while !frontier.is_empty() {
+        let lists = in_parallel(&frontier, |d| Ok(zfs.children(d)?))?;
+        let mut next = Vec::new();
+        for (parent, kids) in frontier.iter().zip(lists) {
+            let names: Vec<DatasetName> = kids.iter().map(|k| k.name().clone()).collect();
+            next.extend(names.iter().cloned());
+            children.insert(parent.clone(), names);
+        }
+        frontier = next;
+    }
+    let mut out = Vec::with_capacity(children.len());
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        if let Some(kids) = children.get(&d) {
+            stack.extend(kids.iter().rev().cloned());
+        }
+        out.push(d);
+    }
+    Ok(out)
 }
 
 /// How many datasets are planned at once: the kernel serves list and stats

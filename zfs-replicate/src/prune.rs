@@ -109,7 +109,11 @@ pub(crate) fn snapshot_tree(
     recursive: bool,
     short: &str,
 ) -> Result<()> {
-    let datasets = tree(zfs, dataset, recursive)?;
+    snapshot_datasets(zfs, &tree(zfs, dataset, recursive)?, short)
+}
+
+/// Snapshots each of `datasets` as `short`, atomically (one call).
+pub(crate) fn snapshot_datasets(zfs: &Zfs, datasets: &[DatasetName], short: &str) -> Result<()> {
     let snaps = datasets
         .iter()
         .map(|d| d.snapshot(short))
@@ -165,10 +169,21 @@ pub fn prune(
     retention: &Retention,
     protect: &[u64],
 ) -> Result<PruneReport> {
-    let datasets = tree(zfs, dataset, recursive)?;
+    prune_datasets(zfs, &tree(zfs, dataset, recursive)?, retention, protect)
+}
+
+/// [`prune`] over a known list of datasets (all in one pool).
+pub(crate) fn prune_datasets(
+    zfs: &Zfs,
+    datasets: &[DatasetName],
+    retention: &Retention,
+    protect: &[u64],
+) -> Result<PruneReport> {
     let mut report = PruneReport::default();
-    let mut moves = AnchorMoves::default();
-    for d in &datasets {
+    // What each dataset holds of ours, from its anchor on.
+    let mut views = Vec::with_capacity(datasets.len());
+    let mut doomed = Vec::new();
+    for d in datasets {
         let anchor_name = anchor_bookmark(d, &retention.prefix)?;
         let anchor = zfs
             .bookmarks(d)?
@@ -178,63 +193,59 @@ pub fn prune(
             Some(a) => zfs.snapshots_created(d, a.createtxg())?,
             None => zfs.snapshots(d)?,
         };
-        let ours: Vec<_> = listed
+        let ours: Vec<Snapshot> = listed
             .iter()
             .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
+            .cloned()
             .collect();
         let cut = ours.len().saturating_sub(retention.keep);
-        let mut doomed = Vec::new();
-        let mut kept = Vec::new();
         for s in &ours[..cut] {
             if protect.contains(&s.guid()) {
                 report.kept_base.push(s.name().clone());
-                kept.push(*s);
             } else if !zfs.holds(s.name())?.is_empty() {
                 report.kept_held.push(s.name().clone());
-                kept.push(*s);
             } else {
                 doomed.push(s.name().clone());
             }
         }
-        if !doomed.is_empty() {
-            match zfs.destroy_snapshots(&doomed, false) {
-                Ok(()) => report.destroyed.extend(doomed),
-                // Something changed under us (a new hold, a clone): go one by one.
-                Err(_) => {
-                    for s in doomed {
-                        match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
-                            Ok(()) => report.destroyed.push(s),
-                            Err(e) if e.kind() == zfs_core::ErrorKind::Busy => {
-                                report.kept_held.push(s.clone());
-                                if let Some(k) = ours.iter().find(|o| o.name() == &s) {
-                                    kept.push(*k);
-                                }
-                            }
-                            Err(e) => return Err(Error::Zfs(e)),
-                        }
-                    }
+        views.push((anchor_name, anchor, listed, ours));
+    }
+    // One destroy for the whole tree (one pool, one transaction group).
+    match zfs.destroy_snapshots(&doomed, false) {
+        Ok(()) => report.destroyed.extend(doomed),
+        // Something changed under us (a new hold, a clone): go one by one.
+        Err(_) => {
+            for s in doomed {
+                match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
+                    Ok(()) => report.destroyed.push(s),
+                    Err(e) if e.kind() == zfs_core::ErrorKind::Busy => report.kept_held.push(s),
+                    Err(e) => return Err(Error::Zfs(e)),
                 }
             }
         }
+    }
+    let destroyed: std::collections::BTreeSet<&SnapshotName> = report.destroyed.iter().collect();
+    let mut moves = AnchorMoves::default();
+    for (anchor_name, anchor, listed, ours) in views {
         // The oldest of ours still there: where the next listing may start.
-        let oldest = kept
-            .into_iter()
-            .chain(ours[cut..].iter().copied())
-            .min_by_key(|s| s.createtxg());
-        let stale = match (&anchor, oldest) {
-            (None, Some(_)) => true,
+        let Some(oldest) = ours
+            .iter()
+            .filter(|s| !destroyed.contains(s.name()))
+            .min_by_key(|s| s.createtxg())
+        else {
+            // None of ours left: the anchor still bounds where ours begin.
+            continue;
+        };
+        let stale = match &anchor {
+            None => true,
             // Far behind: every prune would list the snapshots between.
-            (Some(_), Some(o)) => {
-                let behind = listed.iter().filter(|s| s.createtxg() < o.createtxg());
+            Some(_) => {
+                let behind = listed.iter().filter(|s| s.createtxg() < oldest.createtxg());
                 behind.count() > ANCHOR_SLACK
             }
-            // None of ours left: the anchor still bounds where ours begin.
-            (_, None) => false,
         };
         if stale {
-            if let Some(o) = oldest {
-                moves.push(anchor.as_ref().map(|a| a.name().clone()), anchor_name, o);
-            }
+            moves.push(anchor.map(|a| a.name().clone()), anchor_name, oldest);
         }
     }
     moves.apply(zfs)?;
