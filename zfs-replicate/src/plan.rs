@@ -6,6 +6,12 @@
 //! bookmark this crate leaves after each run, so the next incremental works
 //! even when every source snapshot was pruned).
 //!
+//! Planning costs what changed, not what exists: each run leaves a cursor
+//! bookmark on the source, and the next plan lists only the snapshots
+//! created since it, on both sides (the kernel skips older ones inside one
+//! list call). Whenever the cursor does not check out it lists everything;
+//! both ways give the same plan ([`Step::listing`] says which was used).
+//!
 //! ```no_run
 //! use zfs_core::Zfs;
 //! use zfs_replicate::Replication;
