@@ -289,3 +289,139 @@ pub fn summary(line: &str) {
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
+
+/// This test binary again, running one test (`name`) in a child process
+/// with `marker` set in its environment (the test plays the child's part
+/// when it sees it), stdout piped line by line and stdin piped.
+pub struct ChildRun {
+    child: std::process::Child,
+    lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Every line the child printed so far.
+    pub out: Vec<String>,
+}
+
+impl ChildRun {
+    pub fn start(name: &str, marker: &str) -> ChildRun {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--ignored",
+                "--exact",
+                name,
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(marker, "1")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the child");
+        let stdout = child.stdout.take().expect("piped stdout");
+        ChildRun {
+            child,
+            lines: std::io::BufReader::new(stdout).lines(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Reads lines until one contains `marker` (or the child's output ends).
+    pub fn wait_for(&mut self, marker: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.expect("child output");
+            let found = line.contains(marker);
+            self.out.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+
+    /// Sends a signal with `kill` (`-STOP`, `-CONT`, …); false once the
+    /// child is gone.
+    pub fn signal(&self, signal: &str) -> bool {
+        std::process::Command::new("kill")
+            .args([signal, &self.pid()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Writes a line to the child's stdin.
+    pub fn say(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("piped stdin");
+        writeln!(stdin, "{line}").expect("write to the child");
+    }
+
+    /// Reads the rest of the output and waits; asserts that the child
+    /// succeeded and printed `DONE`.
+    pub fn finish(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        for line in self.lines.by_ref() {
+            self.out.push(line.expect("child output"));
+        }
+        let status = self.child.wait().expect("wait for the child");
+        assert!(
+            status.success() && self.out.iter().any(|l| l == "DONE"),
+            "child failed ({status:?}): {:#?}",
+            self.out
+        );
+        self.out
+    }
+}
+
+/// A test setting: the environment variable `name`, else a test argument
+/// `name=value` (environment variables do not reach the VM's guest).
+pub fn setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        let prefix = format!("{name}=");
+        std::env::args().find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
+    })
+}
+
+/// The seed in setting `name`, else one from the clock (print it, so a run
+/// can be replayed).
+pub fn seed(name: &str) -> u64 {
+    setting(name).map_or_else(
+        || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        },
+        |v| v.parse().expect("a seed is a u64"),
+    )
+}
+
+/// xorshift64*: a small, seeded, reproducible source of choices.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next_u64() % n as u64) as usize
+        }
+    }
+
+    /// One of `items`, or None if there are none.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
+        if items.is_empty() {
+            None
+        } else {
+            Some(&items[self.below(items.len())])
+        }
+    }
+}

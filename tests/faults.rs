@@ -31,7 +31,7 @@ use zfs_core::{DatasetName, SnapshotName, Zfs};
 use zfs_replicate::{
     execute, Action, CancelToken, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
 };
-use zfs_replicate_tests::{mount, summary, unmount, zfs_cli, Pair};
+use zfs_replicate_tests::{mount, setting, summary, unmount, zfs_cli, Pair};
 
 const MIB: u64 = 1 << 20;
 /// Cancel and kill points per transfer.
@@ -278,15 +278,6 @@ impl std::fmt::Display for Phases {
             self.reset.as_secs_f64()
         )
     }
-}
-
-/// A value from the environment, or from a `NAME=value` test argument (how
-/// values reach the guest, whose environment the harness sets).
-fn setting(name: &str) -> Option<String> {
-    std::env::var(name).ok().or_else(|| {
-        let prefix = format!("{name}=");
-        std::env::args().find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
-    })
 }
 
 // ------------------------------------------------------------- 1. cancel
@@ -1006,16 +997,7 @@ fn leak_soak() {
     let _serial = serial();
     let started = Instant::now();
     let runs: usize = setting("FAULTS_SOAK_RUNS").map_or(SOAK_RUNS, |v| v.parse().unwrap());
-    let seed: u64 = setting("FAULTS_SEED").map_or_else(
-        || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        },
-        |v| v.parse().unwrap(),
-    );
+    let seed = zfs_replicate_tests::seed("FAULTS_SEED");
     let p = pair(256 * MIB, 128 * MIB);
     let src = p.src("soak");
     p.create(&src);

@@ -9,24 +9,7 @@ mod checks;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// xorshift64*.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
+use zfs_replicate_tests::Rng;
 
 /// libFuzzer-like mutations: bit flips, random and "interesting" bytes and
 /// words, insertions, deletions, truncation, copies within the input and
@@ -41,7 +24,7 @@ fn mutate(data: &mut Vec<u8>, other: &[u8], rng: &mut Rng, max_len: usize) {
             }
             1 if len > 0 => {
                 let at = rng.below(len);
-                data[at] = rng.next() as u8;
+                data[at] = rng.next_u64() as u8;
             }
             2 if len > 0 => {
                 let at = rng.below(len);
@@ -49,14 +32,14 @@ fn mutate(data: &mut Vec<u8>, other: &[u8], rng: &mut Rng, max_len: usize) {
             }
             3 if len >= 8 => {
                 let at = rng.below(len - 7);
-                let v = [0, u64::MAX, 1 << 24, 1 << 31, 1 << 32, rng.next()][rng.below(6)];
+                let v = [0, u64::MAX, 1 << 24, 1 << 31, 1 << 32, rng.next_u64()][rng.below(6)];
                 data[at..at + 8].copy_from_slice(&v.to_le_bytes());
             }
             4 => {
                 let at = rng.below(len + 1);
                 let n = 1 + rng.below(8);
                 for _ in 0..n {
-                    data.insert(at, rng.next() as u8);
+                    data.insert(at, rng.next_u64() as u8);
                 }
             }
             5 if len > 0 => {

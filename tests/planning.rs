@@ -9,34 +9,7 @@ use std::collections::BTreeMap;
 
 use zfs_core::{DatasetName, SnapshotName};
 use zfs_replicate::{ExecuteOptions, Listing, Plan, Replication, Step};
-use zfs_replicate_tests::{mount, summary, unmount, write_file, zfs_cli, Pair};
-
-fn setting(name: &str) -> Option<String> {
-    let prefix = format!("{name}=");
-    std::env::args().find_map(|a| a.strip_prefix(&prefix).map(str::to_owned))
-}
-
-/// xorshift64*: a small, seeded, reproducible source of choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        if items.is_empty() {
-            None
-        } else {
-            Some(&items[self.below(items.len())])
-        }
-    }
-}
+use zfs_replicate_tests::{mount, seed, setting, summary, unmount, write_file, zfs_cli, Pair, Rng};
 
 /// A step with how it was listed blanked out, for comparing plans.
 fn comparable(step: &Step) -> Step {
@@ -120,16 +93,7 @@ fn scribble(fs: &DatasetName, seed: u64) {
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn cursor_plans_equal_full_plans_over_random_histories() {
     let ops: usize = setting("PLAN_OPS").map_or(60, |v| v.parse().unwrap());
-    let seed: u64 = setting("PLAN_SEED").map_or_else(
-        || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        },
-        |v| v.parse().unwrap(),
-    );
+    let seed = seed("PLAN_SEED");
     summary(&format!(
         "cursor vs full planning: {ops} operations, PLAN_SEED={seed}"
     ));

@@ -16,7 +16,7 @@ use zfs_replicate::{
     execute, Action, Base, CancelToken, Divergence, Error, ExecuteOptions, Replication,
 };
 use zfs_replicate_tests::below as ds;
-use zfs_replicate_tests::{mount, unmount, write_file, zfs_cli, KernelErrorLog, Pair};
+use zfs_replicate_tests::{mount, unmount, write_file, zfs_cli, ChildRun, KernelErrorLog, Pair};
 
 const SIZE: u64 = 256 << 20;
 
@@ -1242,60 +1242,26 @@ fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
         return;
     }
     // `STOP_SOAK_RUNS=N` as a test argument repeats the whole scenario.
-    let runs: usize = std::env::args()
-        .find_map(|a| a.strip_prefix("STOP_SOAK_RUNS=").map(str::to_owned))
-        .map_or(1, |v| v.parse().unwrap());
+    let runs: usize =
+        zfs_replicate_tests::setting("STOP_SOAK_RUNS").map_or(1, |v| v.parse().unwrap());
     for run in 0..runs {
         println!("stop/continue run {}/{runs}", run + 1);
-        stop_and_continue_once(NAME);
-    }
-}
-
-/// One child process replicating while it is stopped and continued.
-fn stop_and_continue_once(name: &str) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ZFS_TEST_STOP_CHILD", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut out = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let started = line.contains("STARTED");
-        out.push(line);
-        if started {
-            break;
+        let mut child = ChildRun::start(NAME, "ZFS_TEST_STOP_CHILD");
+        child.wait_for("STARTED");
+        let mut stops = 0;
+        for _ in 0..5 {
+            if !child.signal("-STOP") {
+                break; // the child already finished
+            }
+            stops += 1;
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            child.signal("-CONT");
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        let out = child.finish();
+        let outcomes = out.iter().find(|l| l.starts_with("OUTCOMES")).cloned();
+        zfs_replicate_tests::summary(&format!("stop/continue: {stops} stops; {outcomes:?}"));
     }
-    let mut stops = 0;
-    for _ in 0..5 {
-        let st = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-        if !st.success() {
-            break; // the child already finished
-        }
-        stops += 1;
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    out.extend(lines.map(|l| l.unwrap()));
-    let status = child.wait().unwrap();
-    let outcomes = out.iter().find(|l| l.starts_with("OUTCOMES")).cloned();
-    zfs_replicate_tests::summary(&format!("stop/continue: {stops} stops; {outcomes:?}"));
-    assert!(
-        status.success() && out.iter().any(|l| l == "DONE"),
-        "child failed ({status:?}): {out:#?}"
-    );
 }
 
 /// A stop that catches the receive waiting for data on its pipe. Linux then
@@ -1308,7 +1274,7 @@ fn stop_and_continue_once(name: &str) {
 #[test]
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn a_stop_while_the_receive_waits_on_its_pipe_is_an_interruption() {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufRead, Write};
     const NAME: &str = "a_stop_while_the_receive_waits_on_its_pipe_is_an_interruption";
     if std::env::var_os("ZFS_TEST_PARKED_CHILD").is_some() {
         let _errors_logged = KernelErrorLog::enable();
@@ -1369,50 +1335,22 @@ fn a_stop_while_the_receive_waits_on_its_pipe_is_an_interruption() {
         println!("DONE");
         return;
     }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            NAME,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("ZFS_TEST_PARKED_CHILD", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id().to_string();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut out = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let parked = line.contains("PARKED");
-        out.push(line);
-        if parked {
-            break;
-        }
-    }
+    let mut child = ChildRun::start(NAME, "ZFS_TEST_PARKED_CHILD");
+    child.wait_for("PARKED");
     // Let the receive drain what the relay passed on, then stop it there.
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let st = Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    assert!(st.success());
+    assert!(child.signal("-STOP"));
     std::thread::sleep(std::time::Duration::from_millis(300));
-    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    child.signal("-CONT");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    writeln!(child.stdin.take().unwrap(), "go").unwrap();
-    out.extend(lines.map(|l| l.unwrap()));
-    let status = child.wait().unwrap();
-    for l in out
+    child.say("go");
+    for l in child
+        .finish()
         .iter()
         .filter(|l| l.starts_with("FIRST") || l.starts_with("KERNEL"))
     {
         zfs_replicate_tests::summary(&format!("parked receive stopped: {l}"));
     }
-    assert!(
-        status.success() && out.iter().any(|l| l == "DONE"),
-        "child failed ({status:?}): {out:#?}"
-    );
 }
 
 /// When the system refuses a thread (here: a cgroup's `pids.max`), a run
