@@ -20,6 +20,9 @@ use crate::versions::{self, ZfsVersion};
 use crate::vm::{self, Disk, GuestPayload, VmOutcome};
 use crate::{built_executable, env_or, output, workspace_root, Result};
 
+/// Where the suite goes in the guest (on its PATH).
+const SUITE_IN_GUEST: &str = "/usr/bin/bench-suite";
+
 pub fn bench(args: &[String]) -> Result<bool> {
     let started = Instant::now();
     let (opts, suite_args) = match args.iter().position(|a| a == "--") {
@@ -70,7 +73,7 @@ pub fn bench(args: &[String]) -> Result<bool> {
         let images = pool_images(guest, &recipe, &suite, &suite_args, &work_dir, &vm_opts)?;
         let payload = GuestPayload {
             binaries: vec![
-                ("/bench/suite".into(), suite.clone()),
+                (SUITE_IN_GUEST.into(), suite.clone()),
                 ("/usr/bin/backup".into(), backup.clone()),
             ],
             files: Vec::new(),
@@ -200,7 +203,7 @@ fn pool_images(
         });
     }
     let payload = GuestPayload {
-        binaries: vec![("/bench/suite".into(), suite.to_path_buf())],
+        binaries: vec![(SUITE_IN_GUEST.into(), suite.to_path_buf())],
         files: Vec::new(),
         script: suite_script("build", suite_args),
         disks,
@@ -225,7 +228,7 @@ fn pool_images(
 fn suite_script(mode: &str, suite_args: &[String]) -> String {
     let args: Vec<String> = suite_args.iter().map(|a| vm::shell_quote(a)).collect();
     format!(
-        "/bench/suite {mode} {}\necho \"ZFS-HARNESS-EXIT suite $?\"\n",
+        "{SUITE_IN_GUEST} {mode} {}\necho \"ZFS-HARNESS-EXIT suite $?\"\n",
         args.join(" ")
     )
 }
@@ -263,9 +266,25 @@ fn report(
         })
         .unwrap_or_else(|| "unknown".into());
     let host_cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = command_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let mut commit = command_output(
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(workspace_root()),
+    );
+    if !command_output(
+        Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(workspace_root()),
+    )
+    .is_empty()
+    {
+        commit.push_str(" with uncommitted changes");
+    }
     let mut text = format!(
         "<!-- Written by `cargo xtask bench`; rerun it rather than editing. -->\n\
          # Benchmarks: zfs-replicate against the zfs CLI, OpenZFS {}\n\n\
+         - date: {date}; commit {commit}\n\
          - command: `{command}`\n\
          - machine: QEMU TCG guest (no KVM), {} vCPUs, {} MiB, on a {host_cores}-core host ({host_cpu})\n\
          - guest: {}\n",
@@ -279,6 +298,15 @@ fn report(
         text.push('\n');
     }
     text
+}
+
+/// A command's trimmed stdout, or `unknown` when it fails.
+fn command_output(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// FNV-1a, 64 bits: a hash that stays the same across Rust releases.
