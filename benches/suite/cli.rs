@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 
+use zfs_core::DatasetName;
+
 /// Runs `cmd` with `sh -c`, panicking with its stderr when it fails.
 pub fn sh(cmd: &str) {
     let out = Command::new("sh")
@@ -18,6 +20,15 @@ pub fn sh(cmd: &str) {
         out.status,
         String::from_utf8_lossy(&out.stderr).trim()
     );
+}
+
+/// Destroys a target of a transfer benchmark and waits until its space is
+/// freed, so that the next run does not compete with the frees.
+pub fn destroy_and_wait(dataset: &DatasetName) {
+    sh(&format!(
+        "zfs destroy -r '{dataset}' && zpool wait -t free '{}'",
+        dataset.pool()
+    ));
 }
 
 /// Runs `cmd` with `sh -c` and returns its stdout.

@@ -3,7 +3,7 @@
 
 use std::process::{Command, Stdio};
 
-use crate::cli::sh;
+use crate::cli::destroy_and_wait;
 use crate::context::Context;
 use crate::measure::{memory, peak_rss};
 use crate::recipe::{dataset, DATA_SNAPSHOT, DST_POOL};
@@ -28,7 +28,7 @@ pub fn row(ctx: &mut Context, mib: u64) -> Row {
                 .args(["sync", src.as_str(), dst.as_str(), "--keep", "1"])
                 .stdout(Stdio::null()),
         );
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         peak
     });
     let cli = memory(runs, |i| {
@@ -36,12 +36,11 @@ pub fn row(ctx: &mut Context, mib: u64) -> Row {
         let peak = peak_rss(Command::new("sh").arg("-c").arg(format!(
             "zfs send -L -e -c '{src}@{DATA_SNAPSHOT}' | zfs receive -u '{dst}'"
         )));
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         peak
     });
-    let mut notes = "ours: the `backup` example's `sync` (first run: full, then incremental \
-                     to its new snapshot), its peak RSS (`wait4` ru_maxrss = VmHWM); \
-                     CLI: the largest of `sh`, `zfs send`, `zfs receive`"
+    let mut notes = "ours: `backup sync` (full, then incremental to its new snapshot); \
+                     CLI: the largest of `zfs send`, `zfs receive`; VmHWM from `wait4`"
         .to_owned();
     if runs < ctx.runs {
         notes.push_str(&format!("; {runs} runs: one moves {mib} MiB"));

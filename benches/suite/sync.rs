@@ -33,8 +33,8 @@ pub fn row(ctx: &mut Context, tree: &Tree) -> Row {
         ours,
         cli: Some(cli),
         notes: format!(
-            "ours: `Replication::sync`, keep {KEEP}; CLI: list both sides, `snapshot -r`, \
-             `send -R -I` into `receive -u`, destroy the previous snapshot on both sides"
+            "ours: `sync`, keep {KEEP}; CLI: list both sides, `snapshot -r`, \
+             `send -R -I \\| receive -u`, destroy the previous snapshot"
         ),
     }
 }

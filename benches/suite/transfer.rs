@@ -2,7 +2,7 @@
 
 use zfs_replicate::{execute, ExecuteOptions, Replication};
 
-use crate::cli::sh;
+use crate::cli::{destroy_and_wait, sh};
 use crate::context::Context;
 use crate::measure::{timed, times};
 use crate::recipe::{dataset, DATA_SNAPSHOT, DST_POOL};
@@ -28,7 +28,7 @@ pub fn parallel_rows(ctx: &mut Context) -> Vec<Row> {
             execute(&ctx.zfs, &plan, &ExecuteOptions::default())
                 .unwrap_or_else(|e| panic!("replicating {src}: {e}"));
         });
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         took
     });
     let send_r = times(ctx.runs, |i| {
@@ -38,7 +38,7 @@ pub fn parallel_rows(ctx: &mut Context) -> Vec<Row> {
                 "zfs send -R {SEND_FLAGS} '{src}@{DATA_SNAPSHOT}' | zfs receive -u '{dst}'"
             ))
         });
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         took
     });
     let cli_loop = times(ctx.runs, |i| {
@@ -58,7 +58,7 @@ pub fn parallel_rows(ctx: &mut Context) -> Vec<Row> {
                 ));
             }
         });
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         took
     });
     let what = format!(
@@ -71,14 +71,14 @@ pub fn parallel_rows(ctx: &mut Context) -> Vec<Row> {
             label: format!("{what}, against `send -R`"),
             ours,
             cli: Some(send_r),
-            notes: format!("{ours_note}; CLI: `zfs send -R {SEND_FLAGS} | zfs receive -u`"),
+            notes: format!("{ours_note}; CLI: `zfs send -R {SEND_FLAGS} \\| zfs receive -u`"),
         },
         Row {
             label: format!("{what}, against a CLI loop"),
             ours,
             cli: Some(cli_loop),
             notes: format!(
-                "{ours_note}; CLI: `zfs send {SEND_FLAGS} | zfs receive -u` per dataset, in turn"
+                "{ours_note}; CLI: `zfs send {SEND_FLAGS} \\| zfs receive -u` per dataset, in turn"
             ),
         },
     ]
@@ -97,7 +97,7 @@ pub fn single_row(ctx: &mut Context) -> Row {
             execute(&ctx.zfs, &plan, &ExecuteOptions::default())
                 .unwrap_or_else(|e| panic!("replicating {src}: {e}"))
         });
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         took
     });
     let cli = times(ctx.runs, |i| {
@@ -107,7 +107,7 @@ pub fn single_row(ctx: &mut Context) -> Row {
                 "zfs send {SEND_FLAGS} '{src}@{DATA_SNAPSHOT}' | zfs receive -u '{dst}'"
             ))
         });
-        sh(&format!("zfs destroy -r '{dst}'"));
+        destroy_and_wait(&dst);
         took
     });
     let rate = |seconds: f64| mib as f64 * 1.048_576 / seconds;
@@ -116,7 +116,7 @@ pub fn single_row(ctx: &mut Context) -> Row {
         ours,
         cli: Some(cli),
         notes: format!(
-            "ours: `execute` (bookmark included), {:.0} MB/s; CLI: `zfs send {SEND_FLAGS} | zfs receive -u`, {:.0} MB/s",
+            "ours: `execute` (bookmark included), {:.0} MB/s; CLI: `zfs send {SEND_FLAGS} \\| zfs receive -u`, {:.0} MB/s",
             rate(ours.median),
             rate(cli.median)
         ),

@@ -185,8 +185,17 @@ fn pool_images(
         eprintln!("xtask: reusing the cached bench pools in {}", dir.display());
         return Ok(images);
     }
+    // Holding the lock, any partial build of this key is an interrupted one.
+    for entry in fs::read_dir(&pools_dir)?.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{key}.tmp"))
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
     let tmp = pools_dir.join(format!("{key}.tmp{}", std::process::id()));
-    let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp)?;
     eprintln!(
         "xtask: building the bench pools in {} (once per recipe and OpenZFS version; \
