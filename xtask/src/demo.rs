@@ -7,11 +7,10 @@
 //! sides. Any failed step or GUID mismatch fails the demo.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::vm::{self, GuestPayload};
-use crate::{cargo, env_or, versions, workspace_root, Result};
+use crate::{env_or, versions, workspace_root, Result};
 
 pub fn demo(args: &[String]) -> Result<bool> {
     let (zfs, rest) = crate::zfs_versions(args)?;
@@ -29,6 +28,7 @@ pub fn demo(args: &[String]) -> Result<bool> {
         binaries: vec![("/usr/bin/backup".into(), backup)],
         files: vec![("/demo.sh".into(), 0o755, SCRIPT.as_bytes().to_vec())],
         script: "/demo.sh\necho \"ZFS-HARNESS-EXIT demo $?\"".into(),
+        disks: Vec::new(),
     };
     let vm_opts = vm::VmOptions {
         memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
@@ -62,26 +62,10 @@ pub fn demo(args: &[String]) -> Result<bool> {
 
 /// Builds the `backup` example and returns its path.
 fn build_backup() -> Result<PathBuf> {
-    let out = cargo()
-        .args([
-            "build",
-            "-p",
-            "zfs-replicate",
-            "--example",
-            "backup",
-            "--message-format=json",
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err("cargo build -p zfs-replicate --example backup failed".into());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "backup")
-        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo built no backup executable".into())
+    crate::built_executable(
+        &["build", "-p", "zfs-replicate", "--example", "backup"],
+        "backup",
+    )
 }
 
 /// The guest script (busybox sh). `backup` is the example binary.

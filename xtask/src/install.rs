@@ -56,6 +56,9 @@ pub struct Guest {
     /// The modules in load order (`spl` … `zfs`), possibly compressed (`.ko.xz`).
     pub modules: Vec<PathBuf>,
     pub userland: Userland,
+    /// A tree holding the kernel's own modules (the virtio disk driver for
+    /// guests with disks), when there is one.
+    pub kernel_modules: Option<PathBuf>,
 }
 
 /// Where the guest's ZFS tools and every shared library come from.
@@ -240,9 +243,10 @@ fn find_guest_kernel() -> Option<Guest> {
         Some(Guest {
             zfs_version: module_version(&zfs).unwrap_or_else(|| "unknown".into()),
             vmlinuz: PathBuf::from(format!("/boot/vmlinuz-{release}")),
-            release,
             modules: vec![spl, zfs],
             userland: Userland::host(),
+            kernel_modules: Some(Path::new("/lib/modules").join(&release).join("kernel")),
+            release,
         })
     })
 }

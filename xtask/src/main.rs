@@ -6,11 +6,16 @@
 //! - `cargo xtask demo`: the `backup` example's story (sync, incremental,
 //!   prune, stream files, divergence) on two pools in the QEMU guest, with
 //!   the GUIDs that prove both sides match.
+//! - `cargo xtask bench [-- NAME…]`: the benchmark suite (`benches/suite`)
+//!   against the `zfs` CLI in a QEMU guest, on cached pool images.
 //! - `cargo xtask bindgen`: regenerates `zfs-sys/src/bindings.rs`.
 
+mod bench;
 mod cpio;
 mod demo;
+mod disk;
 mod install;
+mod kmod;
 mod package;
 mod versions;
 mod vm;
@@ -32,9 +37,11 @@ const USAGE: &str = "usage:
   cargo xtask demo [--zfs VERSION]
                         the backup example on two pools in a QEMU guest:
                         sync, incremental, prune, stream files, GUID proof
-  cargo xtask bench [--zfs VERSIONS]
-                        benches/cli_compare.rs in a QEMU guest: the library
-                        against the zfs CLI in the same run (ratios)
+  cargo xtask bench [--zfs VERSIONS] [-- [--small] [--runs N] [NAME...]]
+                        the benchmark suite (benches/suite) in a QEMU guest:
+                        the library against the zfs CLI in the same run, on
+                        pool images built once and cached in target/xtask-vm;
+                        NAME runs only benchmarks whose name contains it
   cargo xtask bindgen   regenerate zfs-sys/src/bindings.rs (needs libclang)
 
 VERSIONS: 2.3.2 (the default: the host's apt-installed OpenZFS), 2.1.11, 2.4.4,
@@ -43,7 +50,8 @@ VERSIONS: 2.3.2 (the default: the host's apt-installed OpenZFS), 2.1.11, 2.4.4,
           ~/.cache/zfs-replicate-xtask).
 
 environment: XTASK_VM_MEMORY_MIB (default 4096), XTASK_VM_CPUS (default 2),
-             XTASK_VM_TIMEOUT_SECS (default 1800 for test, 600 for demo),
+             XTASK_VM_TIMEOUT_SECS (default 1800 for test, 600 for demo,
+             10800 for bench),
              XTASK_CACHE_DIR";
 
 fn main() -> ExitCode {
@@ -51,7 +59,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
         Some("demo") => demo::demo(&args[1..]),
-        Some("bench") => bench(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         Some("bindgen") => bindgen().map(|()| true),
         Some("package-check") => package::check(), // the host check `test` runs
         Some("-h" | "--help" | "help") => {
@@ -421,68 +429,23 @@ fn test_binaries() -> Result<(Vec<vm::TestBinary>, Vec<vm::TestBinary>)> {
     Ok((tests, programs))
 }
 
-/// Builds `benches/cli_compare.rs` (release) and runs it in the guest.
-fn bench(args: &[String]) -> Result<bool> {
-    let started = Instant::now();
-    let (zfs, rest) = zfs_versions(args)?;
-    if let Some(bad) = rest.first() {
-        return Err(format!("unknown option {bad}\n{USAGE}").into());
-    }
-    let mut guests = Vec::new();
-    for v in &zfs {
-        guests.push((*v, versions::guest(*v)?));
-    }
+/// Runs `cargo ARGS --message-format=json` and returns the executable cargo
+/// built for the target named `target`.
+pub fn built_executable(args: &[&str], target: &str) -> Result<PathBuf> {
     let out = cargo()
-        .args([
-            "bench",
-            "-p",
-            "zfs-replicate-tests",
-            "--bench",
-            "cli_compare",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(args)
+        .arg("--message-format=json")
         .stderr(Stdio::inherit())
         .output()?;
     if !out.status.success() {
-        return Err("cargo bench --no-run failed".into());
+        return Err(format!("cargo {} failed", args.join(" ")).into());
     }
-    let exe = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "cli_compare")
-        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or("the cli_compare bench executable was not built")?;
-    let tests = [vm::TestBinary {
-        name: "cli_compare-bench".into(),
-        path: exe,
-    }];
-    let opts = vm::VmOptions {
-        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
-        cpus: env_or("XTASK_VM_CPUS", 2),
-        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 1800)),
-        test_args: Vec::new(),
-    };
-    let mut ok = true;
-    for (version, guest) in &guests {
-        eprintln!("xtask: === bench on OpenZFS {} ===", version.as_str());
-        let outcome = vm::run_tests(
-            guest,
-            &tests,
-            &[],
-            &workspace_root().join("target/xtask-vm"),
-            &opts,
-        )?;
-        ok &= outcome.completed
-            && outcome.failed_binaries.is_empty()
-            && outcome.version_error.is_none();
-    }
-    eprintln!(
-        "xtask: bench {} in {:.0} s",
-        if ok { "finished" } else { "FAILED" },
-        started.elapsed().as_secs_f64()
-    );
-    Ok(ok)
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == target)
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+        .ok_or_else(|| format!("cargo {} built no {target} executable", args.join(" ")).into())
 }
 
 /// Regenerates the committed bindings from the installed headers.

@@ -175,6 +175,13 @@ fn load(version: ZfsVersion, dir: &Path) -> Result<Option<Guest>> {
     if modules.is_empty() || !vmlinuz.exists() || !loader.exists() {
         return Ok(None);
     }
+    // The kept disk driver (2.1.11), else the host's tree for this kernel.
+    let kernel_modules = [
+        dir.join(DISK_DRIVER_DIR),
+        Path::new("/lib/modules").join(&release).join("kernel"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir());
     Ok(Some(Guest {
         zfs_version: version.as_str().to_owned(),
         release,
@@ -185,7 +192,71 @@ fn load(version: ZfsVersion, dir: &Path) -> Result<Option<Guest>> {
             loader,
             library_path,
         },
+        kernel_modules,
     }))
+}
+
+/// Where a build keeps the kernel's virtio disk driver when the kernel's
+/// own modules are not kept (2.1.11).
+const DISK_DRIVER_DIR: &str = "disk-driver";
+
+/// The modules a guest needs to see virtio disks.
+const DISK_DRIVER: &[&str] = &["virtio_pci", "virtio_blk"];
+
+/// `guest`, able to attach disks: for a 2.1.11 build made before the disk
+/// driver was kept, downloads that kernel's image package once and keeps the
+/// driver from it.
+pub fn with_disk_driver(version: ZfsVersion, guest: Guest) -> Result<Guest> {
+    if guest.kernel_modules.is_some() || version != ZfsVersion::V2_1_11 {
+        return Ok(guest);
+    }
+    let dir = cache_dir().join(format!("zfs-{}", version.as_str()));
+    let lock = fs::File::create(cache_dir().join(format!("zfs-{}.lock", version.as_str())))?;
+    lock.lock()?;
+    let ready = fs::read_to_string(dir.join(READY))?;
+    let kernel = ready
+        .lines()
+        .find_map(|l| l.strip_prefix("kernel="))
+        .ok_or("the 2.1.11 build names no kernel package version")?;
+    eprintln!(
+        "xtask: keeping the virtio disk driver of linux-image-{} (once)",
+        guest.release
+    );
+    let work = dir.join("disk-driver-work");
+    let _ = fs::remove_dir_all(&work);
+    let debs = work.join("debs");
+    Apt::host()
+        .download(&debs, &[format!("linux-image-{}={kernel}", guest.release)])
+        .map_err(|e| {
+            format!(
+                "{e}; if the mirror dropped this kernel, remove {} to rebuild 2.1.11",
+                dir.display()
+            )
+        })?;
+    let root = work.join("root");
+    unpack_all(&debs, &root, false)?;
+    keep_disk_driver(&root.join("lib/modules").join(&guest.release), &dir)?;
+    let _ = fs::remove_dir_all(&work);
+    load(version, &dir)?
+        .ok_or_else(|| format!("the build in {} is incomplete", dir.display()).into())
+}
+
+/// Copies the virtio disk driver (with its dependencies) out of a kernel's
+/// modules tree into the build's [`DISK_DRIVER_DIR`].
+fn keep_disk_driver(kernel_modules: &Path, dir: &Path) -> Result<()> {
+    let modules = crate::kmod::with_dependencies(kernel_modules, DISK_DRIVER)?;
+    if modules.is_empty() {
+        return Err(format!("no virtio disk driver under {}", kernel_modules.display()).into());
+    }
+    let tmp = dir.join(format!("{DISK_DRIVER_DIR}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    for m in &modules {
+        let name = m.file_name().ok_or("module without a file name")?;
+        fs::copy(m, tmp.join(name))?;
+    }
+    fs::rename(&tmp, dir.join(DISK_DRIVER_DIR))?;
+    Ok(())
 }
 
 /// 2.1.11: bookworm's packages, the newest bookworm 6.1 kernel.
@@ -286,7 +357,9 @@ fn finish_2_1_11(dir: &Path, chosen: Chosen21) -> Result<()> {
         let _ = fs::remove_dir_all(d);
     }
     let _ = fs::remove_dir_all(root.join("usr/lib/linux-kbuild-6.1"));
-    // The guest loads only the ZFS modules: the kernel's own (≈ 400 MB) go.
+    // The guest loads only the ZFS modules and, with disks, the virtio disk
+    // driver: the kernel's other modules (≈ 400 MB) go.
+    keep_disk_driver(&root.join("lib/modules").join(&release), dir)?;
     let _ = fs::remove_dir_all(root.join("lib/modules"));
     let _ = fs::remove_dir_all(&debs);
     // The userland's libraries first, then the host's (same glibc: bookworm).

@@ -8,6 +8,12 @@
 //! `ZFS-HARNESS-EXIT <name> <code>` line per program it runs (for the tests,
 //! each test binary with `--ignored`); `/init` then prints `ZFS-HARNESS-DONE`
 //! and powers off.
+//!
+//! A payload may attach disk images (virtio-blk, `/dev/vda`, `/dev/vdb`, …
+//! in order): the run archive then carries the kernel's virtio disk driver,
+//! which `/init` loads before ZFS. Lines a payload prints between
+//! `ZFS-HARNESS-REPORT-BEGIN` and `ZFS-HARNESS-REPORT-END` come back in
+//! [`VmOutcome::report`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -53,6 +59,16 @@ pub struct GuestPayload {
     /// busybox and the ZFS tools). They should print a
     /// `ZFS-HARNESS-EXIT <name> <code>` line for each program they run.
     pub script: String,
+    /// Disk images attached as `/dev/vda`, `/dev/vdb`, … in this order.
+    pub disks: Vec<Disk>,
+}
+
+/// A raw disk image attached to the guest as a virtio-blk device.
+pub struct Disk {
+    pub image: PathBuf,
+    /// Whether the guest's writes are discarded when it powers off (QEMU's
+    /// `snapshot=on`): the image on the host never changes.
+    pub discard_writes: bool,
 }
 
 /// The result of one guest run.
@@ -68,6 +84,9 @@ pub struct VmOutcome {
     pub version_error: Option<String>,
     /// Tests that skipped a check, each `test<TAB>reason`.
     pub skips: Vec<String>,
+    /// The lines printed between `ZFS-HARNESS-REPORT-BEGIN` and
+    /// `ZFS-HARNESS-REPORT-END`.
+    pub report: Vec<String>,
 }
 
 /// Runs each test binary with `--ignored` (and `opts.test_args`) in the guest.
@@ -93,6 +112,7 @@ pub fn run_tests(
             .collect(),
         files: Vec::new(),
         script: test_script(tests, &opts.test_args),
+        disks: Vec::new(),
     };
     run_payload(guest, &payload, work_dir, opts)
 }
@@ -109,7 +129,12 @@ pub fn run_payload(
     // Per-process file names, so that concurrent harness runs do not clash.
     let pid = std::process::id();
     let run_archive = work_dir.join(format!("run-{pid}.cpio"));
-    write_run_archive(&run_archive, payload, &guest.userland)?;
+    let disk_modules = if payload.disks.is_empty() {
+        Vec::new()
+    } else {
+        disk_driver(guest)?
+    };
+    write_run_archive(&run_archive, payload, &disk_modules, &guest.userland)?;
     let initrd = work_dir.join(format!("initrd-{pid}.cpio"));
     {
         let mut out = BufWriter::new(fs::File::create(&initrd)?);
@@ -117,7 +142,7 @@ pub fn run_payload(
         out.write_all(&fs::read(&run_archive)?)?;
         out.flush()?;
     }
-    let outcome = boot(guest, &initrd, opts);
+    let outcome = boot(guest, &initrd, &payload.disks, opts);
     let _ = fs::remove_file(&run_archive);
     let _ = fs::remove_file(&initrd);
     outcome
@@ -325,9 +350,44 @@ fn add_libraries<W: Write>(
     Ok(())
 }
 
-fn write_run_archive(path: &Path, payload: &GuestPayload, userland: &Userland) -> Result<()> {
+/// The kernel modules the virtio disk driver needs, in load order (those
+/// built into the kernel are not files and are skipped).
+fn disk_driver(guest: &Guest) -> Result<Vec<PathBuf>> {
+    let dir = guest.kernel_modules.as_deref().ok_or_else(|| {
+        format!(
+            "the guest kernel {} has no modules tree to take the virtio disk driver from",
+            guest.release
+        )
+    })?;
+    let modules = crate::kmod::with_dependencies(dir, &["virtio_pci", "virtio_blk"])?;
+    if !modules
+        .iter()
+        .any(|m| crate::kmod::module_name(m) == "virtio_blk")
+    {
+        return Err(format!("no virtio_blk module under {}", dir.display()).into());
+    }
+    Ok(modules)
+}
+
+fn write_run_archive(
+    path: &Path,
+    payload: &GuestPayload,
+    disk_modules: &[PathBuf],
+    userland: &Userland,
+) -> Result<()> {
     let mut cpio = CpioWriter::new(BufWriter::new(fs::File::create(path)?));
     cpio.file("/init", 0o755, init_script(&payload.script).as_bytes())?;
+    if !disk_modules.is_empty() {
+        cpio.dir("/modules/disk")?;
+        for (i, module) in disk_modules.iter().enumerate() {
+            let name = crate::kmod::module_name(module);
+            cpio.file(
+                &format!("/modules/disk/{i:02}-{name}.ko"),
+                0o644,
+                &read_module(module)?,
+            )?;
+        }
+    }
     let mut libs = BTreeMap::new();
     for (guest, host) in &payload.binaries {
         shared_libraries(host, userland, &mut libs)?;
@@ -363,7 +423,7 @@ fn stripped(path: &Path) -> Result<Vec<u8>> {
     Ok(data)
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -426,6 +486,7 @@ mount -t tmpfs -o size=80% tmpfs /tmp
 mount -t tmpfs tmpfs /run
 fatal() {{ echo "ZFS-HARNESS-FATAL $*"; sync; poweroff -f; }}
 echo "ZFS-HARNESS: guest kernel $(uname -r), $(nproc) cpus, $(free -m | awk '/Mem:/{{print $2}}') MiB"
+for m in /modules/disk/*.ko; do [ -e "$m" ] || continue; insmod "$m" || fatal "insmod $m failed"; done
 for m in /modules/*.ko; do insmod "$m" || fatal "insmod $m failed"; done
 [ -c /dev/zfs ] || fatal "/dev/zfs missing after loading the modules"
 echo "ZFS-HARNESS-VERSIONS kernel=$(uname -r) module=$(cat /sys/module/zfs/version 2>/dev/null || echo unknown) userland=$(zfs version 2>/dev/null | head -n 1)"
@@ -438,7 +499,7 @@ poweroff -f
     )
 }
 
-fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
+fn boot(guest: &Guest, initrd: &Path, disks: &[Disk], opts: &VmOptions) -> Result<VmOutcome> {
     let mut cmd = Command::new("qemu-system-x86_64");
     // TCG only: /dev/kvm on these machines is PVM-only.
     cmd.args(["-machine", "q35,accel=tcg", "-cpu", "max"])
@@ -456,6 +517,21 @@ fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
+    for (i, disk) in disks.iter().enumerate() {
+        let image = disk.image.to_str().ok_or("disk image path is not UTF-8")?;
+        if image.contains(',') {
+            return Err(format!("disk image path {image:?} contains a comma").into());
+        }
+        // cache=unsafe: the guest's flushes are not forced to the host's
+        // disk (a crash of the host may lose a build, which is redone).
+        let snapshot = if disk.discard_writes { "on" } else { "off" };
+        cmd.args([
+            "-drive",
+            &format!("file={image},format=raw,if=none,id=disk{i},cache=unsafe,snapshot={snapshot}"),
+            "-device",
+            &format!("virtio-blk-pci,drive=disk{i}"),
+        ]);
+    }
     eprintln!(
         "xtask: booting {} under TCG ({} cpus, {} MiB)",
         guest.vmlinuz.display(),
@@ -490,6 +566,8 @@ fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
     let mut completed = false;
     let mut versions = None;
     let mut skips = Vec::new();
+    let mut report = Vec::new();
+    let mut in_report = false;
     let stdout = child.stdout.take().ok_or("qemu stdout")?;
     let mut reader = BufReader::new(stdout);
     let mut buf = Vec::new();
@@ -502,7 +580,13 @@ fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
         let line = line.trim_end_matches(['\r', '\n']);
         output(&format!("vm| {line}"));
         counts.add_test_line(line);
-        if let Some(rest) = line.strip_prefix("ZFS-HARNESS-EXIT ") {
+        if line == "ZFS-HARNESS-REPORT-BEGIN" {
+            in_report = true;
+        } else if line == "ZFS-HARNESS-REPORT-END" {
+            in_report = false;
+        } else if in_report {
+            report.push(line.to_owned());
+        } else if let Some(rest) = line.strip_prefix("ZFS-HARNESS-EXIT ") {
             let mut parts = rest.split_whitespace();
             let name = parts.next().unwrap_or("?").to_owned();
             let code: i32 = parts.next().and_then(|c| c.parse().ok()).unwrap_or(-1);
@@ -541,5 +625,6 @@ fn boot(guest: &Guest, initrd: &Path, opts: &VmOptions) -> Result<VmOutcome> {
         versions,
         version_error,
         skips,
+        report,
     })
 }

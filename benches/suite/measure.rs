@@ -1,0 +1,88 @@
+//! Medians over repeated runs: of wall time, or of a child's peak RSS.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A run longer than this cuts a sample to [`RUNS_WHEN_LONG`] runs.
+const LONG_RUN: Duration = Duration::from_secs(60);
+const RUNS_WHEN_LONG: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    MiB,
+}
+
+/// The median of a sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    pub median: f64,
+    pub unit: Unit,
+    pub runs: usize,
+    /// The sample was cut short because one run took over a minute.
+    pub long: bool,
+}
+
+/// Runs `run(i)` (which returns the time to count) `runs` times, or
+/// [`RUNS_WHEN_LONG`] times when the first run takes over a minute.
+pub fn times(runs: usize, mut run: impl FnMut(usize) -> Duration) -> Measured {
+    let first = run(0);
+    let long = first > LONG_RUN && runs > RUNS_WHEN_LONG;
+    let runs = if long { RUNS_WHEN_LONG } else { runs };
+    let mut values = vec![first.as_secs_f64()];
+    values.extend((1..runs).map(|i| run(i).as_secs_f64()));
+    Measured {
+        median: median(values),
+        unit: Unit::Seconds,
+        runs,
+        long,
+    }
+}
+
+/// The wall time of `f`.
+pub fn timed<T>(f: impl FnOnce() -> T) -> Duration {
+    let started = Instant::now();
+    std::hint::black_box(f());
+    started.elapsed()
+}
+
+/// Runs `run(i)` (which returns bytes) `runs` times.
+pub fn memory(runs: usize, run: impl FnMut(usize) -> u64) -> Measured {
+    let values = (0..runs).map(run).map(|b| b as f64 / f64::from(1 << 20));
+    Measured {
+        median: median(values.collect()),
+        unit: Unit::MiB,
+        runs,
+        long: false,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs `cmd` to its end and returns its peak resident set size in bytes:
+/// the largest of the process and the descendants it waited for
+/// (`wait4`'s `ru_maxrss`, the kernel's VmHWM at exit). Panics if it fails.
+pub fn peak_rss(cmd: &mut Command) -> u64 {
+    let child = cmd.spawn().expect("starting the measured program");
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; both pointers are valid.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{cmd:?} failed with wait status {status:#x}"
+    );
+    drop(child); // reaped above; dropping a `Child` never waits
+    u64::try_from(usage.ru_maxrss).expect("a non-negative ru_maxrss") * 1024
+}
