@@ -86,3 +86,27 @@ pub fn peak_rss(cmd: &mut Command) -> u64 {
     drop(child); // reaped above; dropping a `Child` never waits
     u64::try_from(usage.ru_maxrss).expect("a non-negative ru_maxrss") * 1024
 }
+
+/// Where our kernel time went while `f` measured: the three call kinds
+/// with the most time, per run, as a note; the whole profile is printed on
+/// the console.
+pub fn profiled(label: &str, f: impl FnOnce() -> Measured) -> (Measured, String) {
+    zfs_core::testing::call_profile(); // start from zero
+    let measured = f();
+    let mut calls = zfs_core::testing::call_profile();
+    calls.sort_by_key(|c| std::cmp::Reverse(c.2));
+    let runs = measured.runs.max(1);
+    let line: Vec<String> = calls
+        .iter()
+        .map(|&(name, n, t)| {
+            let per_run = t.as_secs_f64() / runs as f64;
+            format!("{name} {}× {per_run:.2} s", n / runs as u64)
+        })
+        .collect();
+    println!("profile: {label}, per run: {}", line.join("; "));
+    let top: Vec<String> = line.into_iter().take(3).collect();
+    (
+        measured,
+        format!("kernel calls per run: {}", top.join(", ")),
+    )
+}

@@ -5,7 +5,7 @@ use zfs_replicate::Action;
 
 use crate::cli::{sh, CliPlan};
 use crate::context::{replication, Context};
-use crate::measure::{timed, times};
+use crate::measure::{profiled, timed, times};
 use crate::recipe::Tree;
 use crate::table::Row;
 
@@ -40,12 +40,15 @@ pub fn row(ctx: &mut Context, tree: &Tree, state: State) -> Row {
         sh(&format!("zfs snapshot -r '{}@{NEW}'", tree.src()));
     }
     let (src, dst) = (tree.src(), tree.dst());
-    let ours = times(ctx.runs, |_| {
-        timed(|| {
-            let plan = replication(tree)
-                .plan(&ctx.zfs)
-                .unwrap_or_else(|e| panic!("planning {src}: {e}"));
-            check_ours(&plan, state);
+    let label = format!("{}, {}", state.label(), tree.label());
+    let (ours, profile) = profiled(&label, || {
+        times(ctx.runs, |_| {
+            timed(|| {
+                let plan = replication(tree)
+                    .plan(&ctx.zfs)
+                    .unwrap_or_else(|e| panic!("planning {src}: {e}"));
+                check_ours(&plan, state);
+            })
         })
     });
     let cli = times(ctx.runs, |_| {
@@ -55,10 +58,10 @@ pub fn row(ctx: &mut Context, tree: &Tree, state: State) -> Row {
         sh(&format!("zfs destroy -r '{src}@{NEW}'"));
     }
     Row {
-        label: format!("{}, {}", state.label(), tree.label()),
+        label,
         ours,
         cli: Some(cli),
-        notes: String::new(),
+        notes: profile,
     }
 }
 

@@ -6,7 +6,7 @@ use zfs_replicate::ExecuteOptions;
 
 use crate::cli::{sh, CliPlan};
 use crate::context::{replication, Context};
-use crate::measure::{timed, times};
+use crate::measure::{profiled, timed, times};
 use crate::recipe::Tree;
 use crate::table::Row;
 
@@ -24,17 +24,18 @@ pub fn row(ctx: &mut Context, tree: &Tree) -> Row {
         assert_eq!(done.plan.steps.len(), tree.datasets, "one step per dataset");
     };
     sync(); // warm-up: the first run has nothing of ours to prune
-    let ours = times(ctx.runs, |_| timed(sync));
+    let label = format!("tiny incremental sync, {}", tree.label());
+    let (ours, profile) = profiled(&label, || times(ctx.runs, |_| timed(sync)));
 
     cli_sync(tree, 0); // warm-up, likewise
     let cli = times(ctx.runs, |i| timed(|| cli_sync(tree, i + 1)));
     Row {
-        label: format!("tiny incremental sync, {}", tree.label()),
+        label,
         ours,
         cli: Some(cli),
         notes: format!(
             "ours: `sync`, keep {KEEP}; CLI: list both sides, `snapshot -r`, \
-             `send -R -I \\| receive -u`, destroy the previous snapshot"
+             `send -R -I \\| receive -u`, destroy the previous snapshot; {profile}"
         ),
     }
 }
