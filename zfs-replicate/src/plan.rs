@@ -271,7 +271,7 @@ impl Replication {
             listing: Listing::Full,
         };
         step.receive_props = self.receive_props(&src_props, &source);
-        let view = match self.cursor_view(zfs, &source, &target, &src_marks) {
+        let view = match self.cursor_view(zfs, &source, &target, &src_marks, &src_props) {
             Some(view) => {
                 step.listing = Listing::Cursor;
                 view
@@ -314,6 +314,7 @@ impl Replication {
         source: &DatasetName,
         target: &DatasetName,
         src_marks: &[Bookmark],
+        src_props: &zfs_core::Properties,
     ) -> Option<View> {
         if !self.cursor_planning {
             return None;
@@ -326,7 +327,17 @@ impl Replication {
         if tgt_props.receive_resume_token.is_some() {
             return None;
         }
-        let src_snaps = zfs.snapshots_created(source, cursor.createtxg()).ok()?;
+        // The kernel names each dataset's newest snapshot (`prevsnap`):
+        // when it is the cursor's, nothing is newer and nothing is listed.
+        // A range listing costs few calls but makes the kernel visit every
+        // snapshot of the dataset.
+        let src_newest = newest_snapshot(src_props)
+            .and_then(|n| zfs.snapshot_info(&n).ok())
+            .filter(|s| s.guid() == cursor.guid());
+        let src_snaps = match src_newest {
+            Some(newest) => vec![newest],
+            None => zfs.snapshots_created(source, cursor.createtxg()).ok()?,
+        };
         let base = src_snaps.iter().find(|s| s.guid() == cursor.guid())?;
         let tgt_base = zfs
             .snapshot_info(&target.snapshot(base.name().short_name()).ok()?)
@@ -334,10 +345,14 @@ impl Replication {
         if tgt_base.guid() != cursor.guid() {
             return None;
         }
-        let newer = zfs
-            .snapshots_created(target, tgt_base.createtxg().checked_add(1)?)
-            .ok()?;
-        if !newer.is_empty() {
+        let newer_on_target = match newest_snapshot(&tgt_props) {
+            Some(newest) => &newest != tgt_base.name(),
+            None => !zfs
+                .snapshots_created(target, tgt_base.createtxg().checked_add(1)?)
+                .ok()?
+                .is_empty(),
+        };
+        if newer_on_target {
             return None;
         }
         Some(View {
@@ -544,6 +559,16 @@ impl Replication {
         props.insert("canmount", 0u64);
         props
     }
+}
+
+/// A filesystem's or volume's newest snapshot, as the kernel names it in
+/// the hidden `prevsnap` property (for a clone without snapshots of its
+/// own: its origin, in another dataset).
+fn newest_snapshot(props: &zfs_core::Properties) -> Option<SnapshotName> {
+    let zfs_core::NvValue::NvList(v) = props.raw.get("prevsnap")? else {
+        return None;
+    };
+    SnapshotName::new(v.get_str("value").ok()?).ok()
 }
 
 /// `root` and its descendants (filesystems and volumes), parents first in
