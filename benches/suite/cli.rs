@@ -2,24 +2,13 @@
 //! step they do (`zfs list -t snapshot` on both sides, matched by GUID).
 
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use zfs_core::DatasetName;
 
 /// Runs `cmd` with `sh -c`, panicking with its stderr when it fails.
 pub fn sh(cmd: &str) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdout(Stdio::null())
-        .output()
-        .expect("starting sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
+    sh_output(cmd);
 }
 
 /// Destroys a target of a transfer benchmark and waits until its space is
