@@ -75,26 +75,31 @@ fn depends(file: &Path) -> Result<Vec<String>> {
 
 /// Every `*.ko`, `*.ko.xz` and `*.ko.zst` under `dir`, by module name.
 fn module_files(dir: &Path) -> BTreeMap<String, PathBuf> {
-    let mut out = BTreeMap::new();
+    files_under(dir)
+        .into_iter()
+        .filter(|path| {
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            [".ko", ".ko.xz", ".ko.zst"]
+                .iter()
+                .any(|e| file.ends_with(e))
+        })
+        .map(|path| (module_name(&path), path))
+        .collect()
+}
+
+/// Every file (not directory) under `dir`, at any depth; unreadable
+/// directories are skipped.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = fs::read_dir(&d) else {
             continue;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
             match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(path),
-                Ok(_) => {
-                    let file = entry.file_name();
-                    let file = file.to_string_lossy();
-                    if [".ko", ".ko.xz", ".ko.zst"]
-                        .iter()
-                        .any(|e| file.ends_with(e))
-                    {
-                        out.insert(module_name(&path), path);
-                    }
-                }
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(_) => out.push(entry.path()),
                 Err(_) => {}
             }
         }

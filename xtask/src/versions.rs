@@ -653,24 +653,9 @@ fn collect_modules(module_dir: &Path, names: &[&str], out: &Path) -> Result<()> 
 }
 
 fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-            } else if entry.file_name() == name {
-                return Some(path);
-            }
-        }
-    }
-    None
+    crate::kmod::files_under(dir)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|f| f == name))
 }
 
 #[cfg(test)]
