@@ -431,7 +431,8 @@ fn c_opt(s: Option<&CStr>) -> *const libc::c_char {
 // ---------------------------------------------------------------------------
 
 /// Runs one kernel call; with the `testing` feature, adds its wall time to
-/// the per-call profile ([`crate::testing::call_profile`]).
+/// the per-call profile ([`crate::testing::call_profile`]). Recording may
+/// overwrite errno: a call that reports through errno reads it inside `f`.
 #[inline]
 fn profiled<T>(call: &'static str, f: impl FnOnce() -> T) -> T {
     #[cfg(feature = "testing")]
@@ -919,28 +920,33 @@ impl IoctlCmd {
         (zc.zc_nvlist_conf, zc.zc_nvlist_conf_size) = ptr_len(&self.conf);
         (zc.zc_nvlist_dst, zc.zc_nvlist_dst_size) = ptr_len(&self.dst);
         zc.zc_nvlist_dst_filled = 0;
-        // SAFETY: `zc` is an exclusively borrowed zfs_cmd_t of exactly the
-        // size the kernel copies in and out. Its only pointer fields that
-        // are not zero were set just above from `self.src`, `self.conf` and
-        // `self.dst`, with their lengths; those vectors are borrowed through
-        // `self` for the whole call, so the kernel reads at most
-        // `src`/`conf` and writes at most `dst`. `dev` is an open fd.
-        let r = profiled(ioctl_name(request), || unsafe {
-            libc::ioctl(
-                dev.as_raw_fd(),
-                request as libc::c_ulong,
-                zc as *mut zfs_cmd_t,
-            )
+        // errno is read inside the profiled call: what the profile does
+        // after it (a contended lock's futex) may overwrite errno.
+        let r = profiled(ioctl_name(request), || {
+            // SAFETY: `zc` is an exclusively borrowed zfs_cmd_t of exactly the
+            // size the kernel copies in and out. Its only pointer fields that
+            // are not zero were set just above from `self.src`, `self.conf` and
+            // `self.dst`, with their lengths; those vectors are borrowed through
+            // `self` for the whole call, so the kernel reads at most
+            // `src`/`conf` and writes at most `dst`. `dev` is an open fd.
+            let r = unsafe {
+                libc::ioctl(
+                    dev.as_raw_fd(),
+                    request as libc::c_ulong,
+                    zc as *mut zfs_cmd_t,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(last_errno())
+            }
         });
         // Leave no pointer behind.
         zc.zc_nvlist_src = 0;
         zc.zc_nvlist_conf = 0;
         zc.zc_nvlist_dst = 0;
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(last_errno())
-        }
+        r
     }
 }
 
