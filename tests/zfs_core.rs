@@ -142,6 +142,15 @@ fn snapshots_batch_atomic_and_listed_in_creation_order() {
     let all = zfs.descendants(&p.root()).unwrap();
     assert_eq!(all.len(), 3);
     assert_eq!(all[0].name(), &p.root());
+    // A leaf has no children; a missing parent is an error, except for the
+    // quick listing, which does not ask (one kernel call fewer).
+    assert!(zfs.children(&a).unwrap().is_empty());
+    assert!(zfs.children_quick(&a).unwrap().is_empty());
+    let missing = fs(&p, "missing");
+    let err = zfs.children(&missing).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(zfs.children_quick(&missing).unwrap().is_empty());
+    assert!(zfs.descendants(&missing).is_err());
 }
 
 #[test]

@@ -580,7 +580,9 @@ fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
         std::collections::HashMap::new();
     let mut frontier = vec![root.clone()];
     while !frontier.is_empty() {
-        let lists = in_parallel(&frontier, |d| Ok(zfs.children(d)?))?;
+        // The root was checked above and every other parent was just listed:
+        // no stats call per leaf to tell "no children" from "gone".
+        let lists = in_parallel(&frontier, |d| Ok(zfs.children_quick(d)?))?;
         let mut next = Vec::new();
         for (parent, kids) in frontier.iter().zip(lists) {
             let names: Vec<DatasetName> = kids.iter().map(|k| k.name().clone()).collect();
