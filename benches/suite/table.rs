@@ -36,7 +36,7 @@ impl Row {
             Unit::MiB => "median peak RSS",
         };
         let long = if self.ours.long || self.cli.is_some_and(|c| c.long) {
-            " (a run takes over a minute)"
+            " (a run takes over five minutes)"
         } else {
             ""
         };
