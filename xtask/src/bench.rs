@@ -25,6 +25,7 @@ const SUITE_IN_GUEST: &str = "/usr/bin/bench-suite";
 
 pub fn bench(args: &[String]) -> Result<bool> {
     let started = Instant::now();
+    let commit = built_commit();
     let (opts, suite_args) = match args.iter().position(|a| a == "--") {
         Some(i) => (&args[..i], args[i + 1..].to_vec()),
         None => (args, Vec::new()),
@@ -92,7 +93,7 @@ pub fn bench(args: &[String]) -> Result<bool> {
         if outcome.report.is_empty() {
             eprintln!("xtask: the guest printed no results");
         } else {
-            let text = report(*version, &outcome, &suite_args, &vm_opts);
+            let text = report(*version, &commit, &outcome, &suite_args, &vm_opts);
             let mut files = vec![work_dir.join(format!("bench-{}.md", version.as_str()))];
             if recipe.complete && run_ok {
                 files.push(
@@ -255,8 +256,29 @@ fn succeeded(outcome: &VmOutcome) -> bool {
 }
 
 /// The results file: how it was run, on what, then the guest's report.
+/// The commit the binaries are built from, read before building: the tree
+/// may change while a long run goes on.
+fn built_commit() -> String {
+    let mut commit = command_output(
+        Command::new("git")
+            .args(["rev-parse", "--short", "HEAD"])
+            .current_dir(workspace_root()),
+    );
+    if !command_output(
+        Command::new("git")
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .current_dir(workspace_root()),
+    )
+    .is_empty()
+    {
+        commit.push_str(" with uncommitted changes");
+    }
+    commit
+}
+
 fn report(
     version: ZfsVersion,
+    commit: &str,
     outcome: &VmOutcome,
     suite_args: &[String],
     vm_opts: &vm::VmOptions,
@@ -276,20 +298,6 @@ fn report(
         .unwrap_or_else(|| "unknown".into());
     let host_cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let date = command_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let mut commit = command_output(
-        Command::new("git")
-            .args(["rev-parse", "--short", "HEAD"])
-            .current_dir(workspace_root()),
-    );
-    if !command_output(
-        Command::new("git")
-            .args(["status", "--porcelain", "--untracked-files=no"])
-            .current_dir(workspace_root()),
-    )
-    .is_empty()
-    {
-        commit.push_str(" with uncommitted changes");
-    }
     let mut text = format!(
         "<!-- Written by `cargo xtask bench`; rerun it rather than editing. -->\n\
          # Benchmarks: zfs-replicate against the zfs CLI, OpenZFS {}\n\n\
