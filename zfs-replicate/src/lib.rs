@@ -40,6 +40,7 @@ pub mod error;
 pub mod execute;
 pub mod file;
 mod lock;
+mod parallel;
 pub mod plan;
 pub mod prune;
 pub mod stream;
@@ -90,7 +91,7 @@ impl Replication {
         // The datasets the plan walked: no second walk of the tree.
         let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
         prune::snapshot_datasets(zfs, &sources, &snapshot)?;
-        let plan = self.plan(zfs)?;
+        let plan = self.replan(zfs, &before)?;
         let report = execute::execute_locked(zfs, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
         let mut pruned_target = prune::PruneReport::default();
@@ -121,8 +122,26 @@ impl Replication {
             if !self.destroy_removed {
                 targets.extend(plan.removed_on_source.iter().cloned());
             }
-            pruned_source = prune::prune_datasets(zfs, &sources, &retention, &protect)?;
-            pruned_target = prune::prune_datasets(zfs, &targets, &retention, &protect)?;
+            // Both sides at once: each waits on its own pool's listings and
+            // transaction group.
+            let (source, target) = std::thread::scope(|scope| {
+                let target = std::thread::Builder::new()
+                    .name("zfs-prune".into())
+                    .spawn_scoped(scope, || {
+                        prune::prune_datasets(zfs, &targets, &retention, &protect)
+                    });
+                let source = prune::prune_datasets(zfs, &sources, &retention, &protect);
+                let target = match target {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // No thread to be had: the target after the source.
+                    Err(_) => prune::prune_datasets(zfs, &targets, &retention, &protect),
+                };
+                (source, target)
+            });
+            pruned_source = source?;
+            pruned_target = target?;
         }
         Ok(SyncReport {
             snapshot,

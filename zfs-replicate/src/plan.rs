@@ -166,19 +166,6 @@ impl Replication {
             zfs.dataset(&self.source)?;
             vec![self.source.clone()]
         };
-        let mut pairs = Vec::with_capacity(sources.len());
-        for source in &sources {
-            let rel = source.relative_to(&self.source).unwrap_or("");
-            let target = if rel.is_empty() {
-                self.target.clone()
-            } else {
-                DatasetName::new(format!("{}/{rel}", self.target))?
-            };
-            pairs.push((source.clone(), target));
-        }
-        let steps = in_parallel(&pairs, |(source, target)| {
-            self.plan_one(zfs, source.clone(), target.clone())
-        })?;
         let mut removed_on_source = Vec::new();
         if self.recursive && zfs.exists(&self.target) {
             let known: std::collections::BTreeSet<&DatasetName> = sources.iter().collect();
@@ -193,6 +180,37 @@ impl Replication {
                 }
             }
         }
+        self.plan_datasets(zfs, &sources, removed_on_source)
+    }
+
+    /// The plan again, for the datasets an earlier plan walked (no tree
+    /// walks): [`sync`](Replication::sync) plans once before its snapshot,
+    /// which it takes of exactly those datasets, and once after.
+    pub(crate) fn replan(&self, zfs: &Zfs, earlier: &Plan) -> Result<Plan> {
+        let sources: Vec<DatasetName> = earlier.steps.iter().map(|s| s.source.clone()).collect();
+        self.plan_datasets(zfs, &sources, earlier.removed_on_source.clone())
+    }
+
+    /// One step per source dataset (parents first).
+    fn plan_datasets(
+        &self,
+        zfs: &Zfs,
+        sources: &[DatasetName],
+        removed_on_source: Vec<DatasetName>,
+    ) -> Result<Plan> {
+        let mut pairs = Vec::with_capacity(sources.len());
+        for source in sources {
+            let rel = source.relative_to(&self.source).unwrap_or("");
+            let target = if rel.is_empty() {
+                self.target.clone()
+            } else {
+                DatasetName::new(format!("{}/{rel}", self.target))?
+            };
+            pairs.push((source.clone(), target));
+        }
+        let steps = crate::parallel::in_parallel(&pairs, |(source, target)| {
+            self.plan_one(zfs, source.clone(), target.clone())
+        })?;
         for step in &steps {
             self.check_names(step)?;
         }
@@ -582,7 +600,7 @@ fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
     while !frontier.is_empty() {
         // The root was checked above and every other parent was just listed:
         // no stats call per leaf to tell "no children" from "gone".
-        let lists = in_parallel(&frontier, |d| Ok(zfs.children_quick(d)?))?;
+        let lists = crate::parallel::in_parallel(&frontier, |d| Ok(zfs.children_quick(d)?))?;
         let mut next = Vec::new();
         for (parent, kids) in frontier.iter().zip(lists) {
             let names: Vec<DatasetName> = kids.iter().map(|k| k.name().clone()).collect();
@@ -600,49 +618,6 @@ fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
         out.push(d);
     }
     Ok(out)
-}
-
-/// How many datasets are planned at once: the kernel serves list and stats
-/// calls concurrently, and a cold plan waits on metadata reads.
-const PLAN_THREADS: usize = 4;
-
-/// `f` over `items` on up to [`PLAN_THREADS`] threads; results in order,
-/// or the first error in order. A thread that cannot be spawned leaves its
-/// share to the calling thread.
-fn in_parallel<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let threads = PLAN_THREADS.min(items.len());
-    if threads <= 1 {
-        return items.iter().map(&f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<R>>>> =
-        Mutex::new((0..items.len()).map(|_| None).collect());
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        let Some(item) = items.get(i) else { break };
-        let r = f(item);
-        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
-    };
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            // Best effort: without the thread the others do its share.
-            let _ = std::thread::Builder::new()
-                .name("zfs-plan".into())
-                .spawn_scoped(scope, work);
-        }
-        work();
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .map(|r| r.unwrap_or_else(|| unreachable!("every item is planned")))
-        .collect()
 }
 
 fn estimate_full(zfs: &Zfs, snap: &Snapshot, flags: SendFlags) -> u64 {

@@ -180,35 +180,15 @@ pub(crate) fn prune_datasets(
     protect: &[u64],
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
-    // What each dataset holds of ours, from its anchor on.
-    let mut views = Vec::with_capacity(datasets.len());
+    // What each dataset holds of ours, from its anchor on (datasets in
+    // parallel: a listing makes the kernel visit every snapshot).
+    let views =
+        crate::parallel::in_parallel(datasets, |d| DatasetView::list(zfs, d, retention, protect))?;
     let mut doomed = Vec::new();
-    for d in datasets {
-        let anchor_name = anchor_bookmark(d, &retention.prefix)?;
-        let anchor = zfs
-            .bookmarks(d)?
-            .into_iter()
-            .find(|b| b.name() == &anchor_name);
-        let listed = match &anchor {
-            Some(a) => zfs.snapshots_created(d, a.createtxg())?,
-            None => zfs.snapshots(d)?,
-        };
-        let ours: Vec<Snapshot> = listed
-            .iter()
-            .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
-            .cloned()
-            .collect();
-        let cut = ours.len().saturating_sub(retention.keep);
-        for s in &ours[..cut] {
-            if protect.contains(&s.guid()) {
-                report.kept_base.push(s.name().clone());
-            } else if !zfs.holds(s.name())?.is_empty() {
-                report.kept_held.push(s.name().clone());
-            } else {
-                doomed.push(s.name().clone());
-            }
-        }
-        views.push((anchor_name, anchor, listed, ours));
+    for v in &views {
+        report.kept_base.extend(v.kept_base.iter().cloned());
+        report.kept_held.extend(v.kept_held.iter().cloned());
+        doomed.extend(v.doomed.iter().cloned());
     }
     // One destroy for the whole tree (one pool, one transaction group).
     match zfs.destroy_snapshots(&doomed, false) {
@@ -226,7 +206,14 @@ pub(crate) fn prune_datasets(
     }
     let destroyed: std::collections::BTreeSet<&SnapshotName> = report.destroyed.iter().collect();
     let mut moves = AnchorMoves::default();
-    for (anchor_name, anchor, listed, ours) in views {
+    for DatasetView {
+        anchor_name,
+        anchor,
+        listed,
+        ours,
+        ..
+    } in views
+    {
         // The oldest of ours still there: where the next listing may start.
         let Some(oldest) = ours
             .iter()
@@ -250,6 +237,64 @@ pub(crate) fn prune_datasets(
     }
     moves.apply(zfs)?;
     Ok(report)
+}
+
+/// One dataset as a prune sees it: its anchor, what was listed from it,
+/// which of that is ours, and what to do with our older snapshots.
+struct DatasetView {
+    anchor_name: BookmarkName,
+    anchor: Option<zfs_core::Bookmark>,
+    listed: Vec<Snapshot>,
+    ours: Vec<Snapshot>,
+    kept_base: Vec<SnapshotName>,
+    kept_held: Vec<SnapshotName>,
+    doomed: Vec<SnapshotName>,
+}
+
+impl DatasetView {
+    fn list(
+        zfs: &Zfs,
+        d: &DatasetName,
+        retention: &Retention,
+        protect: &[u64],
+    ) -> Result<DatasetView> {
+        let anchor_name = anchor_bookmark(d, &retention.prefix)?;
+        let anchor = zfs
+            .bookmarks(d)?
+            .into_iter()
+            .find(|b| b.name() == &anchor_name);
+        let listed = match &anchor {
+            Some(a) => zfs.snapshots_created(d, a.createtxg())?,
+            None => zfs.snapshots(d)?,
+        };
+        let ours: Vec<Snapshot> = listed
+            .iter()
+            .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
+            .cloned()
+            .collect();
+        let mut view = DatasetView {
+            anchor_name,
+            anchor,
+            listed: Vec::new(),
+            ours: Vec::new(),
+            kept_base: Vec::new(),
+            kept_held: Vec::new(),
+            doomed: Vec::new(),
+        };
+        let cut = ours.len().saturating_sub(retention.keep);
+        for s in &ours[..cut] {
+            if protect.contains(&s.guid()) {
+                view.kept_base.push(s.name().clone());
+            } else if !zfs.holds(s.name())?.is_empty() {
+                view.kept_held.push(s.name().clone());
+            } else {
+                view.doomed.push(s.name().clone());
+            }
+        }
+        view.listed = listed;
+        view.ours = ours;
+        Ok(view)
+    }
 }
 
 /// How many snapshots older than the oldest of ours a prune may list from
