@@ -91,7 +91,8 @@ impl Replication {
         // The datasets the plan walked: no second walk of the tree.
         let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
         prune::snapshot_datasets(zfs, &sources, &snapshot)?;
-        let plan = self.replan(zfs, &before)?;
+        // Planned again for the same datasets: no second walk of the trees.
+        let plan = self.plan_datasets(zfs, &sources, before.removed_on_source.clone())?;
         let report = execute::execute_locked(zfs, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
         let mut pruned_target = prune::PruneReport::default();
@@ -109,10 +110,9 @@ impl Replication {
                 .filter_map(|s| zfs.snapshot_info(&s.source.snapshot(&snapshot).ok()?).ok())
                 .map(|s| s.guid())
                 .collect();
-            // The plan's datasets again: what was snapshotted on the source;
-            // on the target, what was received into, and what was kept of
-            // datasets whose source is gone.
-            let sources: Vec<DatasetName> = plan.steps.iter().map(|s| s.source.clone()).collect();
+            // The plan's datasets again: what was snapshotted on the source
+            // (`sources`); on the target, what was received into, and what
+            // was kept of datasets whose source is gone.
             let mut targets: Vec<DatasetName> = plan
                 .steps
                 .iter()
@@ -124,24 +124,13 @@ impl Replication {
             }
             // Both sides at once: each waits on its own pool's listings and
             // transaction group.
-            let (source, target) = std::thread::scope(|scope| {
-                let target = std::thread::Builder::new()
-                    .name("zfs-prune".into())
-                    .spawn_scoped(scope, || {
-                        prune::prune_datasets(zfs, &targets, &retention, &protect)
-                    });
-                let source = prune::prune_datasets(zfs, &sources, &retention, &protect);
-                let target = match target {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    // No thread to be had: the target after the source.
-                    Err(_) => prune::prune_datasets(zfs, &targets, &retention, &protect),
-                };
-                (source, target)
-            });
-            pruned_source = source?;
-            pruned_target = target?;
+            let sides = [sources.as_slice(), targets.as_slice()];
+            let mut pruned = parallel::in_parallel(&sides, |datasets| {
+                prune::prune_datasets(zfs, datasets, &retention, &protect)
+            })?
+            .into_iter();
+            pruned_source = pruned.next().unwrap_or_default();
+            pruned_target = pruned.next().unwrap_or_default();
         }
         Ok(SyncReport {
             snapshot,

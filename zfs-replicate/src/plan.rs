@@ -183,16 +183,10 @@ impl Replication {
         self.plan_datasets(zfs, &sources, removed_on_source)
     }
 
-    /// The plan again, for the datasets an earlier plan walked (no tree
-    /// walks): [`sync`](Replication::sync) plans once before its snapshot,
-    /// which it takes of exactly those datasets, and once after.
-    pub(crate) fn replan(&self, zfs: &Zfs, earlier: &Plan) -> Result<Plan> {
-        let sources: Vec<DatasetName> = earlier.steps.iter().map(|s| s.source.clone()).collect();
-        self.plan_datasets(zfs, &sources, earlier.removed_on_source.clone())
-    }
-
-    /// One step per source dataset (parents first).
-    fn plan_datasets(
+    /// One step per source dataset (parents first), for datasets already
+    /// walked: [`plan`](Replication::plan) after its walk, and
+    /// [`sync`](Replication::sync) again after its snapshot.
+    pub(crate) fn plan_datasets(
         &self,
         zfs: &Zfs,
         sources: &[DatasetName],

@@ -182,13 +182,13 @@ pub(crate) fn prune_datasets(
     let mut report = PruneReport::default();
     // What each dataset holds of ours, from its anchor on (datasets in
     // parallel: a listing makes the kernel visit every snapshot).
-    let views =
+    let mut views =
         crate::parallel::in_parallel(datasets, |d| DatasetView::list(zfs, d, retention, protect))?;
     let mut doomed = Vec::new();
-    for v in &views {
-        report.kept_base.extend(v.kept_base.iter().cloned());
-        report.kept_held.extend(v.kept_held.iter().cloned());
-        doomed.extend(v.doomed.iter().cloned());
+    for v in &mut views {
+        report.kept_base.append(&mut v.kept_base);
+        report.kept_held.append(&mut v.kept_held);
+        doomed.append(&mut v.doomed);
     }
     // One destroy for the whole tree (one pool, one transaction group).
     match zfs.destroy_snapshots(&doomed, false) {
@@ -272,28 +272,26 @@ impl DatasetView {
             .filter(|s| is_ours(s.name().short_name(), &retention.prefix))
             .cloned()
             .collect();
-        let mut view = DatasetView {
-            anchor_name,
-            anchor,
-            listed: Vec::new(),
-            ours: Vec::new(),
-            kept_base: Vec::new(),
-            kept_held: Vec::new(),
-            doomed: Vec::new(),
-        };
+        let (mut kept_base, mut kept_held, mut doomed) = (Vec::new(), Vec::new(), Vec::new());
         let cut = ours.len().saturating_sub(retention.keep);
         for s in &ours[..cut] {
             if protect.contains(&s.guid()) {
-                view.kept_base.push(s.name().clone());
+                kept_base.push(s.name().clone());
             } else if !zfs.holds(s.name())?.is_empty() {
-                view.kept_held.push(s.name().clone());
+                kept_held.push(s.name().clone());
             } else {
-                view.doomed.push(s.name().clone());
+                doomed.push(s.name().clone());
             }
         }
-        view.listed = listed;
-        view.ours = ours;
-        Ok(view)
+        Ok(DatasetView {
+            anchor_name,
+            anchor,
+            listed,
+            ours,
+            kept_base,
+            kept_held,
+            doomed,
+        })
     }
 }
 
