@@ -13,12 +13,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::install::Guest;
 use crate::versions::{self, ZfsVersion};
 use crate::vm::{self, Disk, GuestPayload, VmOutcome};
-use crate::{built_executable, env_or, output, workspace_root, Result};
+use crate::{built_executable, output, workspace_root, Result};
 
 /// Where the suite goes in the guest (on its PATH).
 const SUITE_IN_GUEST: &str = "/usr/bin/bench-suite";
@@ -61,12 +61,7 @@ pub fn bench(args: &[String]) -> Result<bool> {
         "backup",
     )?;
     let recipe = Recipe::query(&suite, &suite_args)?;
-    let vm_opts = vm::VmOptions {
-        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
-        cpus: env_or("XTASK_VM_CPUS", 2),
-        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 10800)),
-        test_args: Vec::new(),
-    };
+    let vm_opts = vm::VmOptions::from_env(10800, Vec::new());
     let work_dir = workspace_root().join("target/xtask-vm");
     let mut ok = true;
     for (version, guest) in &guests {

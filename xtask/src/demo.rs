@@ -7,10 +7,10 @@
 //! sides. Any failed step or GUID mismatch fails the demo.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::vm::{self, GuestPayload};
-use crate::{env_or, versions, workspace_root, Result};
+use crate::{versions, workspace_root, Result};
 
 pub fn demo(args: &[String]) -> Result<bool> {
     let (zfs, rest) = crate::zfs_versions(args)?;
@@ -30,12 +30,7 @@ pub fn demo(args: &[String]) -> Result<bool> {
         script: "/demo.sh\necho \"ZFS-HARNESS-EXIT demo $?\"".into(),
         disks: Vec::new(),
     };
-    let vm_opts = vm::VmOptions {
-        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
-        cpus: env_or("XTASK_VM_CPUS", 2),
-        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 600)),
-        test_args: Vec::new(),
-    };
+    let vm_opts = vm::VmOptions::from_env(600, Vec::new());
     let work_dir = workspace_root().join("target/xtask-vm");
     let outcome = vm::run_payload(&guest, &payload, &work_dir, &vm_opts)?;
     let mut ok = true;

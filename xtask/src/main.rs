@@ -23,7 +23,7 @@ mod vm;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use versions::ZfsVersion;
 
@@ -248,12 +248,7 @@ fn test(args: &[String]) -> Result<bool> {
 
     // 2. The same test binaries, run with --ignored inside each guest.
     let (tests, programs) = test_binaries()?;
-    let vm_opts = vm::VmOptions {
-        memory_mib: env_or("XTASK_VM_MEMORY_MIB", 4096),
-        cpus: env_or("XTASK_VM_CPUS", 2),
-        timeout: Duration::from_secs(env_or("XTASK_VM_TIMEOUT_SECS", 1800)),
-        test_args,
-    };
+    let vm_opts = vm::VmOptions::from_env(1800, test_args);
     let work_dir = workspace_root().join("target/xtask-vm");
     let mut runs = Vec::new();
     for (version, guest) in &guests {

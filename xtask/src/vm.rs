@@ -48,6 +48,23 @@ pub struct VmOptions {
     pub test_args: Vec<String>,
 }
 
+impl VmOptions {
+    /// The guest's size from `XTASK_VM_MEMORY_MIB` (default 4096) and
+    /// `XTASK_VM_CPUS` (default 2), its time limit from
+    /// `XTASK_VM_TIMEOUT_SECS` (default: the command's own).
+    pub fn from_env(default_timeout_secs: u64, test_args: Vec<String>) -> VmOptions {
+        VmOptions {
+            memory_mib: crate::env_or("XTASK_VM_MEMORY_MIB", 4096),
+            cpus: crate::env_or("XTASK_VM_CPUS", 2),
+            timeout: Duration::from_secs(crate::env_or(
+                "XTASK_VM_TIMEOUT_SECS",
+                default_timeout_secs,
+            )),
+            test_args,
+        }
+    }
+}
+
 /// What a guest run carries and does, on top of the base image.
 pub struct GuestPayload {
     /// Executables: (guest path, host path). Copied without debug info, with
