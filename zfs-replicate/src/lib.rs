@@ -36,6 +36,7 @@ pub use zfs_core as core;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod endpoint;
 pub mod error;
 pub mod execute;
 pub mod file;
@@ -45,6 +46,7 @@ pub mod plan;
 pub mod prune;
 pub mod stream;
 
+pub use endpoint::Op;
 pub use error::{Error, ErrorKind, Result};
 pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
