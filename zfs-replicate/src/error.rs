@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use zfs_core::DatasetName;
 
+use crate::endpoint::Op;
 use crate::execute::Report;
 use crate::plan::Divergence;
 use crate::stream::StreamError;
@@ -109,6 +110,26 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+
+    /// An endpoint refused `operation` on `dataset` (a remote server's
+    /// policy); nothing was changed by the refused call.
+    #[error("{endpoint} refused: {operation} on {dataset}: {reason}")]
+    PermissionDenied {
+        /// The refusing endpoint ([`Endpoint::describe`](crate::Endpoint::describe)).
+        endpoint: String,
+        dataset: DatasetName,
+        operation: Op,
+        reason: String,
+    },
+
+    /// The connection to a remote endpoint failed or was lost; a transfer
+    /// it carried left resumable state (or none).
+    #[error("connection to {peer}: {reason}")]
+    Disconnected { peer: String, reason: String },
+
+    /// A remote peer broke the protocol or speaks another version.
+    #[error("protocol error with {peer}: {reason}")]
+    Protocol { peer: String, reason: String },
 }
 
 /// What kind of failure an [`Error`] is: one classification for exit codes,
@@ -135,8 +156,12 @@ pub enum ErrorKind {
     InvalidName,
     /// The stream or operation needs something this system lacks.
     NotSupported,
-    /// Not permitted.
+    /// Not permitted: by the kernel, or by a remote endpoint's policy.
     PermissionDenied,
+    /// A connection to a remote endpoint failed or was lost.
+    Disconnected,
+    /// A remote peer broke the protocol or speaks another version.
+    Protocol,
     /// I/O outside ZFS (a stream file).
     Io,
     /// A bug in this library (a panicked thread).
@@ -177,6 +202,9 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::Io { .. } => ErrorKind::Io,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+            Error::Disconnected { .. } => ErrorKind::Disconnected,
+            Error::Protocol { .. } => ErrorKind::Protocol,
         }
     }
 

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
 use zfs_core::{
-    Bookmark, BookmarkName, DatasetName, Errno, ErrorKind, HoldGuard, NvList, ReceiveOptions,
-    SendOptions, Snapshot, SnapshotName, SnapshotOrBookmark, Zfs,
+    Bookmark, BookmarkName, DatasetName, Errno, ErrorKind, NvList, ReceiveOptions, SendOptions,
+    Snapshot, SnapshotName, SnapshotOrBookmark, Zfs,
 };
 
+use crate::endpoint::{Endpoint, Lease, Local, Sides};
 use crate::error::{Error, Result};
-use crate::lock::{fnv1a64, TargetLock};
+use crate::lock::fnv1a64;
 use crate::plan::{Action, Base, Plan, Step};
 
 /// Cancels a running replication from another thread. Cloning shares it.
@@ -230,9 +231,23 @@ struct StepOutcome {
 /// after the cancel nothing more is changed (no rollback, no destroy, no
 /// bookmark beyond those of completed transfers).
 pub fn execute(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> Result<Report> {
+    let local = Local::new(zfs);
+    execute_with(&local, &local, plan, opts)
+}
+
+/// [`execute`] with the source and the target as endpoints. The plan must
+/// come from the same two ([`Replication::plan_with`]).
+///
+/// [`Replication::plan_with`]: crate::Replication::plan_with
+pub fn execute_with(
+    source: &dyn Endpoint,
+    target: &dyn Endpoint,
+    plan: &Plan,
+    opts: &ExecuteOptions,
+) -> Result<Report> {
     refuse_divergence(plan)?;
-    let _lock = TargetLock::acquire(&plan.replication.target)?;
-    execute_locked(zfs, plan, opts)
+    let _lock = target.lock(&plan.replication.target)?;
+    execute_locked(Sides { source, target }, plan, opts)
 }
 
 fn refuse_divergence(plan: &Plan) -> Result<()> {
@@ -251,7 +266,11 @@ fn cancelled(done: Report) -> Error {
 }
 
 /// [`execute`] for a caller that holds the target's lock.
-pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> Result<Report> {
+pub(crate) fn execute_locked(
+    sides: Sides<'_>,
+    plan: &Plan,
+    opts: &ExecuteOptions,
+) -> Result<Report> {
     refuse_divergence(plan)?;
     let mut report = Report::default();
     if opts.cancel.is_cancelled() {
@@ -275,10 +294,10 @@ pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> R
     }
     let mut outcomes: Vec<StepOutcome> = Vec::new();
     for level in levels {
-        let (mut done, mut error) = run_level(zfs, plan, &level, opts);
+        let (mut done, mut error) = run_level(sides, plan, &level, opts);
         // A completed transfer keeps its bookmark, also after a cancel or a
         // failure elsewhere in the level.
-        if let Err(e) = leave_bookmarks(zfs, &plan.replication.prefix, &mut done) {
+        if let Err(e) = leave_bookmarks(sides.source, &plan.replication.prefix, &mut done) {
             error.get_or_insert(e);
         }
         outcomes.append(&mut done);
@@ -306,7 +325,7 @@ pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> R
             if opts.cancel.is_cancelled() {
                 return Err(cancelled(report));
             }
-            destroy_tree(zfs, removed)?;
+            destroy_tree(sides.target, removed)?;
             report.destroyed.push(removed.clone());
         }
     }
@@ -318,7 +337,7 @@ pub(crate) fn execute_locked(zfs: &Zfs, plan: &Plan, opts: &ExecuteOptions) -> R
 /// an error or a cancel no further step starts. A cancel wins over the
 /// errors it caused.
 fn run_level(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     plan: &Plan,
     level: &[(usize, &Step)],
     opts: &ExecuteOptions,
@@ -340,7 +359,7 @@ fn run_level(
     // The bases of every step, held at once: one call per pool and side,
     // each a transaction group, instead of two per step. Steps whose bases
     // could not be found here hold their own, as do all if the batch fails.
-    let held = hold_level(zfs, plan, level, opts);
+    let held = hold_level(sides, plan, level, opts);
     let worker = || {
         // Transfer threads only run ZFS operations: the host's signals go
         // to its own threads.
@@ -358,7 +377,7 @@ fn run_level(
                 break;
             }
             let bases_held = held.as_ref().is_some_and(|h| h.steps.contains(&index));
-            let (transfers, newest, error) = run_step(zfs, plan, step, opts, bases_held);
+            let (transfers, newest, error) = run_step(sides, plan, step, opts, bases_held);
             lock(&results).push(StepOutcome {
                 index,
                 source: step.source.clone(),
@@ -401,15 +420,15 @@ fn run_level(
 struct LevelHolds {
     /// The plan indices of the steps whose bases are held.
     steps: Vec<usize>,
-    _source: Option<HoldGuard>,
-    _target: Option<HoldGuard>,
+    _source: Option<Lease>,
+    _target: Option<Lease>,
 }
 
 /// Holds the bases of every step of `level` that transfers, in one call per
 /// side; None when there is nothing to hold, a cancel came, or the batch
 /// was refused (then each step holds its own and reports its own error).
 fn hold_level(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     plan: &Plan,
     level: &[(usize, &Step)],
     opts: &ExecuteOptions,
@@ -423,7 +442,7 @@ fn hold_level(
         if chain(&step.action).is_empty() {
             continue;
         }
-        if let Ok((s, t)) = bases_to_hold(zfs, step) {
+        if let Ok((s, t)) = bases_to_hold(sides, step) {
             sources.extend(s);
             targets.extend(t);
             steps.push(index);
@@ -433,8 +452,8 @@ fn hold_level(
         return None;
     }
     let tag = hold_tag(&plan.replication.prefix);
-    let source = hold(zfs, &sources, &tag).ok()?;
-    let target = hold(zfs, &targets, &tag).ok()?;
+    let source = hold(sides.source, &sources, &tag).ok()?;
+    let target = hold(sides.target, &targets, &tag).ok()?;
     Some(LevelHolds {
         steps,
         _source: source,
@@ -452,20 +471,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Destroys a dataset with its snapshots and descendants.
-fn destroy_tree(zfs: &Zfs, root: &DatasetName) -> Result<()> {
-    if !zfs.exists(root) {
+fn destroy_tree(target: &dyn Endpoint, root: &DatasetName) -> Result<()> {
+    if !target.exists(root)? {
         return Ok(());
     }
-    let mut all = zfs.descendants(root)?;
+    let mut all = target.descendants(root)?;
     all.reverse(); // children first
     for d in all {
-        let snaps: Vec<SnapshotName> = zfs
-            .snapshots(d.name())?
+        let snaps: Vec<SnapshotName> = target
+            .snapshots(&d)?
             .into_iter()
             .map(|s| s.name().clone())
             .collect();
-        zfs.destroy_snapshots(&snaps, false)?;
-        zfs.destroy(d.name())?;
+        target.destroy_snapshots(&snaps)?;
+        target.destroy(&d)?;
     }
     Ok(())
 }
@@ -527,7 +546,7 @@ fn chain(action: &Action) -> Vec<Link> {
 /// The snapshots whose holds keep a step's bases alive during its
 /// transfers: the source base (when it is a snapshot, not a bookmark) and
 /// the target's copy of it. A resume holds the bases its token names.
-fn bases_to_hold(zfs: &Zfs, step: &Step) -> Result<(Vec<SnapshotName>, Vec<SnapshotName>)> {
+fn bases_to_hold(sides: Sides<'_>, step: &Step) -> Result<(Vec<SnapshotName>, Vec<SnapshotName>)> {
     match &step.action {
         Action::Incremental {
             base, target_base, ..
@@ -547,13 +566,15 @@ fn bases_to_hold(zfs: &Zfs, step: &Step) -> Result<(Vec<SnapshotName>, Vec<Snaps
             else {
                 return Ok((Vec::new(), Vec::new())); // a full stream has no base
             };
-            let source = zfs
+            let source = sides
+                .source
                 .snapshots(&step.source)?
                 .into_iter()
                 .filter(|s| s.guid() == from_guid)
                 .map(|s| s.name().clone())
                 .collect();
-            let target = zfs
+            let target = sides
+                .target
                 .snapshots(&step.target)?
                 .into_iter()
                 .filter(|s| s.guid() == from_guid)
@@ -570,7 +591,7 @@ fn bases_to_hold(zfs: &Zfs, step: &Step) -> Result<(Vec<SnapshotName>, Vec<Snaps
 /// a failure), the newest snapshot received (bookmarked with the rest of
 /// its level, [`leave_bookmarks`]) and the error that stopped it.
 fn run_step(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     plan: &Plan,
     step: &Step,
     opts: &ExecuteOptions,
@@ -579,7 +600,7 @@ fn run_step(
     let mut transfers = Vec::new();
     let mut newest: Option<Snapshot> = None;
     let error = transfer_chain(
-        zfs,
+        sides,
         plan,
         step,
         opts,
@@ -592,7 +613,7 @@ fn run_step(
 }
 
 fn transfer_chain(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     plan: &Plan,
     step: &Step,
     opts: &ExecuteOptions,
@@ -611,13 +632,13 @@ fn transfer_chain(
     check_cancel()?;
     if let Some(r) = &step.resume {
         if !r.matches {
-            zfs.abort_resumable_receive(&step.target)?;
+            sides.target.abort_resumable_receive(&step.target)?;
         }
     }
     if let Some(rb) = &step.rollback {
         check_cancel()?;
-        zfs.destroy_snapshots(&rb.destroy, false)?;
-        zfs.rollback_to(&rb.to)?;
+        sides.target.destroy_snapshots(&rb.destroy)?;
+        sides.target.rollback_to(&rb.to)?;
     }
     let links = chain(&step.action);
     if links.is_empty() {
@@ -627,10 +648,10 @@ fn transfer_chain(
     let mut _guards = (None, None);
     if !bases_held {
         let tag = hold_tag(&repl.prefix);
-        let (source_bases, target_bases) = bases_to_hold(zfs, step)?;
+        let (source_bases, target_bases) = bases_to_hold(sides, step)?;
         _guards = (
-            hold(zfs, &source_bases, &tag)?,
-            hold(zfs, &target_bases, &tag)?,
+            hold(sides.source, &source_bases, &tag)?,
+            hold(sides.target, &target_bases, &tag)?,
         );
     }
 
@@ -642,14 +663,14 @@ fn transfer_chain(
             .raw(repl.raw)
             .properties(step.receive_props.clone());
         let result = if link.resume {
-            resume_transfer(zfs, step, link.snapshot.name(), &recv, opts, moved)
+            resume_transfer(sides, step, link.snapshot.name(), &recv, opts, moved)
         } else {
             let mut send = SendOptions::new().flags(step.flags);
             if let Some(b) = &link.base {
                 send = send.from(b.clone());
             }
             transfer(
-                zfs,
+                sides,
                 step,
                 link.snapshot.name(),
                 TransferKind::Send(&send),
@@ -658,7 +679,7 @@ fn transfer_chain(
                 moved,
             )
         };
-        let bytes = result.map_err(|e| explain_receive_failure(zfs, step, link, e))?;
+        let bytes = result.map_err(|e| explain_receive_failure(sides.target, step, link, e))?;
         moved += bytes;
         transfers.push(Transfer {
             snapshot: link.snapshot.name().clone(),
@@ -677,8 +698,8 @@ fn transfer_chain(
 ///
 /// A receive that a stop restarted is an interruption (see
 /// [`restarted_by_a_stop`]).
-fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
-    let e = restarted_by_a_stop(zfs, step, link, e);
+fn explain_receive_failure(target: &dyn Endpoint, step: &Step, link: &Link, e: Error) -> Error {
+    let e = restarted_by_a_stop(target, step, link, e);
     let Error::Transfer { source, .. } = &e else {
         return e;
     };
@@ -695,10 +716,12 @@ fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Err
     ) {
         return e;
     }
-    let intact = zfs.exists(&step.target)
-        && zfs
-            .snapshots(&step.target)
-            .is_ok_and(|s| s.iter().any(|s| s.guid() == base_guid));
+    // Gone (target or base) only when the target says so: a listing that
+    // fails otherwise (a lost connection) proves nothing.
+    let intact = match target.snapshots(&step.target) {
+        Ok(snapshots) => snapshots.iter().any(|s| s.guid() == base_guid),
+        Err(e) => e.kind() != crate::ErrorKind::NotFound,
+    };
     if intact {
         return e;
     }
@@ -722,7 +745,7 @@ fn explain_receive_failure(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Err
 /// token for this very snapshot, the transfer was interrupted, and the
 /// next run resumes it: that is the error ([`ErrorKind::Interrupted`],
 /// with the kernel's errno kept).
-fn restarted_by_a_stop(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
+fn restarted_by_a_stop(target_side: &dyn Endpoint, step: &Step, link: &Link, e: Error) -> Error {
     let Error::Transfer {
         target,
         snapshot,
@@ -736,7 +759,7 @@ fn restarted_by_a_stop(zfs: &Zfs, step: &Step, link: &Link, e: Error) -> Error {
         ErrorKind::Busy | ErrorKind::BadStream | ErrorKind::StreamMismatch
     );
     let resumable_here = restart_symptom
-        && zfs
+        && target_side
             .resume_token(&step.target)
             .ok()
             .flatten()
@@ -772,7 +795,7 @@ fn unique() -> u128 {
         .unwrap_or(0)
 }
 
-fn hold(zfs: &Zfs, snapshots: &[SnapshotName], tag: &str) -> Result<Option<HoldGuard>> {
+fn hold(side: &dyn Endpoint, snapshots: &[SnapshotName], tag: &str) -> Result<Option<Lease>> {
     if snapshots.is_empty() {
         return Ok(None);
     }
@@ -780,7 +803,7 @@ fn hold(zfs: &Zfs, snapshots: &[SnapshotName], tag: &str) -> Result<Option<HoldG
         .iter()
         .map(|s| (s.clone(), tag.to_owned()))
         .collect();
-    Ok(Some(zfs.hold_temporary(&holds)?))
+    Ok(Some(side.hold_temporary(&holds)?))
 }
 
 /// Leaves each outcome's cursor: bookmarks its newest snapshot on the
@@ -789,7 +812,11 @@ fn hold(zfs: &Zfs, snapshots: &[SnapshotName], tag: &str) -> Result<Option<HoldG
 /// one destroy call per pool for the whole level (each waits for a
 /// transaction group); if the batch is refused, one by one, and the first
 /// error is returned after every cursor was tried.
-fn leave_bookmarks(zfs: &Zfs, prefix: &str, outcomes: &mut [StepOutcome]) -> Result<()> {
+fn leave_bookmarks(
+    source: &dyn Endpoint,
+    prefix: &str,
+    outcomes: &mut [StepOutcome],
+) -> Result<()> {
     let mut first_error = None;
     let mut create: BTreeMap<String, Vec<(usize, BookmarkName, SnapshotOrBookmark)>> =
         BTreeMap::new();
@@ -797,7 +824,7 @@ fn leave_bookmarks(zfs: &Zfs, prefix: &str, outcomes: &mut [StepOutcome]) -> Res
     for (i, o) in outcomes.iter_mut().enumerate() {
         let Some(newest) = &o.newest else { continue };
         let found = cursor_bookmark(prefix, &o.source, &o.target, newest.guid())
-            .and_then(|mark| Ok((zfs.bookmarks(&o.source)?, mark)));
+            .and_then(|mark| Ok((source.bookmarks(&o.source)?, mark)));
         let (existing, mark) = match found {
             Ok(found) => found,
             Err(e) => {
@@ -833,17 +860,17 @@ fn leave_bookmarks(zfs: &Zfs, prefix: &str, outcomes: &mut [StepOutcome]) -> Res
             .iter()
             .map(|(_, m, f)| (m.clone(), f.clone()))
             .collect();
-        if zfs.bookmark(&batch).is_ok() {
+        if source.bookmark(&batch).is_ok() {
             for (i, mark, _) in marks {
                 outcomes[i].bookmark = Some(mark.to_string());
             }
             continue;
         }
         for (i, mark, from) in marks {
-            match zfs.bookmark(&[(mark.clone(), from)]) {
+            match source.bookmark(&[(mark.clone(), from)]) {
                 Ok(()) => outcomes[i].bookmark = Some(mark.to_string()),
                 Err(e) => {
-                    first_error.get_or_insert(e.into());
+                    first_error.get_or_insert(e);
                 }
             }
         }
@@ -858,8 +885,8 @@ fn leave_bookmarks(zfs: &Zfs, prefix: &str, outcomes: &mut [StepOutcome]) -> Res
         }
     }
     for marks in doomed.into_values() {
-        if let Err(e) = zfs.destroy_bookmarks(&marks) {
-            first_error.get_or_insert(e.into());
+        if let Err(e) = source.destroy_bookmarks(&marks) {
+            first_error.get_or_insert(e);
         }
     }
     match first_error {
@@ -877,7 +904,7 @@ enum TransferKind<'a> {
 /// after an interruption the old receive may still be aborting (EBUSY, or a
 /// stale token): re-read the token and retry for a bounded time.
 fn resume_transfer(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     step: &Step,
     snapshot: &SnapshotName,
     recv: &ReceiveOptions,
@@ -886,13 +913,15 @@ fn resume_transfer(
 ) -> Result<u64> {
     let started = Instant::now();
     loop {
-        let token = zfs
-            .resume_token(&step.target)?
-            .ok_or_else(|| Error::ResumeTokenGone {
-                target: step.target.clone(),
-            })?;
+        let token =
+            sides
+                .target
+                .resume_token(&step.target)?
+                .ok_or_else(|| Error::ResumeTokenGone {
+                    target: step.target.clone(),
+                })?;
         match transfer(
-            zfs,
+            sides,
             step,
             snapshot,
             TransferKind::Resume(&token),
@@ -941,7 +970,7 @@ fn spawn<'scope, T: Send + 'scope>(
 /// into a second pipe (progress, cancel), the receive reads that. The
 /// calling thread only waits for them.
 fn transfer(
-    zfs: &Zfs,
+    sides: Sides<'_>,
     step: &Step,
     snapshot: &SnapshotName,
     kind: TransferKind<'_>,
@@ -972,19 +1001,15 @@ fn transfer(
     std::thread::scope(|scope| {
         // If a spawn fails, the closure (with its pipe ends) is dropped: the
         // threads already running see EOF or EPIPE and stop.
-        let sender = spawn(scope, "zfs-send", move || {
-            let r = match kind {
-                TransferKind::Send(send) => zfs.send(snapshot, send, &up_write),
-                TransferKind::Resume(token) => zfs.send_resume(token, &up_write),
-            };
-            drop(up_write); // EOF for the relay
-            r
+        // Each side closes its pipe end when done: EOF for the relay, and a
+        // receive that stopped early unblocks it.
+        let sender = spawn(scope, "zfs-send", move || match kind {
+            TransferKind::Send(send) => sides.source.send(snapshot, send, up_write),
+            TransferKind::Resume(token) => sides.source.send_resume(token, up_write),
         })
         .map_err(thread_failed)?;
         let receiver = spawn(scope, "zfs-receive", move || {
-            let r = zfs.receive(&step.target, &down_read, recv);
-            drop(down_read); // unblocks the relay if the receive stopped early
-            r
+            sides.target.receive(&step.target, down_read, recv)
         })
         .map_err(thread_failed)?;
         let wakeup = &wakeup;
@@ -1011,13 +1036,21 @@ fn transfer(
         let relayed = relay.join().map_err(|_| panicked("relay"))?;
         let received = receiver.join().map_err(|_| panicked("receive"))?;
         let sent = sender.join().map_err(|_| panicked("send"))?;
-        match relayed {
+        let relayed = match relayed {
             // The receive completed before the cancel was seen: it is done.
-            Ok(Relayed::Cancelled) if received.is_ok() => received.map(|r| r.bytes).map_err(fail),
-            Ok(Relayed::Cancelled) => Err(cancelled(Report::default())),
-            Ok(Relayed::Done(bytes)) => root_cause(sent, Ok(bytes), received).map_err(fail),
-            Err(e) => root_cause(sent, Err(e), received).map_err(fail),
-        }
+            Ok(Relayed::Cancelled) => {
+                return match received {
+                    Ok(receipt) => Ok(receipt.bytes),
+                    Err(_) => Err(cancelled(Report::default())),
+                }
+            }
+            Ok(Relayed::Done(bytes)) => Ok(bytes),
+            Err(e) => Err(e),
+        };
+        // A failure outside ZFS (a lost connection, a refusal) is the cause.
+        let received = zfs_result(received.map(|r| r.bytes))?;
+        let sent = zfs_result(sent)?;
+        root_cause(sent, relayed, received).map_err(fail)
     })
 }
 
@@ -1074,7 +1107,7 @@ fn relay(
 fn root_cause(
     sent: zfs_core::Result<()>,
     relayed: zfs_core::Result<u64>,
-    received: zfs_core::Result<zfs_core::Received>,
+    received: zfs_core::Result<u64>,
 ) -> Result<u64, zfs_core::Error> {
     let reacts =
         |e: &zfs_core::Error| matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::Interrupted);
@@ -1097,6 +1130,15 @@ fn root_cause(
         (_, _, Err(r)) => Err(r),
         (Err(s), _, Ok(_)) => Err(s),
         (Ok(()), Err(e), Ok(_)) => Err(e),
+    }
+}
+
+/// Splits a ZFS failure (Ok(Err)) from any other (Err).
+fn zfs_result<T>(r: Result<T>) -> Result<zfs_core::Result<T>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(Error::Zfs(e)) => Ok(Err(e)),
+        Err(other) => Err(other),
     }
 }
 

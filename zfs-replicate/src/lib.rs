@@ -46,12 +46,33 @@ pub mod plan;
 pub mod prune;
 pub mod stream;
 
-pub use endpoint::Op;
+pub use endpoint::{Endpoint, Op};
 pub use error::{Error, ErrorKind, Result};
-pub use execute::{execute, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer};
+pub use execute::{
+    execute, execute_with, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer,
+};
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 
+use endpoint::{Local, Sides};
 use zfs_core::{DatasetName, Zfs};
+
+/// How many of our snapshots [`Replication::sync_with`] keeps on each side
+/// (None: that side is not pruned).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    pub source: Option<usize>,
+    pub target: Option<usize>,
+}
+
+impl Keep {
+    /// The same count on both sides.
+    pub fn both(keep: Option<usize>) -> Keep {
+        Keep {
+            source: keep,
+            target: keep,
+        }
+    }
+}
 
 /// What [`Replication::sync`] did.
 #[derive(Debug, Clone)]
@@ -65,6 +86,55 @@ pub struct SyncReport {
 }
 
 impl Replication {
+    /// Refuses, before anything changes, a run that an endpoint would stop
+    /// halfway (a remote server's policy): what `sync` with `keep` needs of
+    /// each side.
+    fn check_allowed(
+        &self,
+        source: &dyn Endpoint,
+        target: &dyn Endpoint,
+        keep: Keep,
+    ) -> Result<()> {
+        use Op::*;
+        let mut needs: Vec<(&dyn Endpoint, &DatasetName, Op)> = vec![
+            (source, &self.source, List),
+            (source, &self.source, Send),
+            (source, &self.source, Snapshot),
+            (source, &self.source, Bookmark),
+            (source, &self.source, Hold),
+            (target, &self.target, List),
+            (target, &self.target, Receive),
+            (target, &self.target, Hold),
+        ];
+        if keep.source.is_some() {
+            needs.push((source, &self.source, DestroySnapshot));
+        }
+        if keep.target.is_some() {
+            needs.push((target, &self.target, DestroySnapshot));
+        }
+        if self.rollback {
+            needs.push((target, &self.target, Rollback));
+            needs.push((target, &self.target, DestroySnapshot));
+        }
+        if self.destroy_removed {
+            needs.push((target, &self.target, DestroyDataset));
+        }
+        if self.properties {
+            needs.push((target, &self.target, SetProperty));
+        }
+        for (side, dataset, op) in needs {
+            if !side.allows(op, dataset) {
+                return Err(Error::PermissionDenied {
+                    endpoint: side.describe(),
+                    dataset: dataset.clone(),
+                    operation: op,
+                    reason: "not allowed by its policy (refused before anything changed)".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The whole job: check for divergence (changing nothing if there is
     /// any), take `<prefix>_<UTC time>` on the source, replicate, and with
     /// `keep` prune our snapshots on both sides, never the new common base.
@@ -77,8 +147,24 @@ impl Replication {
         opts: &ExecuteOptions,
         keep: Option<usize>,
     ) -> Result<SyncReport> {
-        let _lock = lock::TargetLock::acquire(&self.target)?;
-        let before = self.plan(zfs)?;
+        let local = Local::new(zfs);
+        self.sync_with(&local, &local, opts, Keep::both(keep))
+    }
+
+    /// [`sync`](Replication::sync) with the source and the target as
+    /// endpoints, and retention chosen per side. A change an endpoint would
+    /// refuse (a remote policy) is refused here, before anything changes.
+    pub fn sync_with(
+        &self,
+        source: &dyn Endpoint,
+        target: &dyn Endpoint,
+        opts: &ExecuteOptions,
+        keep: Keep,
+    ) -> Result<SyncReport> {
+        self.check_allowed(source, target, keep)?;
+        let sides = Sides { source, target };
+        let _lock = target.lock(&self.target)?;
+        let before = self.plan_with(source, target)?;
         let divergences = before.divergences();
         if !divergences.is_empty() {
             return Err(Error::Diverged(divergences));
@@ -92,43 +178,53 @@ impl Replication {
         self.check_new_snapshot_names(&before, &snapshot)?;
         // The datasets the plan walked: no second walk of the tree.
         let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
-        prune::snapshot_datasets(zfs, &sources, &snapshot)?;
+        prune::snapshot_datasets(source, &sources, &snapshot)?;
         // Planned again for the same datasets: no second walk of the trees.
-        let plan = self.plan_datasets(zfs, &sources, before.removed_on_source.clone())?;
-        let report = execute::execute_locked(zfs, &plan, opts)?;
+        let plan = self.plan_datasets(sides, &sources, before.removed_on_source.clone())?;
+        let report = execute::execute_locked(sides, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
         let mut pruned_target = prune::PruneReport::default();
-        if let Some(keep) = keep {
+        if keep.source.is_some() || keep.target.is_some() {
             if opts.cancel.is_cancelled() {
                 // Replicated, but the cancel came before pruning: prune nothing.
                 return Err(Error::Cancelled {
                     done: Box::new(report),
                 });
             }
-            let retention = prune::Retention::keep_newest(self.prefix.clone(), keep);
             let protect: Vec<u64> = plan
                 .steps
                 .iter()
-                .filter_map(|s| zfs.snapshot_info(&s.source.snapshot(&snapshot).ok()?).ok())
+                .filter_map(|s| {
+                    source
+                        .snapshot_info(&s.source.snapshot(&snapshot).ok()?)
+                        .ok()
+                })
                 .map(|s| s.guid())
                 .collect();
             // The plan's datasets again: what was snapshotted on the source
             // (`sources`); on the target, what was received into, and what
             // was kept of datasets whose source is gone.
-            let mut targets: Vec<DatasetName> = plan
-                .steps
-                .iter()
-                .map(|s| s.target.clone())
-                .filter(|t| zfs.exists(t))
-                .collect();
+            let mut targets: Vec<DatasetName> = Vec::with_capacity(plan.steps.len());
+            for step in &plan.steps {
+                if target.exists(&step.target)? {
+                    targets.push(step.target.clone());
+                }
+            }
             if !self.destroy_removed {
                 targets.extend(plan.removed_on_source.iter().cloned());
             }
             // Both sides at once: each waits on its own pool's listings and
             // transaction group.
-            let sides = [sources.as_slice(), targets.as_slice()];
-            let mut pruned = parallel::in_parallel(&sides, |datasets| {
-                prune::prune_datasets(zfs, datasets, &retention, &protect)
+            let work = [
+                (source, sources.as_slice(), keep.source),
+                (target, targets.as_slice(), keep.target),
+            ];
+            let mut pruned = parallel::in_parallel(&work, |&(side, datasets, keep)| match keep {
+                Some(keep) => {
+                    let retention = prune::Retention::keep_newest(self.prefix.clone(), keep);
+                    prune::prune_datasets(side, datasets, &retention, &protect)
+                }
+                None => Ok(prune::PruneReport::default()),
             })?
             .into_iter();
             pruned_source = pruned.next().unwrap_or_default();

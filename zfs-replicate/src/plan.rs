@@ -33,6 +33,7 @@ use zfs_core::{
     Bookmark, DatasetName, NvList, ResumeToken, SendFlags, SendOptions, Snapshot, SnapshotName, Zfs,
 };
 
+use crate::endpoint::{Endpoint, Local, Sides};
 use crate::error::{Error, Result};
 
 /// Default stream flags: what `zfs send -L -e -c` gives.
@@ -159,17 +160,25 @@ impl Replication {
     /// Computes the plan. Changes nothing. Fails, before anything moves,
     /// when a name the run would make does not fit ZFS's limits.
     pub fn plan(&self, zfs: &Zfs) -> Result<Plan> {
+        let local = Local::new(zfs);
+        self.plan_with(&local, &local)
+    }
+
+    /// [`plan`](Replication::plan) with the source and the target as
+    /// endpoints: local, remote, or an embedder's own.
+    pub fn plan_with(&self, source: &dyn Endpoint, target: &dyn Endpoint) -> Result<Plan> {
         self.check_prefix()?;
+        let sides = Sides { source, target };
         let sources = if self.recursive {
-            walk(zfs, &self.source)?
+            walk(source, &self.source)?
         } else {
-            zfs.dataset(&self.source)?;
+            source.dataset(&self.source)?;
             vec![self.source.clone()]
         };
         let mut removed_on_source = Vec::new();
-        if self.recursive && zfs.exists(&self.target) {
+        if self.recursive && target.exists(&self.target)? {
             let known: std::collections::BTreeSet<&DatasetName> = sources.iter().collect();
-            for d in walk(zfs, &self.target)? {
+            for d in walk(target, &self.target)? {
                 let rel = d.relative_to(&self.target).unwrap_or("");
                 if rel.is_empty() {
                     continue;
@@ -180,7 +189,7 @@ impl Replication {
                 }
             }
         }
-        self.plan_datasets(zfs, &sources, removed_on_source)
+        self.plan_datasets(sides, &sources, removed_on_source)
     }
 
     /// One step per source dataset (parents first), for datasets already
@@ -188,7 +197,7 @@ impl Replication {
     /// [`sync`](Replication::sync) again after its snapshot.
     pub(crate) fn plan_datasets(
         &self,
-        zfs: &Zfs,
+        sides: Sides<'_>,
         sources: &[DatasetName],
         removed_on_source: Vec<DatasetName>,
     ) -> Result<Plan> {
@@ -203,7 +212,7 @@ impl Replication {
             pairs.push((source.clone(), target));
         }
         let steps = crate::parallel::in_parallel(&pairs, |(source, target)| {
-            self.plan_one(zfs, source.clone(), target.clone())
+            self.plan_one(sides, source.clone(), target.clone())
         })?;
         for step in &steps {
             self.check_names(step)?;
@@ -266,9 +275,13 @@ impl Replication {
         Ok(())
     }
 
-    fn plan_one(&self, zfs: &Zfs, source: DatasetName, target: DatasetName) -> Result<Step> {
-        let src_marks = zfs.bookmarks(&source)?;
-        let src_props = zfs.properties(&source)?;
+    fn plan_one(&self, sides: Sides<'_>, source: DatasetName, target: DatasetName) -> Result<Step> {
+        let Sides {
+            source: src,
+            target: tgt,
+        } = sides;
+        let src_marks = src.bookmarks(&source)?;
+        let src_props = src.properties(&source)?;
         let flags = self.send_flags();
         let mut step = Step {
             source: source.clone(),
@@ -283,17 +296,17 @@ impl Replication {
             listing: Listing::Full,
         };
         step.receive_props = self.receive_props(&src_props, &source);
-        let view = match self.cursor_view(zfs, &source, &target, &src_marks, &src_props) {
+        let view = match self.cursor_view(sides, &source, &target, &src_marks, &src_props) {
             Some(view) => {
                 step.listing = Listing::Cursor;
                 view
             }
             None => {
-                let src_snaps = zfs.snapshots(&source)?;
+                let src_snaps = src.snapshots(&source)?;
                 // Without a source snapshot the target does not matter.
-                let target_exists = !src_snaps.is_empty() && zfs.exists(&target);
+                let target_exists = !src_snaps.is_empty() && tgt.exists(&target)?;
                 let (tgt_snaps, tgt_props) = if target_exists {
-                    (zfs.snapshots(&target)?, Some(zfs.properties(&target)?))
+                    (tgt.snapshots(&target)?, Some(tgt.properties(&target)?))
                 } else {
                     (Vec::new(), None)
                 };
@@ -305,7 +318,7 @@ impl Replication {
                 }
             }
         };
-        self.decide(zfs, step, &src_props, &src_marks, view)
+        self.decide(sides, step, &src_props, &src_marks, view)
     }
 
     /// What the source and target look like from this target's cursor
@@ -322,7 +335,7 @@ impl Replication {
     /// snapshots to send (the source's newer than it): the plans agree.
     fn cursor_view(
         &self,
-        zfs: &Zfs,
+        sides: Sides<'_>,
         source: &DatasetName,
         target: &DatasetName,
         src_marks: &[Bookmark],
@@ -335,7 +348,11 @@ impl Replication {
             .iter()
             .filter(|b| crate::execute::is_current_cursor(&self.prefix, target, b))
             .max_by_key(|b| b.createtxg())?;
-        let tgt_props = zfs.properties(target).ok()?;
+        let Sides {
+            source: src,
+            target: tgt,
+        } = sides;
+        let tgt_props = tgt.properties(target).ok()?;
         if tgt_props.receive_resume_token.is_some() {
             return None;
         }
@@ -344,14 +361,14 @@ impl Replication {
         // A range listing costs few calls but makes the kernel visit every
         // snapshot of the dataset.
         let src_newest = newest_snapshot(src_props)
-            .and_then(|n| zfs.snapshot_info(&n).ok())
+            .and_then(|n| src.snapshot_info(&n).ok())
             .filter(|s| s.guid() == cursor.guid());
         let src_snaps = match src_newest {
             Some(newest) => vec![newest],
-            None => zfs.snapshots_created(source, cursor.createtxg()).ok()?,
+            None => src.snapshots_created(source, cursor.createtxg()).ok()?,
         };
         let base = src_snaps.iter().find(|s| s.guid() == cursor.guid())?;
-        let tgt_base = zfs
+        let tgt_base = tgt
             .snapshot_info(&target.snapshot(base.name().short_name()).ok()?)
             .ok()?;
         if tgt_base.guid() != cursor.guid() {
@@ -359,7 +376,7 @@ impl Replication {
         }
         let newer_on_target = match newest_snapshot(&tgt_props) {
             Some(newest) => &newest != tgt_base.name(),
-            None => !zfs
+            None => !tgt
                 .snapshots_created(target, tgt_base.createtxg().checked_add(1)?)
                 .ok()?
                 .is_empty(),
@@ -378,7 +395,7 @@ impl Replication {
     /// Decides one step from what was listed.
     fn decide(
         &self,
-        zfs: &Zfs,
+        sides: Sides<'_>,
         mut step: Step,
         src_props: &zfs_core::Properties,
         src_marks: &[Bookmark],
@@ -390,6 +407,10 @@ impl Replication {
             tgt_snaps,
             tgt_props,
         } = view;
+        let Sides {
+            source: src,
+            target: tgt,
+        } = sides;
         let flags = step.flags;
         let target = step.target.clone();
         if src_snaps.is_empty() {
@@ -420,8 +441,8 @@ impl Replication {
                     });
                     if let (true, Some(i)) = (matches, to_idx) {
                         let rest: Vec<Snapshot> = src_snaps[i + 1..].to_vec();
-                        step.estimated_bytes = estimate_remaining(zfs, &src_snaps[i], &t, flags)
-                            + estimate_chain(zfs, Some(&src_snaps[i]), &rest, flags);
+                        step.estimated_bytes = estimate_remaining(src, &src_snaps[i], &t, flags)
+                            + estimate_chain(src, Some(&src_snaps[i]), &rest, flags);
                         step.action = Action::Resume {
                             snapshot: src_snaps[i].clone(),
                             then: rest,
@@ -450,7 +471,7 @@ impl Replication {
             let first = src_snaps[0].clone();
             let rest = src_snaps[1..].to_vec();
             step.estimated_bytes =
-                estimate_full(zfs, &first, flags) + estimate_chain(zfs, Some(&first), &rest, flags);
+                estimate_full(src, &first, flags) + estimate_chain(src, Some(&first), &rest, flags);
             step.action = Action::Full {
                 snapshot: first,
                 then: rest,
@@ -459,7 +480,7 @@ impl Replication {
         }
         let tgt_props = match tgt_props {
             Some(p) => p,
-            None => zfs.properties(&target)?,
+            None => tgt.properties(&target)?,
         };
 
         // Encryption lineage.
@@ -537,7 +558,7 @@ impl Replication {
             step.action = Action::UpToDate;
             return Ok(step);
         }
-        step.estimated_bytes = estimate_incremental(zfs, &base, &to_send, flags);
+        step.estimated_bytes = estimate_incremental(src, &base, &to_send, flags);
         step.action = Action::Incremental {
             base,
             target_base,
@@ -586,18 +607,17 @@ fn newest_snapshot(props: &zfs_core::Properties) -> Option<SnapshotName> {
 /// `root` and its descendants (filesystems and volumes), parents first in
 /// depth-first order, like [`Zfs::descendants`]; the children of each depth
 /// level are listed in parallel.
-fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
-    zfs.dataset(root)?;
+fn walk(side: &dyn Endpoint, root: &DatasetName) -> Result<Vec<DatasetName>> {
+    side.dataset(root)?;
     let mut children: std::collections::HashMap<DatasetName, Vec<DatasetName>> =
         std::collections::HashMap::new();
     let mut frontier = vec![root.clone()];
     while !frontier.is_empty() {
         // The root was checked above and every other parent was just listed:
         // no stats call per leaf to tell "no children" from "gone".
-        let lists = crate::parallel::in_parallel(&frontier, |d| Ok(zfs.children_quick(d)?))?;
+        let lists = crate::parallel::in_parallel(&frontier, |d| side.children(d))?;
         let mut next = Vec::new();
-        for (parent, kids) in frontier.iter().zip(lists) {
-            let names: Vec<DatasetName> = kids.iter().map(|k| k.name().clone()).collect();
+        for (parent, names) in frontier.iter().zip(lists) {
             next.extend(names.iter().cloned());
             children.insert(parent.clone(), names);
         }
@@ -614,12 +634,17 @@ fn walk(zfs: &Zfs, root: &DatasetName) -> Result<Vec<DatasetName>> {
     Ok(out)
 }
 
-fn estimate_full(zfs: &Zfs, snap: &Snapshot, flags: SendFlags) -> u64 {
-    zfs.send_space(snap.name(), &SendOptions::new().flags(flags))
+fn estimate_full(src: &dyn Endpoint, snap: &Snapshot, flags: SendFlags) -> u64 {
+    src.send_space(snap.name(), &SendOptions::new().flags(flags))
         .unwrap_or(0)
 }
 
-fn estimate_chain(zfs: &Zfs, base: Option<&Snapshot>, rest: &[Snapshot], flags: SendFlags) -> u64 {
+fn estimate_chain(
+    src: &dyn Endpoint,
+    base: Option<&Snapshot>,
+    rest: &[Snapshot],
+    flags: SendFlags,
+) -> u64 {
     let mut prev = base.cloned();
     let mut total = 0;
     for s in rest {
@@ -627,33 +652,43 @@ fn estimate_chain(zfs: &Zfs, base: Option<&Snapshot>, rest: &[Snapshot], flags: 
             Some(p) => SendOptions::new().flags(flags).from(p.name().clone()),
             None => SendOptions::new().flags(flags),
         };
-        total += zfs.send_space(s.name(), &opts).unwrap_or(0);
+        total += src.send_space(s.name(), &opts).unwrap_or(0);
         prev = Some(s.clone());
     }
     total
 }
 
-fn estimate_incremental(zfs: &Zfs, base: &Base, to_send: &[Snapshot], flags: SendFlags) -> u64 {
+fn estimate_incremental(
+    src: &dyn Endpoint,
+    base: &Base,
+    to_send: &[Snapshot],
+    flags: SendFlags,
+) -> u64 {
     let Some((first, rest)) = to_send.split_first() else {
         return 0;
     };
-    let first_bytes = zfs
+    let first_bytes = src
         .send_space(
             first.name(),
             &SendOptions::new().flags(flags).from(base.as_send_base()),
         )
         .unwrap_or(0);
-    first_bytes + estimate_chain(zfs, Some(first), rest, flags)
+    first_bytes + estimate_chain(src, Some(first), rest, flags)
 }
 
-fn estimate_remaining(zfs: &Zfs, snap: &Snapshot, token: &ResumeToken, flags: SendFlags) -> u64 {
-    let total = match zfs.resolve_resume_token(token) {
+fn estimate_remaining(
+    src: &dyn Endpoint,
+    snap: &Snapshot,
+    token: &ResumeToken,
+    flags: SendFlags,
+) -> u64 {
+    let total = match src.resolve_resume_token(token) {
         Ok((_, opts)) => {
             let base_opts = match opts.base() {
                 Some(b) => SendOptions::new().flags(flags).from(b.clone()),
                 None => SendOptions::new().flags(flags),
             };
-            zfs.send_space(snap.name(), &base_opts).unwrap_or(0)
+            src.send_space(snap.name(), &base_opts).unwrap_or(0)
         }
         Err(_) => 0,
     };

@@ -23,7 +23,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use zfs_core::{BookmarkName, DatasetName, Snapshot, SnapshotName, SnapshotOrBookmark, Zfs};
 
-use crate::error::{Error, Result};
+use crate::endpoint::{Endpoint, Local};
+
+use crate::error::Result;
 
 /// Formats a UTC time as `YYYYMMDDTHHMMSS.mmmZ` (sortable, valid in names).
 pub fn utc_timestamp(t: SystemTime) -> String {
@@ -72,15 +74,11 @@ pub fn is_ours(short: &str, prefix: &str) -> bool {
 }
 
 /// `dataset`, and with `recursive` all its descendants, parents first.
-fn tree(zfs: &Zfs, dataset: &DatasetName, recursive: bool) -> Result<Vec<DatasetName>> {
+fn tree(side: &dyn Endpoint, dataset: &DatasetName, recursive: bool) -> Result<Vec<DatasetName>> {
     if !recursive {
         return Ok(vec![dataset.clone()]);
     }
-    Ok(zfs
-        .descendants(dataset)?
-        .into_iter()
-        .map(|d| d.name().clone())
-        .collect())
+    side.descendants(dataset)
 }
 
 /// Takes `<prefix>_<now>` on `dataset` (and, if `recursive`, on every
@@ -92,7 +90,7 @@ pub fn take_snapshot(
     prefix: &str,
 ) -> Result<String> {
     let short = new_snapshot_name(prefix, SystemTime::now());
-    snapshot_tree(zfs, dataset, recursive, &short)?;
+    snapshot_tree(&Local::new(zfs), dataset, recursive, &short)?;
     Ok(short)
 }
 
@@ -104,23 +102,26 @@ pub fn new_snapshot_name(prefix: &str, time: SystemTime) -> String {
 /// Snapshots `dataset` (with `recursive`, its whole tree) as `short`,
 /// atomically.
 pub(crate) fn snapshot_tree(
-    zfs: &Zfs,
+    side: &dyn Endpoint,
     dataset: &DatasetName,
     recursive: bool,
     short: &str,
 ) -> Result<()> {
-    snapshot_datasets(zfs, &tree(zfs, dataset, recursive)?, short)
+    snapshot_datasets(side, &tree(side, dataset, recursive)?, short)
 }
 
 /// Snapshots each of `datasets` as `short`, atomically (one call).
-pub(crate) fn snapshot_datasets(zfs: &Zfs, datasets: &[DatasetName], short: &str) -> Result<()> {
+pub(crate) fn snapshot_datasets(
+    side: &dyn Endpoint,
+    datasets: &[DatasetName],
+    short: &str,
+) -> Result<()> {
     let snaps = datasets
         .iter()
         .map(|d| d.snapshot(short))
         .collect::<Result<Vec<_>, _>>()
         .map_err(zfs_core::Error::from)?;
-    zfs.snapshot(&snaps)?;
-    Ok(())
+    side.snapshot(&snaps)
 }
 
 /// Which of our snapshots to keep.
@@ -169,12 +170,23 @@ pub fn prune(
     retention: &Retention,
     protect: &[u64],
 ) -> Result<PruneReport> {
-    prune_datasets(zfs, &tree(zfs, dataset, recursive)?, retention, protect)
+    prune_with(&Local::new(zfs), dataset, recursive, retention, protect)
+}
+
+/// [`prune`] on an endpoint: local, remote, or an embedder's own.
+pub fn prune_with(
+    side: &dyn Endpoint,
+    dataset: &DatasetName,
+    recursive: bool,
+    retention: &Retention,
+    protect: &[u64],
+) -> Result<PruneReport> {
+    prune_datasets(side, &tree(side, dataset, recursive)?, retention, protect)
 }
 
 /// [`prune`] over a known list of datasets (all in one pool).
 pub(crate) fn prune_datasets(
-    zfs: &Zfs,
+    side: &dyn Endpoint,
     datasets: &[DatasetName],
     retention: &Retention,
     protect: &[u64],
@@ -183,7 +195,7 @@ pub(crate) fn prune_datasets(
     // What each dataset holds of ours, from its anchor on (datasets in
     // parallel: a listing makes the kernel visit every snapshot).
     let mut views =
-        crate::parallel::in_parallel(datasets, |d| DatasetView::list(zfs, d, retention, protect))?;
+        crate::parallel::in_parallel(datasets, |d| DatasetView::list(side, d, retention, protect))?;
     let mut doomed = Vec::new();
     for v in &mut views {
         report.kept_base.append(&mut v.kept_base);
@@ -191,15 +203,19 @@ pub(crate) fn prune_datasets(
         doomed.append(&mut v.doomed);
     }
     // One destroy for the whole tree (one pool, one transaction group).
-    match zfs.destroy_snapshots(&doomed, false) {
+    match side.destroy_snapshots(&doomed) {
         Ok(()) => report.destroyed.extend(doomed),
         // Something changed under us (a new hold, a clone): go one by one.
         Err(_) => {
             for s in doomed {
-                match zfs.destroy_snapshots(std::slice::from_ref(&s), false) {
+                match side.destroy_snapshots(std::slice::from_ref(&s)) {
                     Ok(()) => report.destroyed.push(s),
-                    Err(e) if e.kind() == zfs_core::ErrorKind::Busy => report.kept_held.push(s),
-                    Err(e) => return Err(Error::Zfs(e)),
+                    Err(e)
+                        if e.zfs_error().map(|z| z.kind()) == Some(zfs_core::ErrorKind::Busy) =>
+                    {
+                        report.kept_held.push(s)
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -235,7 +251,7 @@ pub(crate) fn prune_datasets(
             moves.push(anchor.map(|a| a.name().clone()), anchor_name, oldest);
         }
     }
-    moves.apply(zfs)?;
+    moves.apply(side)?;
     Ok(report)
 }
 
@@ -253,19 +269,19 @@ struct DatasetView {
 
 impl DatasetView {
     fn list(
-        zfs: &Zfs,
+        side: &dyn Endpoint,
         d: &DatasetName,
         retention: &Retention,
         protect: &[u64],
     ) -> Result<DatasetView> {
         let anchor_name = anchor_bookmark(d, &retention.prefix)?;
-        let anchor = zfs
+        let anchor = side
             .bookmarks(d)?
             .into_iter()
             .find(|b| b.name() == &anchor_name);
         let listed = match &anchor {
-            Some(a) => zfs.snapshots_created(d, a.createtxg())?,
-            None => zfs.snapshots(d)?,
+            Some(a) => side.snapshots_created(d, a.createtxg())?,
+            None => side.snapshots(d)?,
         };
         let ours: Vec<Snapshot> = listed
             .iter()
@@ -277,7 +293,7 @@ impl DatasetView {
         for s in &ours[..cut] {
             if protect.contains(&s.guid()) {
                 kept_base.push(s.name().clone());
-            } else if !zfs.holds(s.name())?.is_empty() {
+            } else if !side.holds(s.name())?.is_empty() {
                 kept_held.push(s.name().clone());
             } else {
                 doomed.push(s.name().clone());
@@ -328,7 +344,7 @@ impl AnchorMoves {
 
     /// Destroys the old anchors first (a failure in between leaves none,
     /// which only means a full listing next time), then creates the new.
-    fn apply(self, zfs: &Zfs) -> Result<()> {
+    fn apply(self, side: &dyn Endpoint) -> Result<()> {
         let mut pools: BTreeMap<String, PoolMoves> = BTreeMap::new();
         for b in self.destroy {
             let pool = pools.entry(b.dataset().pool().to_string()).or_default();
@@ -339,8 +355,8 @@ impl AnchorMoves {
             pool.create.push((b, s.into()));
         }
         for pool in pools.into_values() {
-            zfs.destroy_bookmarks(&pool.destroy)?;
-            zfs.bookmark(&pool.create)?;
+            side.destroy_bookmarks(&pool.destroy)?;
+            side.bookmark(&pool.create)?;
         }
         Ok(())
     }
