@@ -27,6 +27,7 @@ use crate::Zfs;
 
 /// A bookmark: its name, and the GUID and createtxg of the snapshot it marks.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Bookmark {
     name: BookmarkName,
     guid: u64,
@@ -34,6 +35,15 @@ pub struct Bookmark {
 }
 
 impl Bookmark {
+    /// A bookmark with these facts (for test doubles and remote sides).
+    pub fn new(name: BookmarkName, guid: u64, createtxg: u64) -> Self {
+        Bookmark {
+            name,
+            guid,
+            createtxg,
+        }
+    }
+
     pub fn name(&self) -> &BookmarkName {
         &self.name
     }
@@ -81,6 +91,32 @@ impl From<SnapshotName> for SnapshotOrBookmark {
 impl From<BookmarkName> for SnapshotOrBookmark {
     fn from(b: BookmarkName) -> Self {
         SnapshotOrBookmark::Bookmark(b)
+    }
+}
+
+/// The name as a string.
+#[cfg(feature = "serde")]
+impl serde::Serialize for SnapshotOrBookmark {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// A string with `#`: a bookmark name; otherwise a snapshot name. Validated.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for SnapshotOrBookmark {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        fn parse(name: String) -> Result<SnapshotOrBookmark, crate::NameError> {
+            if name.contains('#') {
+                BookmarkName::new(name).map(SnapshotOrBookmark::Bookmark)
+            } else {
+                SnapshotName::new(name).map(SnapshotOrBookmark::Snapshot)
+            }
+        }
+        deserializer.deserialize_str(crate::name::NameVisitor(
+            "a valid snapshot or bookmark name",
+            parse,
+        ))
     }
 }
 
@@ -149,11 +185,7 @@ impl Zfs {
             };
             let name = dataset.bookmark(short)?;
             let (guid, createtxg) = guid_and_txg(OP, name.as_str(), props)?;
-            out.push(Bookmark {
-                name,
-                guid,
-                createtxg,
-            });
+            out.push(Bookmark::new(name, guid, createtxg));
         }
         out.sort_by_key(|b| b.createtxg);
         Ok(out)

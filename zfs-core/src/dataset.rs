@@ -218,6 +218,59 @@ pub enum KeyStatus {
     Other(u64),
 }
 
+impl KeyStatus {
+    fn from_index(v: u64) -> Self {
+        match v {
+            0 => KeyStatus::None,
+            1 => KeyStatus::Unavailable,
+            2 => KeyStatus::Available,
+            other => KeyStatus::Other(other),
+        }
+    }
+}
+
+/// Encodes the property's number as the kernel gives it, so `Other` of a
+/// known number decodes as that variant.
+#[cfg(feature = "serde")]
+macro_rules! serde_as_index {
+    ($t:ident { $($variant:ident = $n:literal),* $(,)? }) => {
+        /// The property's number, as the kernel reports it.
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_u64(match *self {
+                    $($t::$variant => $n,)*
+                    $t::Other(n) => n,
+                })
+            }
+        }
+
+        /// Any number: those this crate does not know are `Other`.
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                <u64 as serde::Deserialize>::deserialize(deserializer).map($t::from_index)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "serde")]
+serde_as_index!(Encryption {
+    Off = 2,
+    Aes128Ccm = 3,
+    Aes192Ccm = 4,
+    Aes256Ccm = 5,
+    Aes128Gcm = 6,
+    Aes192Gcm = 7,
+    Aes256Gcm = 8,
+});
+
+#[cfg(feature = "serde")]
+serde_as_index!(KeyStatus {
+    None = 0,
+    Unavailable = 1,
+    Available = 2,
+});
+
 impl Properties {
     fn from_raw(target: &str, raw: NvList) -> Result<Properties> {
         let shape = |e| Error::shape("ZFS_IOC_OBJSET_STATS", target, e);
@@ -239,12 +292,7 @@ impl Properties {
             receive_resume_token: text("receive_resume_token")?,
             encryption: num("encryption")?.map_or(Encryption::Off, Encryption::from_index),
             encryption_root: text("encryptionroot")?,
-            key_status: num("keystatus")?.map(|v| match v {
-                0 => KeyStatus::None,
-                1 => KeyStatus::Unavailable,
-                2 => KeyStatus::Available,
-                o => KeyStatus::Other(o),
-            }),
+            key_status: num("keystatus")?.map(KeyStatus::from_index),
             readonly: num("readonly")?.map(|v| v != 0),
             mountpoint: text("mountpoint")?,
             used: num("used")?,
@@ -255,11 +303,40 @@ impl Properties {
         })
     }
 
+    /// Properties read from a kernel-shaped list `{name: {value, source}}`
+    /// (as [`Zfs::properties`] returns in [`raw`](Self::raw)); `target`
+    /// names the dataset in errors. For test doubles and remote sides.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Shape`] when a known property has a value of the wrong type.
+    pub fn from_nvlist(target: &str, raw: NvList) -> Result<Properties> {
+        Self::from_raw(target, raw)
+    }
+
     /// Where a property's value comes from, as the kernel says it: the
     /// dataset's own name when set locally, `$recvd` when received, the
     /// ancestor's name when inherited.
     pub fn source(&self, property: &str) -> Option<&str> {
         self.raw.get_nvlist(property).ok()?.get_str("source").ok()
+    }
+}
+
+/// Only [`raw`](Properties::raw) crosses: the typed fields are rebuilt from it.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Properties {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.raw, serializer)
+    }
+}
+
+/// An [`NvList`], read as [`Properties::from_nvlist`] does.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Properties {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <NvList as serde::Deserialize>::deserialize(deserializer)?;
+        Properties::from_raw("", raw)
+            .map_err(|e| serde::de::Error::custom(format_args!("invalid properties: {e}")))
     }
 }
 

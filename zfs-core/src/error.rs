@@ -18,6 +18,7 @@ use crate::nvlist::{NvList, NvListError, NvValue};
 /// An errno as returned by libzfs_core and the `/dev/zfs` ioctls: either a
 /// libc code or one of ZFS's own codes from 1024 up (`zfs_errno_t`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Errno(pub i32);
 
 macro_rules! zfs_codes {
@@ -172,6 +173,7 @@ impl From<Errno> for io::Error {
 /// | a forced full receive into an existing dataset | [`AlreadyExists`](Self::AlreadyExists) |
 /// | a hold tag that is empty, too long or contains NUL | [`InvalidName`](Self::InvalidName) |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The dataset, snapshot, bookmark, hold or pool does not exist.
@@ -296,6 +298,7 @@ impl fmt::Display for ErrorKind {
 
 /// One name's failure inside a batch operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BatchFailure {
     /// The snapshot, bookmark or hold target that failed.
     pub name: String,
@@ -304,6 +307,13 @@ pub struct BatchFailure {
 }
 
 /// The error type of every zfs-core operation.
+///
+/// With the `serde` feature it crosses to a peer and comes back as the same
+/// variant with the same kind, errno and (`&'static`) operation; an
+/// operation this crate does not name becomes `"remote operation"`, named in
+/// `target`. Two variants may come back as [`Error::Invalid`] of the same
+/// kind: a name error for a name valid here, and a shape error other than a
+/// missing key or a wrong type.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -360,6 +370,83 @@ pub enum Error {
     },
 }
 
+/// Every operation name zfs-core (and zfs-replicate's relay) puts in an
+/// [`Error`]: a decoded error gets its `&'static str` from here. A unit test
+/// checks the sources against it, and debug builds check the constructors.
+#[cfg(feature = "serde")]
+pub(crate) static OPERATIONS: &[&str] = &[
+    // libzfs_core calls
+    "libzfs_core_init",
+    "lzc_bookmark",
+    "lzc_clone",
+    "lzc_create",
+    "lzc_destroy",
+    "lzc_destroy_bookmarks",
+    "lzc_destroy_snaps",
+    "lzc_exists",
+    "lzc_get_bookmarks",
+    "lzc_get_holds",
+    "lzc_hold",
+    "lzc_promote",
+    "lzc_receive",
+    "lzc_release",
+    "lzc_rename",
+    "lzc_rollback",
+    "lzc_rollback_to",
+    "lzc_send",
+    "lzc_send_resume",
+    "lzc_send_space",
+    "lzc_snapshot",
+    // raw ioctls
+    "ZFS_IOC_DATASET_LIST_NEXT",
+    "ZFS_IOC_OBJSET_STATS",
+    "ZFS_IOC_POOL_CONFIGS",
+    "ZFS_IOC_POOL_CREATE",
+    "ZFS_IOC_POOL_DESTROY",
+    "ZFS_IOC_SEND_PROGRESS",
+    "ZFS_IOC_SNAPSHOT_LIST_NEXT",
+    // nvlists, resume tokens, streams, sysfs
+    "nvlist_pack",
+    "nvlist_unpack",
+    "read nvlist",
+    "decode receive_resume_token",
+    "resolve resume token",
+    "read BEGIN record",
+    "read ZFS sysfs",
+    // system calls and I/O
+    "create pool file",
+    "dup",
+    "eventfd",
+    "fstat",
+    "open",
+    "pipe2",
+    "pthread_sigmask",
+    "sigaction",
+    "signal",
+    "spawn send thread",
+    "write",
+    // zfs-replicate's relay (`zfs_core::Error::io`)
+    "relay (poll)",
+    "relay (splice)",
+    // what an unknown name decodes to
+    "remote operation",
+];
+
+/// The [`OPERATIONS`] entry equal to `name`.
+#[cfg(feature = "serde")]
+pub(crate) fn known_operation(name: &str) -> Option<&'static str> {
+    OPERATIONS.iter().copied().find(|op| *op == name)
+}
+
+/// Debug builds: `operation` must be in [`OPERATIONS`].
+#[cfg(feature = "serde")]
+fn check_operation(operation: &str) {
+    debug_assert!(
+        known_operation(operation).is_some(),
+        "operation {operation:?} is missing from error::OPERATIONS"
+    );
+}
+
 fn target_suffix(target: &str) -> String {
     if target.is_empty() {
         String::new()
@@ -390,6 +477,8 @@ impl Error {
         target: impl Into<String>,
         errno: Errno,
     ) -> Self {
+        #[cfg(feature = "serde")]
+        check_operation(operation);
         Error::Zfs {
             operation,
             target: target.into(),
@@ -404,6 +493,8 @@ impl Error {
         target: impl Into<String>,
         errno: Errno,
     ) -> Self {
+        #[cfg(feature = "serde")]
+        check_operation(operation);
         Error::Zfs {
             operation,
             target: target.into(),
@@ -430,6 +521,8 @@ impl Error {
         errlist: Option<NvList>,
         classify: fn(Errno) -> ErrorKind,
     ) -> Self {
+        #[cfg(feature = "serde")]
+        check_operation(operation);
         let mut failures = Vec::new();
         let mut more = 0;
         for (name, value) in errlist.iter().flat_map(|l| l.iter()) {
@@ -470,6 +563,8 @@ impl Error {
         target: impl Into<String>,
         source: NvListError,
     ) -> Self {
+        #[cfg(feature = "serde")]
+        check_operation(operation);
         Error::Shape {
             operation,
             target: target.into(),
@@ -483,6 +578,8 @@ impl Error {
         kind: ErrorKind,
         reason: impl Into<String>,
     ) -> Self {
+        #[cfg(feature = "serde")]
+        check_operation(operation);
         Error::Invalid {
             operation,
             target: target.into(),
@@ -555,6 +652,9 @@ impl From<NvListError> for Error {
         Error::shape("read nvlist", "", source)
     }
 }
+
+#[cfg(feature = "serde")]
+mod wire;
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

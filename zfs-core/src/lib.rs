@@ -13,6 +13,9 @@
 //! - [`features`]: what the loaded module supports (OpenZFS 2.1 to 2.4),
 //!   detected at run time from sysfs and from the kernel's answers, never
 //!   from a version number: [`Zfs::features`].
+//! - Feature `serde`: the data types above (names, [`Snapshot`],
+//!   [`SendOptions`], [`NvList`], [`Properties`], [`Error`], …) serialize
+//!   for a remote peer and validate what they decode.
 //!
 //! ```no_run
 //! use zfs_core::{DatasetName, Zfs};
@@ -58,6 +61,9 @@ pub mod signal;
 pub mod snapshot;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+#[cfg(all(test, feature = "serde"))]
+mod serde_tests;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 

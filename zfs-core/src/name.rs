@@ -53,6 +53,7 @@ const RESERVED_POOL_NAMES: [&str; 1] = ["log"];
 
 /// Which kind of name failed to validate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum NameKind {
     /// A [`PoolName`].
     Pool,
@@ -224,6 +225,17 @@ impl NameError {
     /// What is wrong with the name.
     pub fn reason(&self) -> &NameErrorReason {
         &self.reason
+    }
+
+    /// The error that validating `name` as a `kind` name gives, or `None`
+    /// if it is valid: how a decoded name error is rebuilt.
+    #[cfg(feature = "serde")]
+    pub(crate) fn revalidate(kind_of_name: NameKind, name: String) -> Option<NameError> {
+        validate(&name, kind_of_name).err().map(|reason| NameError {
+            kind_of_name,
+            name,
+            reason,
+        })
     }
 }
 
@@ -437,7 +449,47 @@ macro_rules! name_type {
                 &self.0
             }
         }
+
+        /// The name as a string.
+        #[cfg(feature = "serde")]
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(&self.0)
+            }
+        }
+
+        /// A string, validated as [`new`](Self::new) does.
+        #[cfg(feature = "serde")]
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                deserializer.deserialize_str(NameVisitor(concat!("a valid ", $what, " name"), Self::new))
+            }
+        }
     };
+}
+
+/// Deserializes a string with a validating constructor.
+#[cfg(feature = "serde")]
+pub(crate) struct NameVisitor<T>(
+    pub(crate) &'static str,
+    pub(crate) fn(String) -> Result<T, NameError>,
+);
+
+#[cfg(feature = "serde")]
+impl<T> serde::de::Visitor<'_> for NameVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v.to_owned()).map_err(E::custom)
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
 }
 
 name_type!(

@@ -353,6 +353,100 @@ impl NvList {
     }
 }
 
+/// Largest packed list (de)serialized, in bytes. Kernel replies are far
+/// smaller; property lists are a few KiB.
+#[cfg(feature = "serde")]
+pub const MAX_SERIALIZED_LEN: usize = 16 << 20;
+
+/// The bytes of [`NvList::pack`].
+#[cfg(feature = "serde")]
+impl serde::Serialize for NvList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let packed = self.pack().map_err(S::Error::custom)?;
+        if packed.len() > MAX_SERIALIZED_LEN {
+            return Err(S::Error::custom(format_args!(
+                "packed nvlist of {} bytes, more than the {MAX_SERIALIZED_LEN} allowed",
+                packed.len()
+            )));
+        }
+        serializer.serialize_bytes(&packed)
+    }
+}
+
+/// Bytes, at most [`MAX_SERIALIZED_LEN`], read with [`NvList::unpack`]
+/// (which checks them before libnvpair sees them).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for NvList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(PackedVisitor)
+    }
+}
+
+#[cfg(feature = "serde")]
+struct PackedVisitor;
+
+#[cfg(feature = "serde")]
+impl<'de> serde::de::Visitor<'de> for PackedVisitor {
+    type Value = NvList;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a packed nvlist of at most {MAX_SERIALIZED_LEN} bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<NvList, E> {
+        if v.len() > MAX_SERIALIZED_LEN {
+            return Err(E::invalid_length(v.len(), &self));
+        }
+        NvList::unpack(v).map_err(E::custom)
+    }
+
+    /// For formats that write bytes as a sequence (JSON, for one).
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NvList, A::Error> {
+        let hint = seq.size_hint().unwrap_or(0).min(64 << 10);
+        let mut bytes = Vec::with_capacity(hint);
+        while let Some(b) = seq.next_element::<u8>()? {
+            if bytes.len() == MAX_SERIALIZED_LEN {
+                return Err(serde::de::Error::invalid_length(bytes.len() + 1, &self));
+            }
+            bytes.push(b);
+        }
+        self.visit_bytes(&bytes)
+    }
+}
+
+/// The `&'static str` type names of [`NvValue::type_name`] (and of
+/// [`NvListError::WrongType`]), for decoding.
+#[cfg(feature = "serde")]
+pub(crate) fn static_type_name(name: &str) -> Option<&'static str> {
+    const TYPE_NAMES: [&str; 23] = [
+        "boolean",
+        "boolean_value",
+        "byte",
+        "int8",
+        "uint8",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "double",
+        "hrtime",
+        "string",
+        "nvlist",
+        "boolean_array",
+        "byte_array",
+        "int32_array",
+        "uint32_array",
+        "int64_array",
+        "uint64_array",
+        "string_array",
+        "nvlist_array",
+    ];
+    TYPE_NAMES.iter().copied().find(|n| *n == name)
+}
+
 fn nv_error(operation: &'static str, errno: Errno) -> Error {
     Error::from_errno(operation, "", errno)
 }

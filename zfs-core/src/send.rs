@@ -54,8 +54,31 @@ bitflags::bitflags! {
     }
 }
 
+/// Its bits, as a `u32`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for SendFlags {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u32(self.bits())
+    }
+}
+
+/// A `u32` of known bits only: an unknown flag is an error.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for SendFlags {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bits = <u32 as serde::Deserialize>::deserialize(deserializer)?;
+        SendFlags::from_bits(bits).ok_or_else(|| {
+            serde::de::Error::custom(format_args!(
+                "unknown send flag bits {:#x}",
+                bits & !SendFlags::all().bits()
+            ))
+        })
+    }
+}
+
 /// What and how to send.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SendOptions {
     from: Option<SnapshotOrBookmark>,
     flags: SendFlags,

@@ -27,6 +27,7 @@ use crate::Zfs;
 /// The GUID identifies a snapshot across pools: a received snapshot keeps
 /// its source's GUID, which is how replication finds a common base.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     name: SnapshotName,
     guid: u64,
@@ -34,7 +35,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn new(name: SnapshotName, guid: u64, createtxg: u64) -> Self {
+    /// A snapshot with these facts (for test doubles and remote sides).
+    pub fn new(name: SnapshotName, guid: u64, createtxg: u64) -> Self {
         Snapshot {
             name,
             guid,
