@@ -44,6 +44,8 @@ mod lock;
 mod parallel;
 pub mod plan;
 pub mod prune;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod stream;
 
 pub use endpoint::{Endpoint, Op};
