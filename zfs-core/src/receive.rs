@@ -205,6 +205,31 @@ impl ReceiveOptions {
         self.origin = Some(origin);
         self
     }
+
+    /// Whether [`force`](Self::force) is set.
+    pub fn is_forced(&self) -> bool {
+        self.force
+    }
+
+    /// Whether [`resumable`](Self::resumable) is set.
+    pub fn is_resumable(&self) -> bool {
+        self.resumable
+    }
+
+    /// Whether [`raw`](Self::raw) is set.
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// The properties given to [`properties`](Self::properties).
+    pub fn received_properties(&self) -> Option<&NvList> {
+        self.props.as_ref()
+    }
+
+    /// The snapshot given to [`origin`](Self::origin).
+    pub fn origin_snapshot(&self) -> Option<&SnapshotName> {
+        self.origin.as_ref()
+    }
 }
 
 /// What a receive produced.

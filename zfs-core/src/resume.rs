@@ -156,6 +156,11 @@ impl ResumeToken {
             )));
         }
         let raw = NvList::unpack(&packed).map_err(|e| cx.bad(format!("nvlist: {e}")))?;
+        Self::from_nvlist(raw, target)
+    }
+
+    /// The token a decoded nvlist describes (what [`raw`](Self::raw) holds).
+    fn from_nvlist(raw: NvList, target: &str) -> Result<ResumeToken> {
         let shape = |e| Error::shape(OP, target, e);
         let flag = |k: &str| raw.contains_key(k);
         let mut flags = SendFlags::empty();
@@ -185,6 +190,22 @@ impl ResumeToken {
             redacted: flag("redact_snaps") || flag("book_redact_snaps"),
             raw,
         })
+    }
+}
+
+/// A token crosses as its decoded nvlist, and is checked again on arrival.
+#[cfg(feature = "serde")]
+impl serde::Serialize for ResumeToken {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for ResumeToken {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let raw = NvList::deserialize(d)?;
+        ResumeToken::from_nvlist(raw, "a resume token").map_err(serde::de::Error::custom)
     }
 }
 

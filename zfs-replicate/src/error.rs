@@ -130,6 +130,11 @@ pub enum Error {
     /// A remote peer broke the protocol or speaks another version.
     #[error("protocol error with {peer}: {reason}")]
     Protocol { peer: String, reason: String },
+
+    /// A remote endpoint failed in a way that has no variant here (its
+    /// message says what).
+    #[error("{peer}: {message}")]
+    Remote { peer: String, message: String },
 }
 
 /// What kind of failure an [`Error`] is: one classification for exit codes,
@@ -205,6 +210,7 @@ impl Error {
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::Disconnected { .. } => ErrorKind::Disconnected,
             Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::Remote { .. } => ErrorKind::Other,
         }
     }
 

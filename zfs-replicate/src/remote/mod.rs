@@ -21,11 +21,21 @@
 //! protocol over ssh or a VPN (WireGuard).
 
 mod auth;
+mod channel;
+mod client;
+mod conn;
 pub mod frame;
 pub mod handshake;
+mod message;
 mod policy;
+mod server;
 
 pub use auth::{read_token_file, TokenError, MIN_TOKEN};
+pub use channel::Channel;
+pub use client::{Client, ClientOptions};
+pub use conn::Timing;
 pub use frame::FrameError;
 pub use handshake::{HandshakeError, Version, PROTOCOL};
+pub use message::{ReceiveSpec, Refusal, Request, Response, WireError};
 pub use policy::{parse_allow, Access, Grant, Policy, PolicyParseError, Refused, RefusedReason};
+pub use server::{listen_tcp, serve, serve_tcp, ServeOptions};

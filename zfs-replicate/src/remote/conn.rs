@@ -1,0 +1,499 @@
+//! One connection, on either side: frames out through one lock, frames in
+//! on one reader thread, requests in flight, streams with credit,
+//! heartbeats and dead-peer detection.
+//!
+//! Memory is bounded by credit: a side sends DATA only within what the
+//! other side granted, so the reader never blocks on a slow consumer and
+//! never queues more than the window per stream.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use zfs_core::pipe::{poll, Interest, Wakeup};
+
+use super::frame::{self, FrameError, FrameLimits, Header, Kind};
+
+/// How a connection keeps time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// A HEARTBEAT is sent when nothing else was sent for this long.
+    pub heartbeat: Duration,
+    /// The peer is taken for dead when nothing came from it for this long.
+    pub dead_after: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_secs(5),
+            dead_after: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Grant credit back once this much was consumed (fewer CREDIT frames).
+const CREDIT_STEP: u32 = 256 << 10;
+
+/// The reading half: polled together with a wake-up, so closing the
+/// connection stops a blocked reader at once, and a silent peer is noticed.
+pub(crate) struct FdReader {
+    fd: File,
+    wakeup: Arc<Wakeup>,
+    pub dead_after: Duration,
+}
+
+impl FdReader {
+    /// A reader of `fd` that gives up after `dead_after` of silence.
+    pub(crate) fn new(fd: OwnedFd, dead_after: Duration) -> io::Result<FdReader> {
+        Ok(FdReader {
+            fd: File::from(fd),
+            wakeup: Arc::new(Wakeup::new().map_err(io::Error::other)?),
+            dead_after,
+        })
+    }
+}
+
+impl Read for FdReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let ready = poll(
+            &[
+                (&self.fd.as_fd(), Interest::Read),
+                (self.wakeup.fd(), Interest::Read),
+            ],
+            self.dead_after,
+        )?;
+        if ready[0].any() {
+            return self.fd.read(buf);
+        }
+        if ready[1].any() {
+            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "closed"));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "nothing received for {} s (the peer is dead or stalled)",
+                self.dead_after.as_secs_f64()
+            ),
+        ))
+    }
+}
+
+/// A stream's state on this side.
+#[derive(Default)]
+struct Stream {
+    /// Inbound: DATA bodies not yet consumed.
+    queue: VecDeque<Vec<u8>>,
+    /// Inbound: bytes the peer may still send without more credit.
+    granted: u64,
+    /// Outbound: bytes this side may still send.
+    credit: u64,
+    /// The peer sent END.
+    ended: bool,
+    /// The peer sent CANCEL.
+    cancelled: bool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Why the connection closed, once it did.
+    closed: Option<String>,
+    /// Client: replies by request id (None: awaited, not yet here).
+    replies: HashMap<u32, Option<Vec<u8>>>,
+    streams: HashMap<u32, Stream>,
+    last_sent: Option<Instant>,
+}
+
+/// What the reader hands to the side's own logic.
+pub(crate) enum Incoming {
+    Request(u32, Vec<u8>),
+    Release(u32),
+}
+
+/// A connection's shared core.
+pub(crate) struct Conn {
+    pub peer: String,
+    writer: Mutex<File>,
+    state: Mutex<State>,
+    changed: Condvar,
+    wakeup: Arc<Wakeup>,
+    shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+    pub limits: FrameLimits,
+    pub timing: Timing,
+    /// Bytes a receiving side grants per stream: what it may have to queue.
+    pub window: u32,
+}
+
+/// Why a stream or a call ended without a result.
+#[derive(Debug)]
+pub(crate) enum StreamEnd {
+    /// The connection closed (the reason).
+    Closed(String),
+    /// The peer cancelled the stream.
+    Cancelled,
+    /// The reply for this id came while streaming (an early failure).
+    Replied,
+    /// The local pipe failed.
+    Local(io::Error),
+}
+
+impl Conn {
+    /// A connection over `read`/`write`; `shutdown` (sockets) unblocks a
+    /// writer stuck on a peer that stopped reading.
+    pub(crate) fn new(
+        peer: String,
+        reader: &mut FdReader,
+        write: File,
+        shutdown: Option<Box<dyn Fn() + Send + Sync>>,
+        limits: FrameLimits,
+        timing: Timing,
+        window: u32,
+    ) -> Arc<Conn> {
+        reader.dead_after = timing.dead_after;
+        Arc::new(Conn {
+            peer,
+            writer: Mutex::new(write),
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            wakeup: reader.wakeup.clone(),
+            shutdown,
+            limits,
+            timing,
+            window,
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why it closed, if it did.
+    pub(crate) fn closed(&self) -> Option<String> {
+        self.state().closed.clone()
+    }
+
+    /// Closes the connection (idempotent): every waiter wakes with `why`.
+    pub(crate) fn close(&self, why: impl Into<String>) {
+        let mut st = self.state();
+        if st.closed.is_none() {
+            st.closed = Some(why.into());
+        }
+        drop(st);
+        self.changed.notify_all();
+        self.wakeup.wake();
+        if let Some(shutdown) = &self.shutdown {
+            shutdown();
+        }
+    }
+
+    /// Writes one frame; a failure closes the connection.
+    pub(crate) fn send(&self, kind: Kind, id: u32, body: &[u8]) -> Result<(), String> {
+        if let Some(why) = self.closed() {
+            return Err(why);
+        }
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match frame::write_frame(&mut *w, kind, id, body) {
+            Ok(()) => {
+                drop(w);
+                self.state().last_sent = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                drop(w);
+                let why = format!("sending: {e}");
+                self.close(why.clone());
+                Err(self.closed().unwrap_or(why))
+            }
+        }
+    }
+
+    /// Sends HEARTBEAT whenever nothing was sent for `timing.heartbeat`,
+    /// until the connection closes.
+    pub(crate) fn heartbeat_loop(&self) {
+        let mut st = self.state();
+        loop {
+            if st.closed.is_some() {
+                return;
+            }
+            let idle = st.last_sent.map_or(self.timing.heartbeat, |t| t.elapsed());
+            if idle >= self.timing.heartbeat {
+                drop(st);
+                if self.send(Kind::Heartbeat, 0, &[]).is_err() {
+                    return;
+                }
+                st = self.state();
+                continue;
+            }
+            let wait = self.timing.heartbeat - idle;
+            st = self
+                .changed
+                .wait_timeout(st, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Reads frames until the connection ends; hands requests and
+    /// releases to `incoming`. Returns why it ended (and closes).
+    pub(crate) fn read_loop(
+        &self,
+        reader: &mut FdReader,
+        mut incoming: impl FnMut(Incoming) -> Result<(), String>,
+    ) -> String {
+        let mut body = Vec::new();
+        let why = loop {
+            let header = match frame::read_frame(reader, &mut body, &self.limits) {
+                Ok(h) => h,
+                Err(FrameError::Closed) => break "the peer closed the connection".to_owned(),
+                Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionAborted => {
+                    break self.closed().unwrap_or_else(|| "closed".to_owned())
+                }
+                Err(e) => {
+                    let why = format!("receiving: {e}");
+                    // Tell the peer why, best effort, before closing.
+                    if !matches!(e, FrameError::Io(_) | FrameError::Truncated) {
+                        let _ = self.send(Kind::GoAway, 0, why.as_bytes());
+                    }
+                    break why;
+                }
+            };
+            if let Err(why) = self.dispatch(header, &mut body, &mut incoming) {
+                let _ = self.send(Kind::GoAway, 0, why.as_bytes());
+                break why;
+            }
+        };
+        self.close(why.clone());
+        self.closed().unwrap_or(why)
+    }
+
+    fn dispatch(
+        &self,
+        h: Header,
+        body: &mut Vec<u8>,
+        incoming: &mut impl FnMut(Incoming) -> Result<(), String>,
+    ) -> Result<(), String> {
+        match h.kind {
+            Kind::Request => incoming(Incoming::Request(h.id, std::mem::take(body)))?,
+            Kind::Release => incoming(Incoming::Release(h.id))?,
+            Kind::Reply => {
+                let mut st = self.state();
+                if let Some(slot) = st.replies.get_mut(&h.id) {
+                    *slot = Some(std::mem::take(body));
+                }
+                // A reply nobody awaits (the caller gave up) is dropped.
+            }
+            Kind::Data => {
+                let mut st = self.state();
+                // DATA for a stream already dropped (it failed or was
+                // cancelled) is discarded: at most one window of it.
+                if let Some(s) = st.streams.get_mut(&h.id) {
+                    let len = u64::from(h.len);
+                    if len > s.granted {
+                        return Err(format!(
+                            "DATA beyond credit on stream {} ({len} bytes, {} granted)",
+                            h.id, s.granted
+                        ));
+                    }
+                    s.granted -= len;
+                    s.queue.push_back(std::mem::take(body));
+                }
+            }
+            Kind::End | Kind::Cancel => {
+                let mut st = self.state();
+                if let Some(s) = st.streams.get_mut(&h.id) {
+                    if h.kind == Kind::End {
+                        s.ended = true;
+                    } else {
+                        s.cancelled = true;
+                    }
+                }
+            }
+            Kind::Credit => {
+                let n = frame::decode_credit(body).map_err(|e| e.to_string())?;
+                let mut st = self.state();
+                if let Some(s) = st.streams.get_mut(&h.id) {
+                    s.credit = s.credit.saturating_add(u64::from(n));
+                }
+            }
+            Kind::Heartbeat => {}
+            Kind::GoAway => {
+                return Err(format!(
+                    "the peer ended the connection: {}",
+                    String::from_utf8_lossy(body)
+                ))
+            }
+            Kind::Hello | Kind::Welcome | Kind::Refuse => {
+                return Err(format!("unexpected {} frame after the handshake", h.kind))
+            }
+        }
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Client: awaits the reply to request `id` (registered with
+    /// [`expect_reply`](Self::expect_reply)).
+    pub(crate) fn wait_reply(&self, id: u32) -> Result<Vec<u8>, String> {
+        let mut st = self.state();
+        loop {
+            if let Some(Some(_)) = st.replies.get(&id) {
+                let body = st.replies.remove(&id).flatten().unwrap_or_default();
+                return Ok(body);
+            }
+            if let Some(why) = st.closed.clone() {
+                st.replies.remove(&id);
+                return Err(why);
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Client: a reply to `id` will be awaited (register before sending).
+    pub(crate) fn expect_reply(&self, id: u32) {
+        self.state().replies.insert(id, None);
+    }
+
+    /// Forgets a reply no one will await.
+    pub(crate) fn forget_reply(&self, id: u32) {
+        self.state().replies.remove(&id);
+    }
+
+    /// Opens stream `id` on this side.
+    pub(crate) fn open_stream(&self, id: u32) {
+        self.state().streams.insert(id, Stream::default());
+    }
+
+    /// Drops stream `id`: later DATA for it is discarded.
+    pub(crate) fn close_stream(&self, id: u32) {
+        self.state().streams.remove(&id);
+    }
+
+    /// Inbound: grants the peer `bytes` more.
+    fn grant(&self, id: u32, bytes: u32) -> Result<(), StreamEnd> {
+        {
+            let mut st = self.state();
+            match st.streams.get_mut(&id) {
+                Some(s) => s.granted += u64::from(bytes),
+                None => return Err(StreamEnd::Cancelled),
+            }
+        }
+        self.send(Kind::Credit, id, &frame::encode_credit(bytes))
+            .map_err(StreamEnd::Closed)
+    }
+
+    /// Inbound: writes stream `id` into `into` until the peer's END, with
+    /// credit granted as it is consumed. Returns the bytes written.
+    /// `stop_on_reply`: a client ends early when the reply arrives first.
+    pub(crate) fn pump_in(
+        &self,
+        id: u32,
+        into: OwnedFd,
+        stop_on_reply: bool,
+    ) -> Result<u64, StreamEnd> {
+        let mut into = File::from(into);
+        self.grant(id, self.window)?;
+        let mut total = 0u64;
+        let mut consumed = 0u32;
+        loop {
+            let chunk = {
+                let mut st = self.state();
+                loop {
+                    let replied = stop_on_reply && matches!(st.replies.get(&id), Some(Some(_)));
+                    let Some(s) = st.streams.get_mut(&id) else {
+                        return Err(StreamEnd::Cancelled);
+                    };
+                    if let Some(chunk) = s.queue.pop_front() {
+                        break chunk;
+                    }
+                    if s.ended {
+                        return Ok(total);
+                    }
+                    if s.cancelled {
+                        return Err(StreamEnd::Cancelled);
+                    }
+                    if replied {
+                        return Err(StreamEnd::Replied);
+                    }
+                    if let Some(why) = &st.closed {
+                        return Err(StreamEnd::Closed(why.clone()));
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            into.write_all(&chunk).map_err(StreamEnd::Local)?;
+            total += chunk.len() as u64;
+            consumed += chunk.len() as u32;
+            if consumed >= CREDIT_STEP {
+                self.grant(id, consumed)?;
+                consumed = 0;
+            }
+        }
+    }
+
+    /// Outbound: sends what `from` yields as DATA on stream `id`, within
+    /// the peer's credit, then END. Returns the bytes sent.
+    pub(crate) fn pump_out(
+        &self,
+        id: u32,
+        from: OwnedFd,
+        stop_on_reply: bool,
+    ) -> Result<u64, StreamEnd> {
+        let mut from = File::from(from);
+        let max = self.limits.max_data as usize;
+        let mut buf = vec![0u8; max];
+        let mut total = 0u64;
+        loop {
+            let allowed = {
+                let mut st = self.state();
+                loop {
+                    let replied = stop_on_reply && matches!(st.replies.get(&id), Some(Some(_)));
+                    if let Some(why) = &st.closed {
+                        return Err(StreamEnd::Closed(why.clone()));
+                    }
+                    let Some(s) = st.streams.get_mut(&id) else {
+                        return Err(StreamEnd::Cancelled);
+                    };
+                    if s.cancelled {
+                        return Err(StreamEnd::Cancelled);
+                    }
+                    if replied {
+                        return Err(StreamEnd::Replied);
+                    }
+                    if s.credit > 0 {
+                        break usize::try_from(s.credit).unwrap_or(max).min(max);
+                    }
+                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let n = loop {
+                match from.read(&mut buf[..allowed]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(StreamEnd::Local(e)),
+                }
+            };
+            if n == 0 {
+                self.send(Kind::End, id, &[]).map_err(StreamEnd::Closed)?;
+                return Ok(total);
+            }
+            {
+                let mut st = self.state();
+                match st.streams.get_mut(&id) {
+                    Some(s) => s.credit -= n as u64,
+                    None => return Err(StreamEnd::Cancelled),
+                }
+            }
+            self.send(Kind::Data, id, &buf[..n])
+                .map_err(StreamEnd::Closed)?;
+            total += n as u64;
+        }
+    }
+
+    /// Tells the peer this side gave up on stream `id`.
+    pub(crate) fn cancel_stream(&self, id: u32) {
+        self.close_stream(id);
+        let _ = self.send(Kind::Cancel, id, &[]);
+    }
+}

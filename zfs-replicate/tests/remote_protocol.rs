@@ -1,0 +1,351 @@
+//! The remote protocol on this host, without ZFS: a server over a socket
+//! pair serving an endpoint that has nothing, fed hostile input.
+#![cfg(feature = "remote")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use zfs_core::{
+    Bookmark, BookmarkName, DatasetName, Properties, ReceiveOptions, ResumeToken, SendOptions,
+    Snapshot, SnapshotName, SnapshotOrBookmark,
+};
+use zfs_replicate::endpoint::{Endpoint, Lease, Receipt};
+use zfs_replicate::remote::frame::{self, Kind, MAGIC};
+use zfs_replicate::remote::handshake::{self, Hello, SessionLimits};
+use zfs_replicate::remote::{serve, Access, Channel, Client, Policy, ServeOptions};
+use zfs_replicate::{Error, ErrorKind, Op, Result};
+
+/// An endpoint with no datasets: every lookup is NotFound, every change
+/// refused. Enough to exercise the protocol.
+struct Nothing;
+
+fn none<T>(what: &str) -> Result<T> {
+    Err(Error::Zfs(zfs_core::Error::io(
+        "lzc_exists",
+        what,
+        std::io::Error::from_raw_os_error(libc::ENOENT),
+    )))
+}
+
+impl Endpoint for Nothing {
+    fn describe(&self) -> String {
+        "nothing".into()
+    }
+    fn dataset(&self, d: &DatasetName) -> Result<()> {
+        none(d.as_str())
+    }
+    fn exists(&self, _: &DatasetName) -> Result<bool> {
+        Ok(false)
+    }
+    fn children(&self, d: &DatasetName) -> Result<Vec<DatasetName>> {
+        none(d.as_str())
+    }
+    fn descendants(&self, d: &DatasetName) -> Result<Vec<DatasetName>> {
+        none(d.as_str())
+    }
+    fn snapshots(&self, d: &DatasetName) -> Result<Vec<Snapshot>> {
+        none(d.as_str())
+    }
+    fn snapshots_created(&self, d: &DatasetName, _: u64) -> Result<Vec<Snapshot>> {
+        none(d.as_str())
+    }
+    fn snapshot_info(&self, s: &SnapshotName) -> Result<Snapshot> {
+        none(s.as_str())
+    }
+    fn bookmarks(&self, d: &DatasetName) -> Result<Vec<Bookmark>> {
+        none(d.as_str())
+    }
+    fn properties(&self, d: &DatasetName) -> Result<Properties> {
+        none(d.as_str())
+    }
+    fn holds(&self, s: &SnapshotName) -> Result<BTreeMap<String, u64>> {
+        none(s.as_str())
+    }
+    fn send_space(&self, s: &SnapshotName, _: &SendOptions) -> Result<u64> {
+        none(s.as_str())
+    }
+    fn resolve_resume_token(&self, t: &ResumeToken) -> Result<(SnapshotName, SendOptions)> {
+        none(&t.to_name)
+    }
+    fn send(&self, s: &SnapshotName, _: &SendOptions, _: OwnedFd) -> Result<()> {
+        none(s.as_str())
+    }
+    fn send_resume(&self, t: &ResumeToken, _: OwnedFd) -> Result<()> {
+        none(&t.to_name)
+    }
+    /// Reads the whole stream, then has nowhere to put it.
+    fn receive(&self, d: &DatasetName, from: OwnedFd, _: &ReceiveOptions) -> Result<Receipt> {
+        let _ = std::io::copy(&mut std::fs::File::from(from), &mut std::io::sink());
+        none(d.as_str())
+    }
+    fn abort_resumable_receive(&self, _: &DatasetName) -> Result<bool> {
+        Ok(false)
+    }
+    fn snapshot(&self, _: &[SnapshotName]) -> Result<()> {
+        none("snapshot")
+    }
+    fn bookmark(&self, _: &[(BookmarkName, SnapshotOrBookmark)]) -> Result<()> {
+        none("bookmark")
+    }
+    fn destroy_bookmarks(&self, _: &[BookmarkName]) -> Result<()> {
+        none("bookmark")
+    }
+    fn destroy_snapshots(&self, _: &[SnapshotName]) -> Result<()> {
+        none("snapshot")
+    }
+    fn rollback_to(&self, s: &SnapshotName) -> Result<()> {
+        none(s.as_str())
+    }
+    fn destroy(&self, d: &DatasetName) -> Result<()> {
+        none(d.as_str())
+    }
+    fn hold_temporary(&self, _: &[(SnapshotName, String)]) -> Result<Lease> {
+        Ok(Lease::none())
+    }
+    fn lock(&self, _: &DatasetName) -> Result<Lease> {
+        Ok(Lease::none())
+    }
+}
+
+fn policy() -> Policy {
+    Policy::new().allow("pipe/backups/laptop".parse().unwrap(), Access::Receive)
+}
+
+fn quick() -> ServeOptions {
+    ServeOptions {
+        handshake_timeout: Duration::from_millis(500),
+        limits: SessionLimits {
+            heartbeat_ms: 100,
+            dead_after_ms: 400,
+            ..SessionLimits::default()
+        },
+        ..ServeOptions::default()
+    }
+}
+
+/// Runs a server on one end of a socket pair and `client` on the other;
+/// returns the server's result and how long it took.
+fn against_server<R>(
+    opts: ServeOptions,
+    client: impl FnOnce(UnixStream) -> R,
+) -> (R, Result<String>, Duration) {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let r = serve(Channel::unix(theirs).unwrap(), &Nothing, &policy(), &opts);
+            (r, started.elapsed())
+        });
+        let r = client(ours);
+        let (served, took) = server.join().unwrap();
+        (r, served, took)
+    })
+}
+
+fn hello(major: u16) -> Vec<u8> {
+    let mut h = Hello::new(None);
+    h.version.major = major;
+    let body = handshake::encode_hello(&h).unwrap();
+    [&MAGIC[..], &frame::encode(Kind::Hello, 0, &body)].concat()
+}
+
+fn read_to_end(mut s: UnixStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn random_bytes_get_one_line_and_a_close() {
+    let ((), served, _) = against_server(quick(), |mut s| {
+        let mut rng = 0x9e3779b97f4a7c15u64;
+        let junk: Vec<u8> = (0..1 << 16)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect();
+        let _ = s.write_all(&junk);
+        let reply = read_to_end(s);
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            handshake::NOT_A_CLIENT,
+            "one text line"
+        );
+    });
+    let e = served.expect_err("refused");
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+}
+
+#[test]
+fn a_frame_claiming_four_gib_is_refused_before_allocating() {
+    let ((), served, _) = against_server(quick(), |mut s| {
+        let mut header = vec![Kind::Hello as u8, 0, 0, 0, 0];
+        header.extend_from_slice(&u32::MAX.to_be_bytes());
+        s.write_all(&[&MAGIC[..], &header].concat()).unwrap();
+        read_to_end(s);
+    });
+    let e = served.expect_err("refused");
+    assert!(e.to_string().contains("limit"), "{e}");
+}
+
+#[test]
+fn a_truncated_frame_and_silence_end_the_handshake_in_time() {
+    let ((), served, took) = against_server(quick(), |mut s| {
+        let whole = hello(1);
+        s.write_all(&whole[..whole.len() - 3]).unwrap();
+        read_to_end(s);
+    });
+    assert!(served.is_err());
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn another_major_version_is_refused_with_both_versions() {
+    for major in [0, 2] {
+        let (reply, served, _) = against_server(quick(), |mut s| {
+            s.write_all(&hello(major)).unwrap();
+            read_to_end(s)
+        });
+        assert!(served.is_err());
+        assert_eq!(&reply[..8], &MAGIC);
+        let mut rest = &reply[8..];
+        let mut body = Vec::new();
+        let h = frame::read_frame(&mut rest, &mut body, &Default::default()).unwrap();
+        assert_eq!(h.kind, Kind::Refuse);
+        let text = String::from_utf8_lossy(&body).to_string();
+        let _ = text;
+        let refusal: zfs_replicate::remote::Refusal =
+            postcard::from_bytes(&body).expect("a refusal");
+        let shown = refusal.to_string();
+        assert!(
+            shown.contains(&format!("{major}.0")) && shown.contains("1.0"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn the_client_reports_a_banner_instead_of_a_server() {
+    // A "server" that is not one: a shell banner.
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    theirs
+        .write_all(b"Welcome to nas!\nlast login: never\n")
+        .unwrap();
+    let e = Client::connect(Channel::unix(ours).unwrap()).expect_err("not a peer");
+    assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+    assert!(e.to_string().contains("Welcome"), "{e}");
+}
+
+#[test]
+fn refusals_and_garbage_leave_the_connection_usable() {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            serve(
+                Channel::unix(theirs).unwrap(),
+                &Nothing,
+                &policy(),
+                &quick(),
+            )
+        });
+        let nas = Client::connect(Channel::unix(ours).unwrap().named("nas")).unwrap();
+        assert!(nas.allows(Op::Receive, &"pipe/backups/laptop/x".parse().unwrap()));
+        assert!(!nas.allows(Op::Receive, &"pipe/backups/laptop2".parse().unwrap()));
+        assert!(!nas.allows(Op::DestroySnapshot, &"pipe/backups/laptop".parse().unwrap()));
+        // Outside the root, with a shared prefix: refused by the server.
+        match nas.exists(&"pipe/backups/laptop2".parse().unwrap()) {
+            Err(Error::PermissionDenied {
+                endpoint,
+                dataset,
+                operation,
+                ..
+            }) => {
+                assert_eq!(endpoint, "nas");
+                assert_eq!(dataset.as_str(), "pipe/backups/laptop2");
+                assert_eq!(operation, Op::List);
+            }
+            other => panic!("{other:?}"),
+        }
+        match nas.destroy(&"pipe/backups/laptop".parse().unwrap()) {
+            Err(Error::PermissionDenied { operation, .. }) => {
+                assert_eq!(operation, Op::DestroyDataset)
+            }
+            other => panic!("{other:?}"),
+        }
+        // Allowed: the endpoint's own answer, with its errno.
+        assert!(!nas.exists(&"pipe/backups/laptop".parse().unwrap()).unwrap());
+        let e = nas
+            .snapshots(&"pipe/backups/laptop".parse().unwrap())
+            .expect_err("none");
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        // 8 callers at once.
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        assert!(!nas
+                            .exists(&"pipe/backups/laptop/a".parse().unwrap())
+                            .unwrap());
+                    }
+                });
+            }
+        });
+        drop(nas);
+        let why = server.join().unwrap().expect("session");
+        assert!(why.contains("closed"), "{why}");
+    });
+}
+
+#[test]
+fn a_silent_client_is_dropped_after_the_dead_time() {
+    let ((), served, took) = against_server(quick(), |mut s| {
+        s.write_all(&hello(1)).unwrap();
+        // Read the welcome, then say nothing.
+        let mut magic = [0u8; 8];
+        s.read_exact(&mut magic).unwrap();
+        let mut body = Vec::new();
+        frame::read_frame(&mut s, &mut body, &Default::default()).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    let why = served.expect("a session");
+    assert!(why.contains("nothing received"), "{why}");
+    assert!(took < Duration::from_millis(1400), "dropped after {took:?}");
+}
+
+#[test]
+fn data_beyond_credit_ends_the_session() {
+    let ((), served, _) = against_server(quick(), |mut s| {
+        s.write_all(&hello(1)).unwrap();
+        let mut magic = [0u8; 8];
+        s.read_exact(&mut magic).unwrap();
+        let mut body = Vec::new();
+        frame::read_frame(&mut s, &mut body, &Default::default()).unwrap();
+        // A receive request, then more DATA than any window.
+        let req = postcard::to_stdvec(&zfs_replicate::remote::Request::Receive(
+            "pipe/backups/laptop".parse().unwrap(),
+            zfs_replicate::remote::ReceiveSpec {
+                resumable: true,
+                raw: false,
+                props: None,
+            },
+        ))
+        .unwrap();
+        s.write_all(&frame::encode(Kind::Request, 7, &req)).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..16 {
+            if s.write_all(&frame::encode(Kind::Data, 7, &chunk)).is_err() {
+                break;
+            }
+        }
+        read_to_end(s);
+    });
+    let why = served.expect("a session");
+    assert!(why.contains("beyond credit"), "{why}");
+}
