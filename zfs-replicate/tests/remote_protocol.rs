@@ -76,9 +76,10 @@ impl Endpoint for Nothing {
     fn send_resume(&self, t: &ResumeToken, _: OwnedFd) -> Result<()> {
         none(&t.to_name)
     }
-    /// Reads the whole stream, then has nowhere to put it.
+    /// A receive that stalls (reads nothing for a second), then fails.
     fn receive(&self, d: &DatasetName, from: OwnedFd, _: &ReceiveOptions) -> Result<Receipt> {
-        let _ = std::io::copy(&mut std::fs::File::from(from), &mut std::io::sink());
+        std::thread::sleep(Duration::from_secs(1));
+        drop(from);
         none(d.as_str())
     }
     fn abort_resumable_receive(&self, _: &DatasetName) -> Result<bool> {

@@ -15,7 +15,6 @@ pub const MIN_TOKEN: usize = 16;
 /// leading bytes of a guess were right. The length difference is folded
 /// into the result instead of returning early.
 // For the server (`super::auth::ct_eq`); drop the allow once it calls it.
-#[allow(dead_code)]
 pub fn ct_eq(expected: &[u8], given: &[u8]) -> bool {
     let mut diff = (expected.len() ^ given.len()) as u64;
     for (i, e) in expected.iter().enumerate() {

@@ -105,6 +105,8 @@ struct State {
     replies: HashMap<u32, Option<Vec<u8>>>,
     streams: HashMap<u32, Stream>,
     last_sent: Option<Instant>,
+    /// Server: the highest request id seen (DATA above it is for no stream).
+    newest_request: u32,
 }
 
 /// What the reader hands to the side's own logic.
@@ -276,7 +278,16 @@ impl Conn {
         incoming: &mut impl FnMut(Incoming) -> Result<(), String>,
     ) -> Result<(), String> {
         match h.kind {
-            Kind::Request => incoming(Incoming::Request(h.id, std::mem::take(body)))?,
+            Kind::Request => {
+                {
+                    // The stream exists before its worker runs: DATA sent
+                    // before any credit is seen as such.
+                    let mut st = self.state();
+                    st.newest_request = st.newest_request.max(h.id);
+                    st.streams.insert(h.id, Stream::default());
+                }
+                incoming(Incoming::Request(h.id, std::mem::take(body)))?
+            }
             Kind::Release => incoming(Incoming::Release(h.id))?,
             Kind::Reply => {
                 let mut st = self.state();
@@ -288,7 +299,12 @@ impl Conn {
             Kind::Data => {
                 let mut st = self.state();
                 // DATA for a stream already dropped (it failed or was
-                // cancelled) is discarded: at most one window of it.
+                // cancelled) is discarded: at most one window of it. DATA
+                // for a request not yet made is a violation.
+                // (A client counts no requests: it makes them.)
+                if st.newest_request > 0 && h.id > st.newest_request {
+                    return Err(format!("DATA for stream {} that no request opened", h.id));
+                }
                 if let Some(s) = st.streams.get_mut(&h.id) {
                     let len = u64::from(h.len);
                     if len > s.granted {

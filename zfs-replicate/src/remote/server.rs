@@ -318,6 +318,7 @@ impl<'a> Session<'a> {
         'a: 'scope,
     {
         if self.running.load(Ordering::SeqCst) >= self.opts.max_requests {
+            self.conn.close_stream(id);
             self.reply(
                 id,
                 Err(WireError::Invalid {
@@ -332,11 +333,14 @@ impl<'a> Session<'a> {
             .spawn_scoped(scope, move || {
                 let _ = zfs_core::signal::block_async_signals();
                 let reply = self.handle(id, &body);
+                // Opened by the reader when the request came.
+                self.conn.close_stream(id);
                 self.reply(id, reply);
                 self.running.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
             self.running.fetch_sub(1, Ordering::SeqCst);
+            self.conn.close_stream(id);
             self.reply(
                 id,
                 Err(WireError::Other {
@@ -425,7 +429,6 @@ impl<'a> Session<'a> {
     fn stream(&self, id: u32, req: Request) -> Reply {
         let io = |e: zfs_core::Error| WireError::Zfs(e);
         let pipe = Pipe::new(PIPE_SIZE).map_err(io)?;
-        self.conn.open_stream(id);
         let e = self.endpoint;
         let result = std::thread::scope(|scope| {
             match req {
@@ -494,7 +497,6 @@ impl<'a> Session<'a> {
                 }),
             }
         });
-        self.conn.close_stream(id);
         result
     }
 }
