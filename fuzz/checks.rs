@@ -215,3 +215,133 @@ pub fn names(data: &[u8]) -> bool {
     }
     pool.is_ok() || dataset.is_ok() || snapshot.is_ok() || bookmark.is_ok()
 }
+
+/// The frame reader and the handshake decoders (`zfs_replicate::remote`).
+///
+/// The first byte picks the mode. Below 0x80: the rest is a byte stream
+/// read frame by frame until an error, with a DATA limit picked by the
+/// byte; every accepted frame re-encodes to exactly the bytes it consumed,
+/// the error agrees with the bytes, and the reused body buffer never grows
+/// past the limit of the largest kind whose header was accepted (a header
+/// passes its check before the body is read, so a truncated frame counts).
+/// HELLO and WELCOME bodies go through `wire_handshake`. From 0x80: the
+/// rest is a HELLO or WELCOME body itself (postcard is hard to reach
+/// through a frame header).
+pub fn wire_frame(data: &[u8]) -> bool {
+    use zfs_replicate::remote::frame::{self, FrameError, FrameLimits, Header, Kind, HEADER_LEN};
+
+    let Some((&mode, input)) = data.split_first() else {
+        return false;
+    };
+    if mode >= 0x80 {
+        return wire_handshake(input);
+    }
+    let limits = FrameLimits {
+        max_data: [1 << 20, 4096, 64, 0][usize::from(mode % 4)],
+    };
+    let mut r = input;
+    let mut body = Vec::new();
+    let mut bound = 0u32;
+    let mut accepted = false;
+    loop {
+        let before = r;
+        let header = before
+            .get(..HEADER_LEN)
+            .and_then(|h| <&[u8; HEADER_LEN]>::try_from(h).ok())
+            .map(|h| Header::decode(h, &limits));
+        if let Some(Ok(h)) = &header {
+            bound = bound.max(limits.limit(h.kind));
+        }
+        let result = frame::read_frame(&mut r, &mut body, &limits);
+        assert!(
+            body.capacity() <= bound as usize,
+            "body capacity {} over {bound}",
+            body.capacity()
+        );
+        match result {
+            Ok(h) => {
+                let used = before.len() - r.len();
+                assert_eq!(frame::encode(h.kind, h.id, &body), before[..used]);
+                assert!(matches!(header, Some(Ok(x)) if x == h));
+                assert!(h.len <= limits.limit(h.kind));
+                match h.kind {
+                    Kind::Hello | Kind::Welcome => {
+                        wire_handshake(&body);
+                    }
+                    Kind::Credit => {
+                        let n = frame::decode_credit(&body).expect("a CREDIT read has 4 bytes");
+                        assert_eq!(frame::encode_credit(n), body[..]);
+                    }
+                    _ => {}
+                }
+                accepted = true;
+            }
+            Err(FrameError::Closed) => {
+                assert!(before.is_empty());
+                return accepted;
+            }
+            Err(FrameError::Truncated) => {
+                let whole = match header {
+                    None => HEADER_LEN,
+                    Some(Ok(h)) => HEADER_LEN + h.len as usize,
+                    Some(Err(e)) => panic!("truncated, but the header was refused: {e}"),
+                };
+                assert!(!before.is_empty() && before.len() < whole);
+                return accepted;
+            }
+            Err(
+                e @ (FrameError::UnknownKind(_)
+                | FrameError::TooLarge { .. }
+                | FrameError::BadCredit),
+            ) => {
+                let Some(Err(seen)) = header else {
+                    panic!("{e} from a header that is not refused");
+                };
+                assert_eq!(seen.to_string(), e.to_string());
+                match e {
+                    FrameError::UnknownKind(k) => assert!(Kind::from_u8(k).is_none()),
+                    FrameError::TooLarge { kind, len, limit } => {
+                        assert!(len > limit && limit == limits.limit(kind))
+                    }
+                    _ => assert_eq!(before[0], Kind::Credit as u8),
+                }
+                return accepted;
+            }
+            Err(e) => panic!("a slice reader failed: {e}"),
+        }
+    }
+}
+
+/// A HELLO and a WELCOME body: one that decodes encodes again (its sizes
+/// were checked) and decodes to the same value; a HELLO negotiates.
+fn wire_handshake(body: &[u8]) -> bool {
+    use zfs_replicate::remote::handshake::{self, HandshakeError, PROTOCOL_MAJOR};
+
+    // Only a body with a whole version can be told to be of another major.
+    let major_differs =
+        matches!(body, [a, b, _, _, ..] if u16::from_be_bytes([*a, *b]) != PROTOCOL_MAJOR);
+    let hello = handshake::decode_hello(body);
+    let welcome = handshake::decode_welcome(body);
+    for e in [hello.as_ref().err(), welcome.as_ref().err()]
+        .into_iter()
+        .flatten()
+    {
+        // A different major is always refused as such, whatever follows.
+        assert_eq!(
+            major_differs,
+            matches!(e, HandshakeError::Version { .. }),
+            "{e}"
+        );
+    }
+    if let Ok(h) = &hello {
+        let again = handshake::encode_hello(h).expect("a decoded HELLO encodes");
+        assert_eq!(handshake::decode_hello(&again).as_ref(), Ok(h));
+        let (v, f) = handshake::negotiate(h, u64::MAX).expect("same major");
+        assert!(v.minor <= h.version.minor && f == h.features);
+    }
+    if let Ok(w) = &welcome {
+        let again = handshake::encode_welcome(w).expect("a decoded WELCOME encodes");
+        assert_eq!(handshake::decode_welcome(&again).as_ref(), Ok(w));
+    }
+    hello.is_ok() || welcome.is_ok()
+}

@@ -217,3 +217,21 @@ fn mutated_names_keep_the_parser_properties() {
         checks::names,
     );
 }
+
+#[test]
+fn mutated_wire_frames_keep_the_reader_properties() {
+    run(
+        "wire_frame",
+        0x5eed_0005,
+        seeds!(
+            "wire_frame/session",
+            "wire_frame/small-data",
+            "wire_frame/refuse-truncated",
+            "wire_frame/hello",
+            "wire_frame/welcome",
+        ),
+        20000,
+        4096,
+        checks::wire_frame,
+    );
+}
