@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
@@ -15,7 +15,7 @@ use zfs_core::{
 };
 
 use super::channel::Channel;
-use super::conn::{Conn, FdReader, Incoming, StreamEnd, Timing};
+use super::conn::{read_magic, Conn, FdReader, Incoming, StreamEnd};
 use super::frame::{self, FrameLimits, Kind, MAGIC};
 use super::handshake::{self, Hello, Welcome};
 use super::message::{self, ReceiveSpec, Refusal, Reply, Request, Response};
@@ -113,22 +113,7 @@ impl Client {
             Handshake::Lost(why) => lost(why),
             Handshake::Protocol(why) => protocol(why),
         })?;
-        let limits = welcome.limits;
-        let timing = Timing {
-            heartbeat: Duration::from_millis(limits.heartbeat_ms.into()),
-            dead_after: Duration::from_millis(limits.dead_after_ms.into()),
-        };
-        let conn = Conn::new(
-            peer.clone(),
-            &mut reader,
-            writer,
-            shutdown,
-            FrameLimits {
-                max_data: limits.max_data,
-            },
-            timing,
-            limits.window,
-        );
+        let conn = Conn::new(peer.clone(), &mut reader, writer, shutdown, &welcome.limits);
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -286,20 +271,12 @@ enum Handshake {
 }
 
 fn read_welcome(reader: &mut FdReader) -> std::result::Result<Welcome, Handshake> {
-    let mut magic = [0u8; 8];
-    let mut got = 0;
-    while got < magic.len() {
-        match reader.read(&mut magic[got..]) {
-            Ok(0) if got == 0 => {
-                return Err(Handshake::Lost(
-                    "the server closed the connection before the handshake".into(),
-                ))
-            }
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Handshake::Lost(format!("awaiting the handshake: {e}"))),
-        }
+    let (magic, got) =
+        read_magic(reader).map_err(|e| Handshake::Lost(format!("awaiting the handshake: {e}")))?;
+    if got == 0 {
+        return Err(Handshake::Lost(
+            "the server closed the connection before the handshake".into(),
+        ));
     }
     handshake::check_magic(&magic[..got]).map_err(|e| Handshake::Protocol(e.to_string()))?;
     let mut body = Vec::new();

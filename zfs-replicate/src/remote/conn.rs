@@ -15,7 +15,24 @@ use std::time::{Duration, Instant};
 
 use zfs_core::pipe::{poll, Interest, Wakeup};
 
-use super::frame::{self, FrameError, FrameLimits, Header, Kind};
+use super::frame::{self, FrameError, FrameLimits, Header, Kind, MAGIC};
+use super::handshake::SessionLimits;
+
+/// Reads the peer's first 8 bytes (fewer if it closes early): what
+/// [`check_magic`](super::handshake::check_magic) judges.
+pub(crate) fn read_magic(reader: &mut impl Read) -> io::Result<([u8; MAGIC.len()], usize)> {
+    let mut magic = [0u8; MAGIC.len()];
+    let mut got = 0;
+    while got < magic.len() {
+        match reader.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((magic, got))
+}
 
 /// How a connection keeps time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,10 +167,13 @@ impl Conn {
         reader: &mut FdReader,
         write: File,
         shutdown: Option<Box<dyn Fn() + Send + Sync>>,
-        limits: FrameLimits,
-        timing: Timing,
-        window: u32,
+        session: &SessionLimits,
     ) -> Arc<Conn> {
+        let timing = Timing {
+            heartbeat: Duration::from_millis(session.heartbeat_ms.into()),
+            dead_after: Duration::from_millis(session.dead_after_ms.into()),
+        };
+        let (limits, window) = (session.frame_limits(), session.window);
         reader.dead_after = timing.dead_after;
         Arc::new(Conn {
             peer,

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -13,7 +13,7 @@ use zfs_core::pipe::Pipe;
 
 use super::auth::ct_eq;
 use super::channel::Channel;
-use super::conn::{Conn, FdReader, Incoming, StreamEnd, Timing};
+use super::conn::{read_magic, Conn, FdReader, Incoming, StreamEnd};
 use super::frame::{self, FrameLimits, Kind, MAGIC};
 use super::handshake::{
     self, HandshakeError, SessionLimits, Welcome, FEATURES, NOT_A_CLIENT, PROTOCOL, SOFTWARE,
@@ -91,22 +91,7 @@ pub fn serve(
             reason: why,
         },
     })?;
-    let limits = opts.limits;
-    let timing = Timing {
-        heartbeat: Duration::from_millis(limits.heartbeat_ms.into()),
-        dead_after: Duration::from_millis(limits.dead_after_ms.into()),
-    };
-    let conn = Conn::new(
-        peer,
-        &mut reader,
-        writer,
-        shutdown,
-        FrameLimits {
-            max_data: limits.max_data,
-        },
-        timing,
-        limits.window,
-    );
+    let conn = Conn::new(peer, &mut reader, writer, shutdown, &opts.limits);
     let session = Session {
         conn: &conn,
         endpoint,
@@ -207,16 +192,7 @@ fn handshake_server(
     opts: &ServeOptions,
 ) -> std::result::Result<(), Handshake> {
     let lost = |e: std::io::Error| Handshake::Lost(format!("during the handshake: {e}"));
-    let mut magic = [0u8; 8];
-    let mut got = 0;
-    while got < magic.len() {
-        match reader.read(&mut magic[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(lost(e)),
-        }
-    }
+    let (magic, got) = read_magic(reader).map_err(lost)?;
     if let Err(e) = handshake::check_magic(&magic[..got]) {
         let _ = writer.write_all(NOT_A_CLIENT.as_bytes());
         return Err(Handshake::Refused(e.to_string()));
