@@ -328,10 +328,11 @@ fn connection_cut_mid_stream_then_resume() {
     let repl = Replication::new(src.clone(), dst.clone()).prefix("rt");
     let (mut resumed, mut cut_short) = (0, 0);
     for point in 1..=10u64 {
-        // 12 MiB new each time: the first run is a full stream, the others
-        // incrementals, each cut after `point` MiB.
-        fill(&src, point, 3, 4 << 20);
-        let threshold = point * (1 << 20);
+        // 6 MiB new each time (a pool this small keeps only ~128 MiB: the
+        // rest is slop): the first run is a full stream, the others
+        // incrementals, each cut after `point` half-MiB.
+        fill(&src, point, 3, 2 << 20);
+        let threshold = point * (512 << 10);
         let ((), _) = served(&policy, |nas, socket| {
             let socket = Arc::new(socket.try_clone().expect("clone"));
             let cancel = CancelToken::new();
