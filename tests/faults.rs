@@ -31,7 +31,7 @@ use zfs_core::{DatasetName, SnapshotName, Zfs};
 use zfs_replicate::{
     execute, Action, CancelToken, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
 };
-use zfs_replicate_tests::{mount, setting, summary, unmount, zfs_cli, Pair};
+use zfs_replicate_tests::{mount, setting, summary, unmount, unstick_receive, zfs_cli, Pair};
 
 const MIB: u64 = 1 << 20;
 /// Cancel and kill points per transfer.
@@ -451,62 +451,6 @@ fn cancel_at_20_points_then_resume() {
 // ------------------------------------------------------------- 2. kill -9
 
 /// Each thread of process `pid`: state, wait channel and kernel stack.
-/// Frees a killed child whose receive thread OpenZFS 2.3.2 left asleep in
-/// `pipe_read` (SIGKILL does not wake it; the pipe's write end belongs to
-/// the same dead process, so no EOF ever comes): write 0xff bytes into the
-/// child's pipes through `/proc/<pid>/task/<tid>/fd`. The receive takes them as the
-/// rest of its payload, then as a record header whose checksum (non-zero,
-/// so checked) does not match: it fails with ECKSUM before it applies that
-/// record, keeping only verified state, and the thread exits. Stdin, stdout
-/// and stderr are left alone. Returns how many pipes were fed.
-fn unstick_receive(pid: u32) -> usize {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    // The main thread is a zombie whose own fd table is gone: read the
-    // table through the threads still alive.
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    let fds: Vec<std::fs::DirEntry> = tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_dir(t.path().join("fd")).ok())
-        .map(|d| d.flatten().collect::<Vec<_>>())
-        .max_by_key(Vec::len)
-        .unwrap_or_default();
-    let mut fed = 0;
-    for fd in fds {
-        let is_std = matches!(fd.file_name().to_str(), Some("0" | "1" | "2"));
-        let is_pipe =
-            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"));
-        if is_std || !is_pipe {
-            continue;
-        }
-        let Ok(mut pipe) = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(fd.path())
-        else {
-            continue;
-        };
-        let junk = vec![0xffu8; 1 << 16];
-        // Up to 32 MiB, more than any payload's remainder; a full pipe
-        // (EAGAIN) is retried briefly while the receive drains it.
-        let mut written = 0usize;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while written < 32 << 20 && Instant::now() < deadline {
-            match pipe.write(&junk) {
-                Ok(n) => written += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
-                Err(_) => break, // the reader is gone: it is free
-            }
-        }
-        fed += 1;
-    }
-    fed
-}
-
 fn thread_dump(pid: u32) -> String {
     let mut out = String::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {

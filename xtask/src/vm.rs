@@ -501,7 +501,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs -o size=80% tmpfs /tmp
 mount -t tmpfs tmpfs /run
-ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+ip link set lo up || echo "ZFS-HARNESS: could not bring up lo"
 fatal() {{ echo "ZFS-HARNESS-FATAL $*"; sync; poweroff -f; }}
 echo "ZFS-HARNESS: guest kernel $(uname -r), $(nproc) cpus, $(free -m | awk '/Mem:/{{print $2}}') MiB"
 for m in /modules/disk/*.ko; do [ -e "$m" ] || continue; insmod "$m" || fatal "insmod $m failed"; done

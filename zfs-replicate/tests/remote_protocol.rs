@@ -350,3 +350,256 @@ fn data_beyond_credit_ends_the_session() {
     let why = served.expect("a session");
     assert!(why.contains("beyond credit"), "{why}");
 }
+
+/// Byte `i` of the test stream.
+fn pattern(i: u64) -> u8 {
+    (i.wrapping_mul(0x9e37_79b9) >> 7) as u8
+}
+
+/// An endpoint whose streams are a known pattern: a send of `pool/fs@N`
+/// writes N pattern bytes; a receive checks every byte and counts them.
+struct Pattern;
+
+impl Endpoint for Pattern {
+    fn describe(&self) -> String {
+        "pattern".into()
+    }
+    fn dataset(&self, d: &DatasetName) -> Result<()> {
+        Nothing.dataset(d)
+    }
+    fn exists(&self, d: &DatasetName) -> Result<bool> {
+        Nothing.exists(d)
+    }
+    fn children(&self, d: &DatasetName) -> Result<Vec<DatasetName>> {
+        Nothing.children(d)
+    }
+    fn descendants(&self, d: &DatasetName) -> Result<Vec<DatasetName>> {
+        Nothing.descendants(d)
+    }
+    fn snapshots(&self, d: &DatasetName) -> Result<Vec<Snapshot>> {
+        Nothing.snapshots(d)
+    }
+    fn snapshots_created(&self, d: &DatasetName, t: u64) -> Result<Vec<Snapshot>> {
+        Nothing.snapshots_created(d, t)
+    }
+    fn snapshot_info(&self, s: &SnapshotName) -> Result<Snapshot> {
+        Nothing.snapshot_info(s)
+    }
+    fn bookmarks(&self, d: &DatasetName) -> Result<Vec<Bookmark>> {
+        Nothing.bookmarks(d)
+    }
+    fn properties(&self, d: &DatasetName) -> Result<Properties> {
+        Nothing.properties(d)
+    }
+    fn holds(&self, s: &SnapshotName) -> Result<BTreeMap<String, u64>> {
+        Nothing.holds(s)
+    }
+    fn send_space(&self, s: &SnapshotName, o: &SendOptions) -> Result<u64> {
+        Nothing.send_space(s, o)
+    }
+    fn resolve_resume_token(&self, t: &ResumeToken) -> Result<(SnapshotName, SendOptions)> {
+        Nothing.resolve_resume_token(t)
+    }
+    fn send(&self, s: &SnapshotName, _: &SendOptions, into: OwnedFd) -> Result<()> {
+        let len: u64 = s.short_name().parse().unwrap_or(0);
+        let mut out = std::fs::File::from(into);
+        let mut i = 0u64;
+        while i < len {
+            let n = (len - i).min(1 << 16);
+            let chunk: Vec<u8> = (i..i + n).map(pattern).collect();
+            out.write_all(&chunk)
+                .map_err(|e| Error::Zfs(zfs_core::Error::io("lzc_send", s.as_str(), e)))?;
+            i += n;
+        }
+        Ok(())
+    }
+    fn send_resume(&self, t: &ResumeToken, into: OwnedFd) -> Result<()> {
+        Nothing.send_resume(t, into)
+    }
+    fn receive(&self, d: &DatasetName, from: OwnedFd, _: &ReceiveOptions) -> Result<Receipt> {
+        let mut input = std::fs::File::from(from);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut i = 0u64;
+        loop {
+            let n = input
+                .read(&mut buf)
+                .map_err(|e| Error::Zfs(zfs_core::Error::io("lzc_receive", d.as_str(), e)))?;
+            if n == 0 {
+                break;
+            }
+            for &b in &buf[..n] {
+                if b != pattern(i) {
+                    return none(&format!("byte {i} differs"));
+                }
+                i += 1;
+            }
+        }
+        Ok(Receipt {
+            snapshot: d.snapshot(&i.to_string()).unwrap(),
+            bytes: i,
+        })
+    }
+    fn abort_resumable_receive(&self, d: &DatasetName) -> Result<bool> {
+        Nothing.abort_resumable_receive(d)
+    }
+    fn snapshot(&self, s: &[SnapshotName]) -> Result<()> {
+        Nothing.snapshot(s)
+    }
+    fn bookmark(&self, b: &[(BookmarkName, SnapshotOrBookmark)]) -> Result<()> {
+        Nothing.bookmark(b)
+    }
+    fn destroy_bookmarks(&self, b: &[BookmarkName]) -> Result<()> {
+        Nothing.destroy_bookmarks(b)
+    }
+    fn destroy_snapshots(&self, s: &[SnapshotName]) -> Result<()> {
+        Nothing.destroy_snapshots(s)
+    }
+    fn rollback_to(&self, s: &SnapshotName) -> Result<()> {
+        Nothing.rollback_to(s)
+    }
+    fn destroy(&self, d: &DatasetName) -> Result<()> {
+        Nothing.destroy(d)
+    }
+    fn hold_temporary(&self, h: &[(SnapshotName, String)]) -> Result<Lease> {
+        Nothing.hold_temporary(h)
+    }
+    fn lock(&self, d: &DatasetName) -> Result<Lease> {
+        Nothing.lock(d)
+    }
+}
+
+/// A client connected to a server of [`Pattern`] that allows everything
+/// under `pipe`, with `opts` on the server side.
+fn with_pattern_server<R>(
+    serve_opts: ServeOptions,
+    client_opts: zfs_replicate::remote::ClientOptions,
+    f: impl FnOnce(&Client) -> R,
+) -> R {
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    std::thread::scope(|s| {
+        let policy = Policy::new().allow("pipe".parse().unwrap(), Access::All);
+        let server = s.spawn(move || {
+            serve(
+                Channel::unix(theirs).unwrap(),
+                &Pattern,
+                &policy,
+                &serve_opts,
+            )
+        });
+        let client =
+            Client::connect_with(Channel::unix(ours).unwrap().named("pattern"), &client_opts)
+                .unwrap();
+        let r = f(&client);
+        drop(client);
+        server.join().unwrap().expect("session");
+        r
+    })
+}
+
+/// Reads a pipe's read end to its end in a thread; returns what came.
+fn drain(read: OwnedFd) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::fs::File::from(read).read_to_end(&mut v).unwrap();
+        v
+    })
+}
+
+#[test]
+fn streams_cross_intact_both_ways_and_several_at_once() {
+    with_pattern_server(ServeOptions::default(), Default::default(), |nas| {
+        // Pull: the server sends 9 MiB + 3 bytes (more than four windows).
+        let len = (9 << 20) + 3;
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let got = drain(pipe.read);
+        let snap: SnapshotName = format!("pipe/a@{len}").parse().unwrap();
+        nas.send(&snap, &SendOptions::new(), pipe.write).unwrap();
+        let got = got.join().unwrap();
+        assert_eq!(got.len(), len);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
+        // Push: 4 streams at once, of different sizes.
+        std::thread::scope(|s| {
+            for k in 1..=4u64 {
+                s.spawn(move || {
+                    let len = k * 1_500_000 + k;
+                    let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+                    let write = pipe.write;
+                    let feeder = std::thread::spawn(move || {
+                        let mut out = std::fs::File::from(write);
+                        let bytes: Vec<u8> = (0..len).map(pattern).collect();
+                        out.write_all(&bytes).unwrap();
+                    });
+                    let target: DatasetName = format!("pipe/b{k}").parse().unwrap();
+                    let receipt = nas
+                        .receive(&target, pipe.read, &ReceiveOptions::new())
+                        .unwrap();
+                    feeder.join().unwrap();
+                    assert_eq!(receipt.bytes, len);
+                });
+            }
+        });
+    });
+}
+
+#[test]
+fn a_consumer_that_stops_ends_the_stream_and_not_the_session() {
+    with_pattern_server(ServeOptions::default(), Default::default(), |nas| {
+        // Our reader takes 100 KiB of a 64 MiB stream, then goes away.
+        let pipe = zfs_core::pipe::Pipe::new(1 << 16).unwrap();
+        let read = pipe.read;
+        let reader = std::thread::spawn(move || {
+            let mut f = std::fs::File::from(read);
+            let mut buf = vec![0u8; 100 << 10];
+            f.read_exact(&mut buf).unwrap();
+        });
+        let snap: SnapshotName = format!("pipe/a@{}", 64u64 << 20).parse().unwrap();
+        let e = nas
+            .send(&snap, &SendOptions::new(), pipe.write)
+            .expect_err("the reader went away");
+        reader.join().unwrap();
+        assert_ne!(e.kind(), ErrorKind::Disconnected, "{e}");
+        // The session goes on.
+        assert!(!nas.exists(&"pipe/x".parse().unwrap()).unwrap());
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let got = drain(pipe.read);
+        nas.send(
+            &"pipe/a@1000".parse().unwrap(),
+            &SendOptions::new(),
+            pipe.write,
+        )
+        .unwrap();
+        assert_eq!(got.join().unwrap().len(), 1000);
+    });
+}
+
+#[test]
+fn the_rate_limit_holds_streams_back() {
+    let rate = 4u64 << 20;
+    let opts = zfs_replicate::remote::ClientOptions {
+        rate_limit: Some(rate),
+        ..Default::default()
+    };
+    with_pattern_server(ServeOptions::default(), opts, |nas| {
+        let len = 6u64 << 20;
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let write = pipe.write;
+        let feeder = std::thread::spawn(move || {
+            let bytes: Vec<u8> = (0..len).map(pattern).collect();
+            std::fs::File::from(write).write_all(&bytes).unwrap();
+        });
+        let started = Instant::now();
+        let receipt = nas
+            .receive(
+                &"pipe/c".parse().unwrap(),
+                pipe.read,
+                &ReceiveOptions::new(),
+            )
+            .unwrap();
+        let took = started.elapsed();
+        feeder.join().unwrap();
+        assert_eq!(receipt.bytes, len);
+        // A lower bound only: 6 MiB at 4 MiB/s, with the first second's
+        // burst allowed, cannot take less than half a second.
+        assert!(took >= Duration::from_millis(450), "{took:?}");
+    });
+}

@@ -30,6 +30,10 @@ pub struct ClientOptions {
     pub token: Option<Vec<u8>>,
     /// How long the server may take to answer the handshake.
     pub handshake_timeout: Duration,
+    /// The most stream bytes per second this client sends (a push); None:
+    /// no limit. A pull is limited by the server's
+    /// [`ServeOptions::rate_limit`](super::ServeOptions::rate_limit).
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +41,7 @@ impl Default for ClientOptions {
         ClientOptions {
             token: None,
             handshake_timeout: Duration::from_secs(20),
+            rate_limit: None,
         }
     }
 }
@@ -113,7 +118,14 @@ impl Client {
             Handshake::Lost(why) => lost(why),
             Handshake::Protocol(why) => protocol(why),
         })?;
-        let conn = Conn::new(peer.clone(), &mut reader, writer, shutdown, &welcome.limits);
+        let conn = Conn::new(
+            peer.clone(),
+            &mut reader,
+            writer,
+            shutdown,
+            &welcome.limits,
+            opts.rate_limit,
+        );
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()

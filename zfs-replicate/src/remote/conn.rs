@@ -144,6 +144,32 @@ pub(crate) struct Conn {
     pub timing: Timing,
     /// Bytes a receiving side grants per stream: what it may have to queue.
     pub window: u32,
+    /// The most stream bytes per second this side sends, over all streams.
+    rate: Option<Mutex<Rate>>,
+}
+
+/// A rate limit: stream bytes sent since `since`, at most `per_second`.
+struct Rate {
+    per_second: u64,
+    since: Instant,
+    sent: u64,
+}
+
+impl Rate {
+    /// How long to wait before `n` more bytes may go. Idle time is not
+    /// banked beyond one second: a burst after a pause stays short.
+    fn delay(&mut self, n: u64) -> Duration {
+        let now = Instant::now();
+        let allowed_from = Duration::from_secs_f64(self.sent as f64 / self.per_second as f64);
+        let elapsed = now.duration_since(self.since);
+        if elapsed > allowed_from + Duration::from_secs(1) {
+            self.since = now - Duration::from_secs(1);
+            self.sent = self.per_second;
+        }
+        self.sent += n;
+        let due = self.since + Duration::from_secs_f64(self.sent as f64 / self.per_second as f64);
+        due.saturating_duration_since(now)
+    }
 }
 
 /// Why a stream or a call ended without a result.
@@ -168,6 +194,7 @@ impl Conn {
         write: File,
         shutdown: Option<Box<dyn Fn() + Send + Sync>>,
         session: &SessionLimits,
+        rate_limit: Option<u64>,
     ) -> Arc<Conn> {
         let timing = Timing {
             heartbeat: Duration::from_millis(session.heartbeat_ms.into()),
@@ -185,7 +212,27 @@ impl Conn {
             limits,
             timing,
             window,
+            rate: rate_limit.filter(|&r| r > 0).map(|per_second| {
+                Mutex::new(Rate {
+                    per_second,
+                    since: Instant::now(),
+                    sent: 0,
+                })
+            }),
         })
+    }
+
+    /// Waits until `n` more stream bytes may be sent (the rate limit).
+    fn throttle(&self, n: usize) {
+        if let Some(rate) = &self.rate {
+            let wait = rate
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .delay(n as u64);
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -521,6 +568,7 @@ impl Conn {
                     None => return Err(StreamEnd::Cancelled),
                 }
             }
+            self.throttle(n);
             self.send(Kind::Data, id, &buf[..n])
                 .map_err(StreamEnd::Closed)?;
             total += n as u64;

@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// Requests one client may have running at once.
     pub max_requests: usize,
+    /// The most stream bytes per second sent to each client (a pull);
+    /// None: no limit.
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for ServeOptions {
@@ -43,6 +46,7 @@ impl Default for ServeOptions {
             limits: SessionLimits::default(),
             handshake_timeout: Duration::from_secs(10),
             max_requests: 32,
+            rate_limit: None,
         }
     }
 }
@@ -91,7 +95,14 @@ pub fn serve(
             reason: why,
         },
     })?;
-    let conn = Conn::new(peer, &mut reader, writer, shutdown, &opts.limits);
+    let conn = Conn::new(
+        peer,
+        &mut reader,
+        writer,
+        shutdown,
+        &opts.limits,
+        opts.rate_limit,
+    );
     let session = Session {
         conn: &conn,
         endpoint,
