@@ -15,7 +15,7 @@ use zfs_core::{DatasetName, SnapshotName, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::remote::handshake::SessionLimits;
 use zfs_replicate::remote::{
-    listen_tcp, serve, serve_tcp, Access, Channel, Client, Policy, ServeOptions,
+    listen_tcp, serve, serve_tcp, Access, Channel, Client, ClientOptions, Policy, ServeOptions,
 };
 use zfs_replicate::{
     Action, CancelToken, Error, ErrorKind, ExecuteOptions, Keep, Listing, Op, Replication,
@@ -53,6 +53,15 @@ fn opts() -> ExecuteOptions {
 /// that serves this host's ZFS within `policy`. Returns what `f` returned
 /// and why the session ended (after the server let go of everything).
 fn served<R>(policy: &Policy, f: impl FnOnce(&Client, &UnixStream) -> R) -> (R, String) {
+    served_with(policy, &ClientOptions::default(), f)
+}
+
+/// [`served`] with these client options.
+fn served_with<R>(
+    policy: &Policy,
+    client: &ClientOptions,
+    f: impl FnOnce(&Client, &UnixStream) -> R,
+) -> (R, String) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let cut = ours.try_clone().expect("clone");
     let zfs = Zfs::open().expect("open /dev/zfs");
@@ -61,8 +70,8 @@ fn served<R>(policy: &Policy, f: impl FnOnce(&Client, &UnixStream) -> R) -> (R, 
             let channel = Channel::unix(theirs).expect("channel").named("server");
             serve(channel, &Local::new(&zfs), policy, &ServeOptions::default())
         });
-        let client =
-            Client::connect(Channel::unix(ours).expect("channel").named("nas")).expect("connect");
+        let channel = Channel::unix(ours).expect("channel").named("nas");
+        let client = Client::connect_with(channel, client).expect("connect");
         let r = f(&client, &cut);
         drop(client);
         let why = server
@@ -425,8 +434,7 @@ fn run_server_child(spec: &str) {
     std::thread::scope(|s| {
         s.spawn(|| {
             for stream in unix.incoming().flatten() {
-                let r = serve(Channel::unix(stream).unwrap(), &local, &policy, &opts);
-                eprintln!("server child: unix session: {r:?}");
+                let _ = serve(Channel::unix(stream).unwrap(), &local, &policy, &opts);
             }
         });
         let _ = serve_tcp(&tcp, &local, &policy, &opts, 4);
@@ -773,4 +781,51 @@ fn server_child_survives_hostile_input() {
         "remote: 1000 hostile connections (1 MiB of random bytes, a 4 GiB frame, a 2^60-byte claim, protocol 0 and 2, truncated frames, short garbage) in {:.1} s: server peak RSS {before} KiB before, {after} KiB after; a good client served afterwards",
         started.elapsed().as_secs_f64()
     ));
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn compressed_push_equals_plain() {
+    let p = pair();
+    let src = p.src("docs");
+    p.create(&src);
+    // Text compresses; random data does not: both kinds of frames.
+    let dir = mount(src.as_str());
+    std::fs::write(dir.join("text"), "all work and no play ".repeat(200_000)).unwrap();
+    write_file(&dir.join("random"), 7, 3 << 20);
+    unmount(src.as_str());
+    let backups = p.dst("backups");
+    p.create(&backups);
+    let policy = Policy::new().allow(backups.clone(), Access::Receive);
+    let local = Local::new(&p.zfs);
+    let compress = ClientOptions {
+        compress: true,
+        ..ClientOptions::default()
+    };
+    let (plain, zstd) = (ds(&backups, "plain"), ds(&backups, "zstd"));
+    for (target, opts) in [(&plain, ClientOptions::default()), (&zstd, compress)] {
+        let repl = Replication::new(src.clone(), target.clone()).prefix("rt");
+        served_with(&policy, &opts, |nas, _| {
+            assert_eq!(nas.compressed(), opts.compress);
+            for round in 0..2 {
+                if round == 1 {
+                    fill(&src, 3, 1, 1 << 20);
+                }
+                repl.sync_with(&local, nas, &ExecuteOptions::default(), Keep::default())
+                    .unwrap_or_else(|e| panic!("{target} round {round}: {e}"));
+            }
+        });
+    }
+    assert_eq!(p.guids(&plain), p.guids(&src));
+    assert_eq!(p.guids(&zstd), p.guids(&src));
+    let newest = p.zfs.snapshots(&src).unwrap().pop().unwrap();
+    let short = newest.name().short_name();
+    assert_eq!(
+        contents(&plain.snapshot(short).unwrap()),
+        contents(&zstd.snapshot(short).unwrap())
+    );
+    assert_eq!(
+        contents(newest.name()),
+        contents(&zstd.snapshot(short).unwrap())
+    );
 }

@@ -603,3 +603,48 @@ fn the_rate_limit_holds_streams_back() {
         assert!(took >= Duration::from_millis(450), "{took:?}");
     });
 }
+
+#[test]
+fn zstd_is_used_only_when_both_sides_agree() {
+    let offer = zfs_replicate::remote::ClientOptions {
+        compress: true,
+        ..Default::default()
+    };
+    let agreed = with_pattern_server(ServeOptions::default(), offer.clone(), |nas| {
+        let len = (5 << 20) + 7;
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let got = drain(pipe.read);
+        let snap: SnapshotName = format!("pipe/a@{len}").parse().unwrap();
+        nas.send(&snap, &SendOptions::new(), pipe.write).unwrap();
+        let got = got.join().unwrap();
+        assert_eq!(got.len(), len);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let write = pipe.write;
+        let feeder = std::thread::spawn(move || {
+            let bytes: Vec<u8> = (0..len as u64).map(pattern).collect();
+            std::fs::File::from(write).write_all(&bytes).unwrap();
+        });
+        let receipt = nas
+            .receive(
+                &"pipe/z".parse().unwrap(),
+                pipe.read,
+                &ReceiveOptions::new(),
+            )
+            .unwrap();
+        feeder.join().unwrap();
+        assert_eq!(receipt.bytes, len as u64);
+        nas.compressed()
+    });
+    assert_eq!(agreed, cfg!(feature = "zstd"));
+    let refused = ServeOptions {
+        compress: false,
+        ..ServeOptions::default()
+    };
+    assert!(!with_pattern_server(refused, offer, |nas| nas.compressed()));
+    assert!(!with_pattern_server(
+        ServeOptions::default(),
+        Default::default(),
+        |nas| nas.compressed()
+    ));
+}

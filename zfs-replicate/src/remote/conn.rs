@@ -146,6 +146,50 @@ pub(crate) struct Conn {
     pub window: u32,
     /// The most stream bytes per second this side sends, over all streams.
     rate: Option<Mutex<Rate>>,
+    /// Both sides agreed on zstd: each DATA body starts with a flag byte,
+    /// 1 for a zstd frame, 0 for bytes as they are.
+    compress: bool,
+}
+
+/// DATA flag: the body's rest is as sent.
+const DATA_PLAIN: u8 = 0;
+/// DATA flag: the body's rest is one zstd frame.
+#[cfg(feature = "zstd")]
+const DATA_ZSTD: u8 = 1;
+
+/// A DATA body: `data` compressed when that makes it smaller.
+#[cfg(feature = "zstd")]
+fn pack_data(data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(data.len() + 1);
+    if let Ok(z) = zstd::bulk::compress(data, 1) {
+        if z.len() < data.len() {
+            body.push(DATA_ZSTD);
+            body.extend_from_slice(&z);
+            return body;
+        }
+    }
+    body.push(DATA_PLAIN);
+    body.extend_from_slice(data);
+    body
+}
+
+#[cfg(not(feature = "zstd"))]
+fn pack_data(data: &[u8]) -> Vec<u8> {
+    [&[DATA_PLAIN][..], data].concat()
+}
+
+/// The bytes of a DATA body, at most `max` of them once decompressed.
+fn unpack_data(body: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    match body.split_first() {
+        Some((&DATA_PLAIN, rest)) => Ok(rest.to_vec()),
+        #[cfg(feature = "zstd")]
+        Some((&DATA_ZSTD, rest)) => zstd::bulk::decompress(rest, max)
+            .map_err(|e| format!("a DATA frame that does not decompress within {max} bytes: {e}")),
+        _ => {
+            let _ = max;
+            Err("a DATA frame with an unknown flag".to_owned())
+        }
+    }
 }
 
 /// A rate limit: stream bytes sent since `since`, at most `per_second`.
@@ -195,6 +239,7 @@ impl Conn {
         shutdown: Option<Box<dyn Fn() + Send + Sync>>,
         session: &SessionLimits,
         rate_limit: Option<u64>,
+        compress: bool,
     ) -> Arc<Conn> {
         let timing = Timing {
             heartbeat: Duration::from_millis(session.heartbeat_ms.into()),
@@ -212,6 +257,7 @@ impl Conn {
             limits,
             timing,
             window,
+            compress,
             rate: rate_limit.filter(|&r| r > 0).map(|per_second| {
                 Mutex::new(Rate {
                     per_second,
@@ -220,6 +266,11 @@ impl Conn {
                 })
             }),
         })
+    }
+
+    /// Whether DATA bodies may be zstd frames.
+    pub(crate) fn compressed(&self) -> bool {
+        self.compress
     }
 
     /// Waits until `n` more stream bytes may be sent (the rate limit).
@@ -373,7 +424,10 @@ impl Conn {
                     return Err(format!("DATA for stream {} that no request opened", h.id));
                 }
                 if let Some(s) = st.streams.get_mut(&h.id) {
-                    let len = u64::from(h.len);
+                    if self.compress {
+                        *body = unpack_data(body, self.limits.max_data as usize)?;
+                    }
+                    let len = body.len() as u64;
                     if len > s.granted {
                         return Err(format!(
                             "DATA beyond credit on stream {} ({len} bytes, {} granted)",
@@ -524,7 +578,8 @@ impl Conn {
         stop_on_reply: bool,
     ) -> Result<u64, StreamEnd> {
         let mut from = File::from(from);
-        let max = self.limits.max_data as usize;
+        // Room for the flag byte when compressing.
+        let max = self.limits.max_data as usize - usize::from(self.compress);
         let mut buf = vec![0u8; max];
         let mut total = 0u64;
         loop {
@@ -569,8 +624,12 @@ impl Conn {
                 }
             }
             self.throttle(n);
-            self.send(Kind::Data, id, &buf[..n])
-                .map_err(StreamEnd::Closed)?;
+            let sent = if self.compress {
+                self.send(Kind::Data, id, &pack_data(&buf[..n]))
+            } else {
+                self.send(Kind::Data, id, &buf[..n])
+            };
+            sent.map_err(StreamEnd::Closed)?;
             total += n as u64;
         }
     }

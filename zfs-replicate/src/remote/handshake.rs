@@ -29,10 +29,14 @@ pub const PROTOCOL: Version = Version {
     minor: PROTOCOL_MINOR,
 };
 
-/// Feature bit 0: zstd-compressed DATA (not implemented yet).
+/// Feature bit 0: zstd-compressed DATA (built with the `zstd` feature).
 pub const FEATURE_ZSTD: u64 = 1 << 0;
 /// The features this build implements.
-pub const FEATURES: u64 = 0;
+pub const FEATURES: u64 = if cfg!(feature = "zstd") {
+    FEATURE_ZSTD
+} else {
+    0
+};
 
 /// The longest token a HELLO may carry.
 pub const MAX_TOKEN: usize = 256;

@@ -16,7 +16,7 @@ use super::channel::Channel;
 use super::conn::{read_magic, Conn, FdReader, Incoming, StreamEnd};
 use super::frame::{self, FrameLimits, Kind, MAGIC};
 use super::handshake::{
-    self, HandshakeError, SessionLimits, Welcome, FEATURES, NOT_A_CLIENT, PROTOCOL, SOFTWARE,
+    self, HandshakeError, SessionLimits, Welcome, FEATURES, FEATURE_ZSTD, NOT_A_CLIENT, SOFTWARE,
 };
 use super::message::{self, Refusal, Reply, Request, Response, WireError};
 use super::policy::Policy;
@@ -37,6 +37,9 @@ pub struct ServeOptions {
     /// The most stream bytes per second sent to each client (a pull);
     /// None: no limit.
     pub rate_limit: Option<u64>,
+    /// Accept zstd on the wire when a client offers it (with the `zstd`
+    /// feature).
+    pub compress: bool,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +50,7 @@ impl Default for ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             max_requests: 32,
             rate_limit: None,
+            compress: true,
         }
     }
 }
@@ -88,13 +92,14 @@ pub fn serve(
     let mut reader =
         FdReader::new(read, opts.handshake_timeout).map_err(|e| lost(e.to_string()))?;
     let mut writer = File::from(write);
-    handshake_server(&mut reader, &mut writer, policy, opts).map_err(|e| match e {
-        Handshake::Lost(why) => lost(why),
-        Handshake::Refused(why) => Error::Protocol {
-            peer: peer.clone(),
-            reason: why,
-        },
-    })?;
+    let features =
+        handshake_server(&mut reader, &mut writer, policy, opts).map_err(|e| match e {
+            Handshake::Lost(why) => lost(why),
+            Handshake::Refused(why) => Error::Protocol {
+                peer: peer.clone(),
+                reason: why,
+            },
+        })?;
     let conn = Conn::new(
         peer,
         &mut reader,
@@ -102,6 +107,7 @@ pub fn serve(
         shutdown,
         &opts.limits,
         opts.rate_limit,
+        features & FEATURE_ZSTD != 0,
     );
     let session = Session {
         conn: &conn,
@@ -201,7 +207,7 @@ fn handshake_server(
     writer: &mut File,
     policy: &Policy,
     opts: &ServeOptions,
-) -> std::result::Result<(), Handshake> {
+) -> std::result::Result<u64, Handshake> {
     let lost = |e: std::io::Error| Handshake::Lost(format!("during the handshake: {e}"));
     let (magic, got) = read_magic(reader).map_err(lost)?;
     if let Err(e) = handshake::check_magic(&magic[..got]) {
@@ -246,7 +252,12 @@ fn handshake_server(
             return Err(refuse(writer, Refusal::AuthFailed));
         }
     }
-    let (version, features) = handshake::negotiate(&hello, FEATURES)
+    let ours = if opts.compress {
+        FEATURES
+    } else {
+        FEATURES & !FEATURE_ZSTD
+    };
+    let (version, features) = handshake::negotiate(&hello, ours)
         .map_err(|e| refuse(writer, Refusal::Other(e.to_string())))?;
     let welcome = Welcome {
         version,
@@ -261,8 +272,7 @@ fn handshake_server(
         .write_all(&MAGIC)
         .and_then(|()| frame::write_frame(writer, Kind::Welcome, 0, &body))
         .map_err(lost)?;
-    let _ = PROTOCOL;
-    Ok(())
+    Ok(features)
 }
 
 /// One client's session.
