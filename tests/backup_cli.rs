@@ -242,9 +242,14 @@ fn backup_cli_remote_over_stdio() {
     let (s, d) = (src.as_str(), dst.as_str());
     let receive_only = format!("backup serve --stdio --allow {laptop}:receive");
 
-    // Push to a receive-only server: full, then incremental.
-    let out = ok(&backup(&["sync", s, d, "--via-target", &receive_only]));
+    // Push to a receive-only server: full, then incremental. The server
+    // exits 0 when the client closed the connection.
+    let reporting = format!("{receive_only}; echo \"server exit $?\" >&2");
+    let o = backup(&["sync", s, d, "--via-target", &reporting]);
+    let out = ok(&o);
     assert!(out.contains("full"), "{out}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.trim(), "server exit 0", "{stderr}");
     assert_eq!(guids(&zfs, &src), guids(&zfs, &dst), "same snapshots");
     let out = ok(&backup(&[
         "sync",
