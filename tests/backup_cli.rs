@@ -1,11 +1,14 @@
 //! The `backup` example's contract, run as a program against real OpenZFS
 //! (`cargo xtask test` puts it on the guest's PATH): its commands, its
-//! one-line errors and its exit codes.
+//! one-line errors and its exit codes; and its remote side: `backup serve`
+//! over stdio (`--via-*`) and TCP, policies, tokens.
 
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
 
 use zfs_core::testing::FilePool;
 use zfs_core::{DatasetName, NvList, Zfs};
+use zfs_replicate::Op;
 
 const SIZE: u64 = 256 << 20;
 
@@ -23,6 +26,8 @@ fn code(o: &Output) -> i32 {
 /// An error is one line on stderr, and the exit code is below 100.
 fn assert_fails(o: &Output, expected: i32, says: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
+    // Shown with --nocapture: the messages as users see them.
+    eprintln!("exit {}: {}", code(o), stderr.trim_end());
     assert_eq!(code(o), expected, "stderr: {stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
     assert!(stderr.contains(says), "{stderr:?} should say {says:?}");
@@ -184,4 +189,272 @@ fn backup_cli_honours_its_contract() {
         "the restored snapshot is the source's"
     );
     assert_fails(&backup(&["verify", "/nonexistent file"]), 5, "backup");
+}
+
+/// The GUIDs of the snapshots of `dataset`, oldest first.
+fn guids(zfs: &Zfs, dataset: &DatasetName) -> Vec<u64> {
+    zfs.snapshots(dataset)
+        .unwrap()
+        .iter()
+        .map(|s| s.guid())
+        .collect()
+}
+
+/// Every dataset under `root` with its snapshots' GUIDs.
+fn state(zfs: &Zfs, root: &DatasetName) -> Vec<(String, Vec<u64>)> {
+    zfs.descendants(root)
+        .unwrap()
+        .iter()
+        .map(|d| (d.name().to_string(), guids(zfs, d.name())))
+        .collect()
+}
+
+/// A new filesystem with a small file in it (then unmounted).
+fn filled(zfs: &Zfs, name: &DatasetName, seed: u64) {
+    zfs.create_filesystem(name, &NvList::new()).unwrap();
+    let dir = zfs_replicate_tests::mount(name.as_str());
+    zfs_replicate_tests::write_file(&dir.join("data"), seed, 64 << 10);
+    zfs_replicate_tests::unmount(name.as_str());
+}
+
+/// A refusal: exit 6, one line, `refused: <operation> on <dataset>:`.
+fn assert_refused(o: &Output, dataset: &DatasetName) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_fails(o, 6, "refused: ");
+    let named = Op::ALL
+        .iter()
+        .any(|op| stderr.contains(&format!("refused: {op} on {dataset}:")));
+    assert!(named, "names the operation and {dataset}: {stderr:?}");
+    stderr
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn backup_cli_remote_over_stdio() {
+    let zfs = Zfs::open().unwrap();
+    let tank = FilePool::create_unique(&zfs, "rtank", SIZE).unwrap();
+    let pipe = FilePool::create_unique(&zfs, "rpipe", SIZE).unwrap();
+    let src: DatasetName = format!("{}/home", tank.root()).parse().unwrap();
+    filled(&zfs, &src, 1);
+    let laptop: DatasetName = format!("{}/laptop", pipe.root()).parse().unwrap();
+    zfs.create_filesystem(&laptop, &NvList::new()).unwrap();
+    let dst = laptop.child("home").unwrap();
+    let (s, d) = (src.as_str(), dst.as_str());
+    let receive_only = format!("backup serve --stdio --allow {laptop}:receive");
+
+    // Push to a receive-only server: full, then incremental. The server
+    // exits 0 when the client closed the connection.
+    let reporting = format!("{receive_only}; echo \"server exit $?\" >&2");
+    let o = backup(&["sync", s, d, "--via-target", &reporting]);
+    let out = ok(&o);
+    assert!(out.contains("full"), "{out}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.trim(), "server exit 0", "{stderr}");
+    assert_eq!(guids(&zfs, &src), guids(&zfs, &dst), "same snapshots");
+    let out = ok(&backup(&[
+        "sync",
+        s,
+        d,
+        "--via-target",
+        &receive_only,
+        "--keep-source",
+        "1",
+    ]));
+    assert!(out.contains("incremental"), "{out}");
+    assert_eq!(
+        guids(&zfs, &src).len(),
+        1,
+        "--keep-source 1 pruned the source"
+    );
+    assert_eq!(guids(&zfs, &dst).len(), 2, "the target is not pruned");
+    assert_eq!(guids(&zfs, &src).last(), guids(&zfs, &dst).last());
+    let out = ok(&backup(&["plan", s, d, "--via-target", &receive_only]));
+    assert!(out.contains("up to date"), "{out}");
+
+    // --keep N needs destroy on the receive-only target: refused up front,
+    // no snapshot taken on the source; the hint names --keep-source.
+    let (src_before, pipe_before) = (guids(&zfs, &src), state(&zfs, &pipe.root()));
+    let o = backup(&["sync", s, d, "--via-target", &receive_only, "--keep", "3"]);
+    let msg = assert_refused(&o, &dst);
+    assert!(msg.contains("destroy snapshot on"), "{msg}");
+    assert!(msg.contains("--keep-source"), "{msg}");
+    assert_eq!(guids(&zfs, &src), src_before, "no snapshot on the source");
+    assert_eq!(state(&zfs, &pipe.root()), pipe_before, "target unchanged");
+
+    // A target outside the allowed root (a sibling sharing its prefix).
+    let sibling: DatasetName = format!("{}/laptop2", pipe.root()).parse().unwrap();
+    zfs.create_filesystem(&sibling, &NvList::new()).unwrap();
+    let outside = sibling.child("x").unwrap();
+    let pipe_before = state(&zfs, &pipe.root());
+    let o = backup(&["sync", s, outside.as_str(), "--via-target", &receive_only]);
+    assert_refused(&o, &outside);
+    assert_eq!(
+        state(&zfs, &pipe.root()),
+        pipe_before,
+        "target pool unchanged"
+    );
+    assert_eq!(guids(&zfs, &src), src_before, "no snapshot on the source");
+    assert!(!zfs.exists(&outside));
+
+    // A server without --allow refuses everything.
+    let o = backup(&["sync", s, d, "--via-target", "backup serve --stdio"]);
+    assert_refused(&o, &dst);
+    assert_eq!(guids(&zfs, &src), src_before);
+
+    // Pull from a send-only server, pruning the (local) target to 2.
+    let pulled: DatasetName = format!("{}/pulled", pipe.root()).parse().unwrap();
+    let send_only = format!("backup serve --stdio --allow {src}:send");
+    for _ in 0..3 {
+        ok(&backup(&[
+            "sync",
+            s,
+            pulled.as_str(),
+            "--via-source",
+            &send_only,
+            "--keep-target",
+            "2",
+            "--prefix",
+            "pull",
+        ]));
+    }
+    let ours = |d: &DatasetName| {
+        zfs.snapshots(d)
+            .unwrap()
+            .iter()
+            .filter(|x| x.name().short_name().starts_with("pull_"))
+            .count()
+    };
+    assert_eq!(ours(&pulled), 2, "--keep-target 2");
+    assert_eq!(ours(&src), 3, "the source is not pruned");
+    assert_eq!(guids(&zfs, &pulled).last(), guids(&zfs, &src).last());
+    // Pruning the send-only source is refused, with the other option named.
+    let o = backup(&[
+        "sync",
+        s,
+        pulled.as_str(),
+        "--via-source",
+        &send_only,
+        "--keep",
+        "2",
+        "--prefix",
+        "pull",
+    ]);
+    let msg = assert_refused(&o, &src);
+    assert!(msg.contains("--keep-target"), "{msg}");
+
+    // A command that ends before the handshake: exit 1, one line.
+    assert_fails(
+        &backup(&["sync", s, d, "--via-target", "false"]),
+        1,
+        "connection to 'false'",
+    );
+    assert_fails(
+        &backup(&["plan", s, d, "--via-target", "exit 3"]),
+        1,
+        "code 3",
+    );
+    // Two remote sides.
+    assert_fails(
+        &backup(&["sync", s, d, "--via-target", "x", "--via-source", "y"]),
+        2,
+        "one side",
+    );
+}
+
+/// A child process killed (by its id) and reaped when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn backup_cli_remote_over_tcp() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let zfs = Zfs::open().unwrap();
+    let tank = FilePool::create_unique(&zfs, "ttank", SIZE).unwrap();
+    let pipe = FilePool::create_unique(&zfs, "tpipe", SIZE).unwrap();
+    let src: DatasetName = format!("{}/home", tank.root()).parse().unwrap();
+    filled(&zfs, &src, 2);
+    let root: DatasetName = format!("{}/laptop", pipe.root()).parse().unwrap();
+    zfs.create_filesystem(&root, &NvList::new()).unwrap();
+    let dst = root.child("home").unwrap();
+
+    let dir = std::env::temp_dir();
+    let token = dir.join(format!("backup-cli-token-{}", std::process::id()));
+    let wrong = dir.join(format!("backup-cli-wrong-{}", std::process::id()));
+    for (path, text) in [
+        (&token, "the right token, 32 bytes long.\n"),
+        (&wrong, "not the right token at all......\n"),
+    ] {
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (t, w) = (token.to_str().unwrap(), wrong.to_str().unwrap());
+
+    // Beyond loopback without a token: refused, a usage error.
+    assert_fails(
+        &backup(&["serve", "--listen", "0.0.0.0:0", "--allow", root.as_str()]),
+        2,
+        "token",
+    );
+
+    let mut server = Server(
+        Command::new("backup")
+            .args(["serve", "--listen", "127.0.0.1:0", "--token-file", t])
+            .args(["--allow", &format!("{root}:receive")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("backup is on PATH"),
+    );
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("the server says where it listens")
+            .unwrap();
+        if let Some(addr) = line.strip_prefix("backup: listening on ") {
+            break addr.to_owned();
+        }
+    };
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+    let url = format!("tcp://{addr}/{dst}");
+
+    let out = ok(&backup(&["sync", src.as_str(), &url, "--token-file", t]));
+    assert!(out.contains("full"), "{out}");
+    assert_eq!(guids(&zfs, &src), guids(&zfs, &dst));
+    let out = ok(&backup(&["sync", src.as_str(), &url, "--token-file", t]));
+    assert!(out.contains("incremental"), "{out}");
+    assert_eq!(guids(&zfs, &src), guids(&zfs, &dst));
+    let out = ok(&backup(&["plan", src.as_str(), &url, "--token-file", t]));
+    assert!(out.contains("up to date"), "{out}");
+
+    // A wrong token, or none: the connection is refused, exit 1.
+    let before = (guids(&zfs, &src), state(&zfs, &pipe.root()));
+    assert_fails(
+        &backup(&["sync", src.as_str(), &url, "--token-file", w]),
+        1,
+        "token",
+    );
+    assert_fails(&backup(&["sync", src.as_str(), &url]), 1, "token");
+    assert_eq!((guids(&zfs, &src), state(&zfs, &pipe.root())), before);
+    // Nobody listening: exit 1.
+    drop(server);
+    assert_fails(
+        &backup(&["plan", src.as_str(), &url, "--token-file", t]),
+        1,
+        "cannot connect",
+    );
+    let _ = std::fs::remove_file(&token);
+    let _ = std::fs::remove_file(&wrong);
 }

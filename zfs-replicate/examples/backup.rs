@@ -1,22 +1,49 @@
 //! `backup`: a small backup tool on top of zfs-replicate.
 //!
 //! ```text
-//! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--keep N] [--prefix P]
-//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+//! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
+//!             [--keep N] [--keep-source N] [--keep-target N] [REMOTE]
+//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [REMOTE]
+//! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
+//!              [--token-file FILE]
 //! backup send SNAPSHOT [--from BASE] [--raw] -o FILE
 //! backup receive TARGET -i FILE
 //! backup verify FILE
+//!
+//! REMOTE: SOURCE or TARGET written as tcp://HOST:PORT/DATASET [--token-file FILE],
+//!         or --via-target 'COMMAND' | --via-source 'COMMAND' [--token-file FILE]
 //! ```
 //!
 //! - `sync` takes `<prefix>_<UTC time>` on SOURCE (and its descendants with
 //!   `-r`), replicates everything the target lacks (full, or incremental
 //!   from the newest common snapshot or bookmark, matched by GUID), leaves a
-//!   bookmark on the source and, with `--keep N`, prunes our snapshots on
-//!   both sides to the newest N (never the new common base). A diverged
-//!   target is refused, unchanged, unless `--rollback`; a target with no
-//!   common snapshot is always refused. The prefix defaults to `backup`.
+//!   bookmark on the source and prunes our snapshots to the newest N:
+//!   `--keep N` on both sides, `--keep-source N` / `--keep-target N` on one
+//!   (a side's own option wins over `--keep`); never the new common base. A
+//!   diverged target is refused, unchanged, unless `--rollback`; a target
+//!   with no common snapshot is always refused. The prefix defaults to
+//!   `backup`.
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw` and
 //!   `--rollback`), changes nothing, and exits 3 if the plan is blocked.
+//! - `serve` answers one remote client (`--stdio`: on stdin and stdout, for
+//!   `ssh`) or every client that connects (`--listen`, at most 8 at once;
+//!   it prints `backup: listening on ADDR` to stderr, the bound address, so
+//!   port 0 shows the port chosen). Each `--allow` grants a dataset and
+//!   everything below it: `:send` (be a source), `:receive` (be an
+//!   append-only target: no destroy, no rollback), `:all` (also the
+//!   default, without a suffix). With no `--allow` every request is refused.
+//!   `--listen` on an address other than loopback needs `--token-file`.
+//!   Plain TCP is not encrypted: across networks you do not trust, use
+//!   `--via-*` with ssh, or a VPN.
+//! - A remote side: `tcp://HOST:PORT/DATASET` connects to a `serve
+//!   --listen`; `--via-target 'COMMAND'` (`--via-source`) runs COMMAND with
+//!   `sh -c` (such as `ssh -T backup@nas`, whose forced command is `backup
+//!   serve --stdio …`) and speaks to it on its stdin and stdout; its stderr
+//!   is ours. The TARGET (SOURCE) name stays as given and is the dataset on
+//!   the far side. One side at most is remote. A sync that needs what the
+//!   server does not grant is refused before anything changes: against a
+//!   `:receive` server, prune with `--keep-source N`, not `--keep N`.
+//!   `--token-file` gives the server's token (TCP).
 //! - `send` writes one stream of SNAPSHOT to a new FILE, incremental with
 //!   `--from`. BASE is a full name (`pool/fs@snap`, `pool/fs#mark`), or a
 //!   short one resolved in SNAPSHOT's dataset: `@snap` or a bare `snap`
@@ -29,29 +56,50 @@
 //! come anywhere after the command, also as `--keep=N`; `--` ends options.
 //!
 //! Errors are one line on stderr, `backup: <message>`, with the exit code:
-//! 2 usage (including an invalid name), 3 divergence or no common snapshot
-//! (also a stream whose base the target lacks), 4 a bad or damaged stream,
-//! 5 not found (dataset, snapshot, bookmark or file), 1 anything else.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | ok |
+//! | 1 | anything else, including a connection that cannot be made or is lost, a protocol error, a wrong token, and a `--via-*` command that exits before the handshake |
+//! | 2 | usage: a bad command line (an invalid name, two remote sides, a bad `--allow`), an unusable token file, `--listen` beyond loopback without a token |
+//! | 3 | divergence or no common snapshot (also a stream whose base the target lacks) |
+//! | 4 | a bad or damaged stream |
+//! | 5 | not found (dataset, snapshot, bookmark or file) |
+//! | 6 | permission denied: a request the server's policy refuses (the line names the dataset and the operation; `sync` refuses up front what the run would need), or one the kernel refuses (EPERM: not root, no `zfs allow`) |
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
 use std::io::Write;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
+use zfs_replicate::endpoint::{Endpoint, Local};
+use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::{
-    file, Action, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
+    file, Action, Error, ErrorKind, ExecuteOptions, Keep, Observer, Op, Progress, Replication,
 };
 
 const USAGE: &str = "usage:
-  backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--keep N] [--prefix P]
+  backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
+              [--keep N] [--keep-source N] [--keep-target N] [REMOTE]
       snapshot SOURCE as <P>_<UTC time> (P defaults to \"backup\"), replicate it into
-      TARGET, and with --keep prune our snapshots on both sides to the newest N
-  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+      TARGET, and prune our snapshots to the newest N: --keep on both sides,
+      --keep-source or --keep-target on one (it wins over --keep)
+  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [REMOTE]
       print what sync would send; changes nothing
+  backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] ...]
+               [--token-file FILE]
+      serve remote clients: every client that connects to HOST:PORT (prints
+      \"backup: listening on ADDR\"), or one on stdin/stdout (for ssh). Each --allow
+      grants DATASET and below: send (be a source), receive (be a target,
+      append-only: no destroy, no rollback), all (the default). No --allow:
+      every request is refused. Beyond loopback, --listen needs --token-file.
   backup send SNAPSHOT [--from BASE] [--raw] -o FILE
       write a stream of SNAPSHOT to a new FILE; BASE is pool/fs@snap, pool/fs#mark,
       or @snap, snap, #mark in SNAPSHOT's dataset
@@ -60,8 +108,22 @@ const USAGE: &str = "usage:
   backup verify FILE
       check every record of FILE; exit 0 only for an intact stream
 
-exit codes: 0 ok, 1 other error, 2 usage, 3 divergence or no common snapshot,
-            4 bad or damaged stream, 5 not found";
+REMOTE (one side at most):
+  SOURCE or TARGET as tcp://HOST:PORT/DATASET   a backup serve --listen (plain TCP,
+                                                not encrypted: use ssh or a VPN)
+  --via-target 'COMMAND'    run COMMAND with sh -c (such as 'ssh -T backup@nas'
+  --via-source 'COMMAND'    running backup serve --stdio) and use it as the
+                            TARGET's (SOURCE's) side; the name stays as given
+  --token-file FILE         the server's token (mode 600, at least 16 bytes)
+  A sync needing what the server does not allow is refused before anything
+  changes: against a :receive server use --keep-source N, not --keep N.
+
+exit codes: 0 ok, 1 other error (also a connection that cannot be made or is lost,
+            a wrong token, a --via command that exits early), 2 usage (also a bad
+            token file, --listen beyond loopback without a token), 3 divergence or
+            no common snapshot, 4 bad or damaged stream, 5 not found,
+            6 permission denied: refused by the server's policy, or by the kernel
+            (EPERM: not root, no zfs allow)";
 
 /// Writes a line to stdout, ignoring a closed stdout (no panic on `| head`).
 macro_rules! out {
@@ -98,6 +160,9 @@ fn lib_code(e: &Error) -> u8 {
         ErrorKind::BadStream => 4,
         // No common base, or the target moved on from (or lacks) the base.
         ErrorKind::Diverged => 3,
+        // A server's policy, or the kernel (EPERM).
+        ErrorKind::PermissionDenied => 6,
+        // Disconnected, Protocol (a wrong token too), and the rest.
         _ => 1,
     }
 }
@@ -139,6 +204,7 @@ fn run(args: &[OsString]) -> Result<u8, Fail> {
         "send" => send(rest),
         "receive" | "recv" => receive(rest),
         "verify" => verify(rest),
+        "serve" => serve(rest),
         _ => Err(usage(format!(
             "unknown command {:?}",
             args[0].to_string_lossy()
@@ -154,54 +220,113 @@ struct Opt {
     /// The key it is stored under.
     key: &'static str,
     takes_value: bool,
+    /// May be given more than once (`--allow`); its values add up.
+    repeatable: bool,
 }
 
 const RECURSIVE: Opt = Opt {
     names: &["-r", "--recursive"],
     key: "recursive",
     takes_value: false,
+    repeatable: false,
 };
 const RAW: Opt = Opt {
     names: &["--raw"],
     key: "raw",
     takes_value: false,
+    repeatable: false,
 };
 const ROLLBACK: Opt = Opt {
     names: &["--rollback"],
     key: "rollback",
     takes_value: false,
+    repeatable: false,
 };
 const KEEP: Opt = Opt {
     names: &["--keep"],
     key: "keep",
     takes_value: true,
+    repeatable: false,
 };
 const PREFIX: Opt = Opt {
     names: &["--prefix"],
     key: "prefix",
     takes_value: true,
+    repeatable: false,
 };
 const FROM: Opt = Opt {
     names: &["--from"],
     key: "from",
     takes_value: true,
+    repeatable: false,
 };
 const OUTPUT: Opt = Opt {
     names: &["-o", "--output"],
     key: "output",
     takes_value: true,
+    repeatable: false,
 };
 const INPUT: Opt = Opt {
     names: &["-i", "--input"],
     key: "input",
     takes_value: true,
+    repeatable: false,
+};
+
+const KEEP_SOURCE: Opt = Opt {
+    names: &["--keep-source"],
+    key: "keep-source",
+    takes_value: true,
+    repeatable: false,
+};
+const KEEP_TARGET: Opt = Opt {
+    names: &["--keep-target"],
+    key: "keep-target",
+    takes_value: true,
+    repeatable: false,
+};
+const VIA_SOURCE: Opt = Opt {
+    names: &["--via-source"],
+    key: "via-source",
+    takes_value: true,
+    repeatable: false,
+};
+const VIA_TARGET: Opt = Opt {
+    names: &["--via-target"],
+    key: "via-target",
+    takes_value: true,
+    repeatable: false,
+};
+const TOKEN_FILE: Opt = Opt {
+    names: &["--token-file"],
+    key: "token-file",
+    takes_value: true,
+    repeatable: false,
+};
+const LISTEN: Opt = Opt {
+    names: &["--listen"],
+    key: "listen",
+    takes_value: true,
+    repeatable: false,
+};
+const STDIO: Opt = Opt {
+    names: &["--stdio"],
+    key: "stdio",
+    takes_value: false,
+    repeatable: false,
+};
+const ALLOW: Opt = Opt {
+    names: &["--allow"],
+    key: "allow",
+    takes_value: true,
+    repeatable: true,
 };
 
 /// A parsed command line: positionals, switches given, option values.
 struct Parsed {
     positional: Vec<OsString>,
     switches: Vec<&'static str>,
-    values: HashMap<&'static str, OsString>,
+    values: HashMap<&'static str, Vec<OsString>>,
 }
 
 impl Parsed {
@@ -209,7 +334,11 @@ impl Parsed {
         self.switches.contains(&key)
     }
     fn value(&self, key: &str) -> Option<&OsString> {
-        self.values.get(key)
+        self.values.get(key).and_then(|v| v.last())
+    }
+    /// Every value of a repeatable option, in order.
+    fn values(&self, key: &str) -> &[OsString] {
+        self.values.get(key).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -279,9 +408,11 @@ fn parse(
                 v.clone()
             }
         };
-        if p.values.insert(opt.key, value).is_some() {
+        let values = p.values.entry(opt.key).or_default();
+        if !values.is_empty() && !opt.repeatable {
             return Err(usage(format!("option {name} given twice")));
         }
+        values.push(value);
     }
     if p.positional.len() != positional.len() {
         let want = positional.join(" ");
@@ -292,7 +423,12 @@ fn parse(
             )
         } else {
             format!(
-                "{command} takes {want}; unexpected argument {:?}",
+                "{command} takes {}; unexpected argument {:?}",
+                if want.is_empty() {
+                    "no arguments"
+                } else {
+                    &want
+                },
                 p.positional[positional.len()].to_string_lossy()
             )
         }));
@@ -342,15 +478,34 @@ fn base_arg(snapshot: &SnapshotName, arg: &OsStr) -> Result<SnapshotOrBookmark, 
     })
 }
 
-fn keep_arg(arg: Option<&OsString>) -> Result<Option<usize>, Fail> {
-    let Some(arg) = arg else { return Ok(None) };
+fn keep_arg(p: &Parsed, key: &str) -> Result<Option<usize>, Fail> {
+    let Some(arg) = p.value(key) else {
+        return Ok(None);
+    };
     match arg.to_str().and_then(|s| s.parse::<usize>().ok()) {
         Some(n) if n >= 1 => Ok(Some(n)),
         _ => Err(usage(format!(
-            "--keep needs a whole number of at least 1, not {:?}",
+            "--{key} needs a whole number of at least 1, not {:?}",
             arg.to_string_lossy()
         ))),
     }
+}
+
+/// `--keep N` on both sides; `--keep-source N`, `--keep-target N` win on
+/// their side.
+fn keep_args(p: &Parsed) -> Result<Keep, Fail> {
+    let both = keep_arg(p, "keep")?;
+    Ok(Keep {
+        source: keep_arg(p, "keep-source")?.or(both),
+        target: keep_arg(p, "keep-target")?.or(both),
+    })
+}
+
+/// `--token-file FILE`: an unusable file is a usage error.
+fn token_arg(p: &Parsed) -> Result<Option<Vec<u8>>, Fail> {
+    p.value("token-file")
+        .map(|f| remote::read_token_file(Path::new(f)).map_err(|e| Fail::Other(2, e.to_string())))
+        .transpose()
 }
 
 fn prefix_arg(arg: Option<&OsString>) -> Result<String, Fail> {
@@ -380,15 +535,268 @@ fn open() -> Result<Zfs, Fail> {
     })
 }
 
+// ---------------------------------------------------------------- remote sides
+
+/// The side of a replication that is remote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
+}
+
+/// How the remote side is reached.
+enum Reach {
+    /// `tcp://HOST:PORT/DATASET`: HOST:PORT.
+    Tcp(String),
+    /// `--via-source` / `--via-target`: a command run with `sh -c`.
+    Via(String),
+}
+
+/// SOURCE and TARGET as given: their datasets, and the remote side if any.
+struct Sides {
+    source: DatasetName,
+    target: DatasetName,
+    remote: Option<(Side, Reach)>,
+    token: Option<Vec<u8>>,
+}
+
+/// SOURCE or TARGET: a dataset, or `tcp://HOST:PORT/DATASET` (its dataset
+/// and HOST:PORT).
+fn side_arg(what: &str, arg: &OsStr) -> Result<(DatasetName, Option<String>), Fail> {
+    let text = utf8(what, arg)?;
+    let Some(rest) = text.strip_prefix("tcp://") else {
+        return Ok((dataset_arg(what, arg)?, None));
+    };
+    let bad = || usage(format!("{what} {text:?}: expected tcp://HOST:PORT/DATASET"));
+    let (addr, dataset) = rest.split_once('/').ok_or_else(bad)?;
+    let port_ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok || dataset.is_empty() {
+        return Err(bad());
+    }
+    let dataset = DatasetName::new(dataset).map_err(|e| usage(format!("{what}: {e}")))?;
+    Ok((dataset, Some(addr.to_owned())))
+}
+
+fn sides(p: &Parsed) -> Result<Sides, Fail> {
+    let (source, source_tcp) = side_arg("SOURCE", &p.positional[0])?;
+    let (target, target_tcp) = side_arg("TARGET", &p.positional[1])?;
+    let via = |key: &str| {
+        p.value(key)
+            .map(|c| utf8(&format!("--{key}"), c))
+            .transpose()
+    };
+    let (via_source, via_target) = (via("via-source")?, via("via-target")?);
+    let mut remote = Vec::new();
+    if let Some(addr) = source_tcp {
+        remote.push((Side::Source, Reach::Tcp(addr), "a tcp:// SOURCE"));
+    }
+    if let Some(addr) = target_tcp {
+        remote.push((Side::Target, Reach::Tcp(addr), "a tcp:// TARGET"));
+    }
+    if let Some(c) = via_source {
+        remote.push((Side::Source, Reach::Via(c.to_owned()), "--via-source"));
+    }
+    if let Some(c) = via_target {
+        remote.push((Side::Target, Reach::Via(c.to_owned()), "--via-target"));
+    }
+    if remote.len() > 1 {
+        let given: Vec<&str> = remote.iter().map(|r| r.2).collect();
+        return Err(usage(format!(
+            "only one side may be remote, and only one way: {}",
+            given.join(" and ")
+        )));
+    }
+    let remote = remote.pop().map(|(side, reach, _)| (side, reach));
+    if remote.is_none() && p.value("token-file").is_some() {
+        return Err(usage(
+            "--token-file needs a remote side (tcp://HOST:PORT/DATASET or --via-*)",
+        ));
+    }
+    if let Some((_, Reach::Via(c))) = &remote {
+        if c.trim().is_empty() {
+            return Err(usage("--via-*: the command is empty"));
+        }
+    }
+    Ok(Sides {
+        source,
+        target,
+        remote,
+        token: token_arg(p)?,
+    })
+}
+
+/// A connected remote side. Dropping it closes the connection, then reaps
+/// the `--via-*` command (fields drop in this order).
+struct Connected {
+    client: Client,
+    _child: Option<Reaper>,
+}
+
+/// A `--via-*` command's process, waited for when dropped: it gets 20 s to
+/// exit after its stdin closed, then it is killed.
+struct Reaper(Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        reap(&mut self.0, Duration::from_secs(20));
+    }
+}
+
+/// Waits up to `patience` for `child` to exit, then kills it; its status
+/// if it exited by itself.
+fn reap(child: &mut Child, patience: Duration) -> Option<ExitStatus> {
+    let start = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if start.elapsed() < patience => std::thread::sleep(Duration::from_millis(20)),
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("it exited with code {code}"),
+        (None, Some(signal)) => format!("it was killed by signal {signal}"),
+        _ => format!("it ended: {status}"),
+    }
+}
+
+fn connect(reach: &Reach, token: Option<Vec<u8>>) -> Result<Connected, Fail> {
+    let opts = ClientOptions {
+        token,
+        ..ClientOptions::default()
+    };
+    match reach {
+        Reach::Tcp(addr) => {
+            let lost =
+                |why: String| Fail::Other(1, format!("cannot connect to tcp://{addr}: {why}"));
+            let addrs: Vec<SocketAddr> = addr
+                .to_socket_addrs()
+                .map_err(|e| lost(e.to_string()))?
+                .collect();
+            let mut last = "no address".to_owned();
+            let mut stream = None;
+            for a in addrs {
+                match TcpStream::connect_timeout(&a, Duration::from_secs(10)) {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            let stream = stream.ok_or_else(|| lost(last))?;
+            let channel = Channel::tcp(stream)
+                .map_err(|e| lost(e.to_string()))?
+                .named(format!("tcp://{addr}"));
+            Ok(Connected {
+                client: Client::connect_with(channel, &opts)?,
+                _child: None,
+            })
+        }
+        Reach::Via(command) => {
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| Fail::Other(1, format!("cannot run {command:?} with sh -c: {e}")))?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                reap(&mut child, Duration::ZERO);
+                return Err(Fail::Other(1, format!("{command:?}: no pipes to it")));
+            };
+            let (read, write) = (OwnedFd::from(stdout), OwnedFd::from(stdin));
+            // Named after the command, quoted: "'ssh -T backup@nas' refused: …".
+            let channel = Channel::from_fds(read, write, format!("'{command}'"));
+            match Client::connect_with(channel, &opts) {
+                Ok(client) => Ok(Connected {
+                    client,
+                    _child: Some(Reaper(child)),
+                }),
+                Err(e) => {
+                    // Our ends are closed: a command that is still running
+                    // gets a moment to notice, then it is killed.
+                    let how = reap(&mut child, Duration::from_secs(2))
+                        .map_or_else(|| "it was killed".to_owned(), describe_exit);
+                    Err(Fail::Other(lib_code(&e), format!("{e} ({how})")))
+                }
+            }
+        }
+    }
+}
+
+impl Sides {
+    /// Connects the remote side, if any.
+    fn connect(&self) -> Result<Option<(Side, Connected)>, Fail> {
+        match &self.remote {
+            None => Ok(None),
+            Some((side, reach)) => Ok(Some((*side, connect(reach, self.token.clone())?))),
+        }
+    }
+}
+
+/// The source's and the target's endpoints: `local`, but the remote side.
+fn endpoints<'a>(
+    local: &'a Local<'a>,
+    remote: &'a Option<(Side, Connected)>,
+) -> (&'a dyn Endpoint, &'a dyn Endpoint) {
+    match remote {
+        Some((Side::Source, c)) => (&c.client, local),
+        Some((Side::Target, c)) => (local, &c.client),
+        None => (local, local),
+    }
+}
+
+/// `dataset`, and where it is when that is not here.
+fn shown(dataset: &DatasetName, endpoint: &dyn Endpoint) -> String {
+    let at = endpoint.describe();
+    if at == "local" {
+        dataset.to_string()
+    } else {
+        format!("{dataset} on {at}")
+    }
+}
+
 // ---------------------------------------------------------------- commands
 
-fn replication(p: &Parsed) -> Result<Replication, Fail> {
-    let source = dataset_arg("SOURCE", &p.positional[0])?;
-    let target = dataset_arg("TARGET", &p.positional[1])?;
-    Ok(Replication::new(source, target)
+fn replication(p: &Parsed, sides: &Sides) -> Replication {
+    Replication::new(sides.source.clone(), sides.target.clone())
         .recursive(p.has("recursive"))
         .raw(p.has("raw"))
-        .rollback(p.has("rollback")))
+        .rollback(p.has("rollback"))
+}
+
+/// A refusal to prune on a side whose server does not allow it, with the
+/// option that prunes the other side only.
+fn keep_refused(e: Error, keep: Keep, repl: &Replication) -> Fail {
+    if let Error::PermissionDenied {
+        operation: Op::DestroySnapshot,
+        dataset,
+        ..
+    } = &e
+    {
+        let hint = if dataset == repl.target() && keep.target.is_some() {
+            Some("to prune the source only, use --keep-source N instead of --keep N")
+        } else if dataset == repl.source() && keep.source.is_some() {
+            Some("to prune the target only, use --keep-target N instead of --keep N")
+        } else {
+            None
+        };
+        if let Some(hint) = hint {
+            return Fail::Other(lib_code(&e), format!("{e}; {hint}"));
+        }
+    }
+    e.into()
 }
 
 fn sync(args: &[OsString]) -> Result<u8, Fail> {
@@ -396,20 +804,35 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         "sync",
         args,
         &["SOURCE", "TARGET"],
-        &[RECURSIVE, RAW, ROLLBACK, KEEP, PREFIX],
+        &[
+            RECURSIVE,
+            RAW,
+            ROLLBACK,
+            KEEP,
+            KEEP_SOURCE,
+            KEEP_TARGET,
+            PREFIX,
+            VIA_SOURCE,
+            VIA_TARGET,
+            TOKEN_FILE,
+        ],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
-    let keep = keep_arg(p.value("keep"))?;
+    let keep = keep_args(&p)?;
     let prefix = prefix_arg(p.value("prefix"))?;
-    let repl = replication(&p)?.prefix(prefix.clone());
+    let sides = sides(&p)?;
+    let repl = replication(&p, &sides).prefix(prefix.clone());
     let zfs = open()?;
+    let local = Local::new(&zfs);
+    let remote = sides.connect()?;
+    let (source, target) = endpoints(&local, &remote);
     out!(
         "sync {} -> {}{}",
-        repl.source(),
-        repl.target(),
+        shown(repl.source(), source),
+        shown(repl.target(), target),
         if p.has("recursive") {
             " (recursive)"
         } else {
@@ -420,7 +843,9 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         observer: Some(progress_printer()),
         ..ExecuteOptions::default()
     };
-    let r = repl.sync(&zfs, &opts, keep)?;
+    let r = repl
+        .sync_with(source, target, &opts, keep)
+        .map_err(|e| keep_refused(e, keep, &repl))?;
 
     out!(
         "snapshot: took @{} on {} dataset(s)",
@@ -481,17 +906,21 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
     for b in &r.report.bookmarks {
         out!("bookmark: {b}");
     }
-    if keep.is_some() {
-        for (side, pruned) in [("source", &r.pruned_source), ("target", &r.pruned_target)] {
-            for s in &pruned.destroyed {
-                out!("pruned: {s}");
-            }
-            for s in &pruned.kept_held {
-                out!("kept (held): {s}");
-            }
-            if pruned.destroyed.is_empty() {
-                out!("pruned: nothing on the {side}");
-            }
+    for (side, kept, pruned) in [
+        ("source", keep.source, &r.pruned_source),
+        ("target", keep.target, &r.pruned_target),
+    ] {
+        if kept.is_none() {
+            continue;
+        }
+        for s in &pruned.destroyed {
+            out!("pruned: {s}");
+        }
+        for s in &pruned.kept_held {
+            out!("kept (held): {s}");
+        }
+        if pruned.destroyed.is_empty() {
+            out!("pruned: nothing on the {side}");
         }
     }
     out!("done: {} bytes in {count} transfer(s)", r.report.bytes());
@@ -523,15 +952,19 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
         "plan",
         args,
         &["SOURCE", "TARGET"],
-        &[RECURSIVE, RAW, ROLLBACK],
+        &[RECURSIVE, RAW, ROLLBACK, VIA_SOURCE, VIA_TARGET, TOKEN_FILE],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
-    let repl = replication(&p)?;
+    let sides = sides(&p)?;
+    let repl = replication(&p, &sides);
     let zfs = open()?;
-    let plan = repl.plan(&zfs)?;
+    let local = Local::new(&zfs);
+    let remote = sides.connect()?;
+    let (source, target) = endpoints(&local, &remote);
+    let plan = repl.plan_with(source, target)?;
     out!("{}", plan.to_string().trim_end());
     let divergences = plan.divergences();
     if !divergences.is_empty() {
@@ -661,4 +1094,73 @@ fn verify(args: &[OsString]) -> Result<u8, Fail> {
         out!("    checksum {a:x}/{b:x}/{c:x}/{d:x}");
     }
     Ok(0)
+}
+
+/// Clients `serve --listen` answers at once; more wait in the backlog.
+const MAX_CLIENTS: usize = 8;
+
+/// How `remote::serve` reports a session the client ended by closing the
+/// connection (at a frame boundary): the one clean end of a session.
+const CLEAN_CLOSE: &str = "the peer closed the connection";
+
+fn serve(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse("serve", args, &[], &[LISTEN, STDIO, ALLOW, TOKEN_FILE])? else {
+        out!("{USAGE}");
+        return Ok(0);
+    };
+    let mut policy = Policy::new();
+    for arg in p.values("allow") {
+        let (root, access) = remote::parse_allow(utf8("--allow", arg)?).map_err(usage)?;
+        policy = policy.allow(root, access);
+    }
+    let token = token_arg(&p)?;
+    let opts = ServeOptions {
+        token: token.clone(),
+        ..ServeOptions::default()
+    };
+    match (p.value("listen"), p.has("stdio")) {
+        (Some(_), true) | (None, false) => {
+            Err(usage("serve needs one of --listen HOST:PORT and --stdio"))
+        }
+        (None, true) => {
+            // Nothing else may write to stdout from here on.
+            let zfs = open()?;
+            let channel =
+                Channel::stdio().map_err(|e| Fail::Other(1, format!("stdin/stdout: {e}")))?;
+            let why = remote::serve(channel, &Local::new(&zfs), &policy, &opts)?;
+            if why == CLEAN_CLOSE {
+                Ok(0)
+            } else {
+                Err(Fail::Other(1, format!("the session ended: {why}")))
+            }
+        }
+        (Some(listen), false) => {
+            let text = utf8("--listen", listen)?;
+            let addr = text
+                .to_socket_addrs()
+                .map_err(|e| usage(format!("--listen {text:?}: {e}")))?
+                .next()
+                .ok_or_else(|| usage(format!("--listen {text:?}: no address")))?;
+            let listener = remote::listen_tcp(addr, token.as_deref()).map_err(|e| {
+                if token.is_none() && !addr.ip().is_loopback() {
+                    // Refused: beyond loopback without a token.
+                    Fail::Other(2, e.to_string())
+                } else {
+                    Fail::Other(1, format!("cannot listen on {addr}: {e}"))
+                }
+            })?;
+            let zfs = open()?;
+            let bound = listener.local_addr().map_or(addr, |a| a);
+            {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "backup: listening on {bound}");
+                if policy.grants().is_empty() {
+                    let _ = writeln!(err, "backup: no --allow: every request is refused");
+                }
+            }
+            remote::serve_tcp(&listener, &Local::new(&zfs), &policy, &opts, MAX_CLIENTS)
+                .map_err(|e| Fail::Other(1, format!("accepting connections on {bound}: {e}")))?;
+            Ok(0)
+        }
+    }
 }
