@@ -16,6 +16,7 @@ use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::remote::handshake::SessionLimits;
 use zfs_replicate::remote::{
     listen_tcp, serve, serve_tcp, Access, Channel, Client, ClientOptions, Policy, ServeOptions,
+    SessionEnd,
 };
 use zfs_replicate::{
     Action, CancelToken, Error, ErrorKind, ExecuteOptions, Keep, Listing, Op, Replication,
@@ -52,7 +53,7 @@ fn opts() -> ExecuteOptions {
 /// Runs `f` with a client connected over a socket pair to a server thread
 /// that serves this host's ZFS within `policy`. Returns what `f` returned
 /// and why the session ended (after the server let go of everything).
-fn served<R>(policy: &Policy, f: impl FnOnce(&Client, &UnixStream) -> R) -> (R, String) {
+fn served<R>(policy: &Policy, f: impl FnOnce(&Client, &UnixStream) -> R) -> (R, SessionEnd) {
     served_with(policy, &ClientOptions::default(), f)
 }
 
@@ -61,7 +62,7 @@ fn served_with<R>(
     policy: &Policy,
     client: &ClientOptions,
     f: impl FnOnce(&Client, &UnixStream) -> R,
-) -> (R, String) {
+) -> (R, SessionEnd) {
     let (ours, theirs) = UnixStream::pair().expect("socketpair");
     let cut = ours.try_clone().expect("clone");
     let zfs = Zfs::open().expect("open /dev/zfs");
@@ -195,7 +196,7 @@ fn push_and_pull_over_a_socket() {
         );
         assert_eq!(tree_guids(&p.zfs, &src), before, "no snapshot taken");
     });
-    assert!(why.contains("closed"), "{why}");
+    assert_eq!(why, SessionEnd::PeerClosed);
     assert_eq!(tree_guids(&p.zfs, &src), tree_guids(&p.zfs, &dst));
     let newest = p.zfs.snapshots(&child).expect("list").pop().expect("one");
     let received = ds(&dst, "my docs")

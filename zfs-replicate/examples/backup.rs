@@ -672,6 +672,11 @@ fn describe_exit(status: ExitStatus) -> String {
 fn connect(reach: &Reach, token: Option<Vec<u8>>) -> Result<Connected, Fail> {
     let opts = ClientOptions {
         token,
+        // A command (ssh) may ask for a password before the server starts.
+        handshake_timeout: match reach {
+            Reach::Tcp(_) => ClientOptions::default().handshake_timeout,
+            Reach::Via(_) => Duration::from_secs(300),
+        },
         ..ClientOptions::default()
     };
     match reach {
@@ -1099,10 +1104,6 @@ fn verify(args: &[OsString]) -> Result<u8, Fail> {
 /// Clients `serve --listen` answers at once; more wait in the backlog.
 const MAX_CLIENTS: usize = 8;
 
-/// How `remote::serve` reports a session the client ended by closing the
-/// connection (at a frame boundary): the one clean end of a session.
-const CLEAN_CLOSE: &str = "the peer closed the connection";
-
 fn serve(args: &[OsString]) -> Result<u8, Fail> {
     let Some(p) = parse("serve", args, &[], &[LISTEN, STDIO, ALLOW, TOKEN_FILE])? else {
         out!("{USAGE}");
@@ -1128,7 +1129,7 @@ fn serve(args: &[OsString]) -> Result<u8, Fail> {
             let channel =
                 Channel::stdio().map_err(|e| Fail::Other(1, format!("stdin/stdout: {e}")))?;
             let why = remote::serve(channel, &Local::new(&zfs), &policy, &opts)?;
-            if why == CLEAN_CLOSE {
+            if why == remote::SessionEnd::PeerClosed {
                 Ok(0)
             } else {
                 Err(Fail::Other(1, format!("the session ended: {why}")))

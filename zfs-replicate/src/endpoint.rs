@@ -108,12 +108,13 @@ pub trait Endpoint: Send + Sync {
     /// Names it in messages: "local", "tcp://nas:7070".
     fn describe(&self) -> String;
 
-    /// Whether `op` on `dataset` would be allowed (a local endpoint allows
-    /// everything; a remote one says what its server's policy grants).
-    /// Lets a run refuse before it changes anything.
-    fn allows(&self, op: Op, dataset: &DatasetName) -> bool {
+    /// Why `op` on `dataset` would be refused, or None when it is allowed
+    /// (a local endpoint allows everything; a remote one says what its
+    /// server's policy grants). Lets a run refuse before it changes
+    /// anything.
+    fn refusal(&self, op: Op, dataset: &DatasetName) -> Option<String> {
         let _ = (op, dataset);
-        true
+        None
     }
 
     /// Fails with `NotFound` unless `dataset` is a filesystem or volume.

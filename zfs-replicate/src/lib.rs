@@ -125,12 +125,12 @@ impl Replication {
             needs.push((target, &self.target, SetProperty));
         }
         for (side, dataset, op) in needs {
-            if !side.allows(op, dataset) {
+            if let Some(reason) = side.refusal(op, dataset) {
                 return Err(Error::PermissionDenied {
                     endpoint: side.describe(),
                     dataset: dataset.clone(),
                     operation: op,
-                    reason: "not allowed by its policy (refused before anything changed)".into(),
+                    reason,
                 });
             }
         }

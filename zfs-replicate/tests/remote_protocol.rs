@@ -132,7 +132,7 @@ fn quick() -> ServeOptions {
 fn against_server<R>(
     opts: ServeOptions,
     client: impl FnOnce(UnixStream) -> R,
-) -> (R, Result<String>, Duration) {
+) -> (R, Result<zfs_replicate::remote::SessionEnd>, Duration) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -257,9 +257,18 @@ fn refusals_and_garbage_leave_the_connection_usable() {
             )
         });
         let nas = Client::connect(Channel::unix(ours).unwrap().named("nas")).unwrap();
-        assert!(nas.allows(Op::Receive, &"pipe/backups/laptop/x".parse().unwrap()));
-        assert!(!nas.allows(Op::Receive, &"pipe/backups/laptop2".parse().unwrap()));
-        assert!(!nas.allows(Op::DestroySnapshot, &"pipe/backups/laptop".parse().unwrap()));
+        let laptop: DatasetName = "pipe/backups/laptop".parse().unwrap();
+        assert_eq!(
+            nas.refusal(Op::Receive, &"pipe/backups/laptop/x".parse().unwrap()),
+            None
+        );
+        let outside = nas.refusal(Op::Receive, &"pipe/backups/laptop2".parse().unwrap());
+        assert!(
+            outside.as_deref().is_some_and(|r| r.contains("not within")),
+            "{outside:?}"
+        );
+        let destroy = nas.refusal(Op::DestroySnapshot, &laptop);
+        assert!(destroy.is_some(), "{destroy:?}");
         // Outside the root, with a shared prefix: refused by the server.
         match nas.exists(&"pipe/backups/laptop2".parse().unwrap()) {
             Err(Error::PermissionDenied {
@@ -300,7 +309,7 @@ fn refusals_and_garbage_leave_the_connection_usable() {
         });
         drop(nas);
         let why = server.join().unwrap().expect("session");
-        assert!(why.contains("closed"), "{why}");
+        assert_eq!(why, zfs_replicate::remote::SessionEnd::PeerClosed);
     });
 }
 
@@ -315,7 +324,7 @@ fn a_silent_client_is_dropped_after_the_dead_time() {
         frame::read_frame(&mut s, &mut body, &Default::default()).unwrap();
         std::thread::sleep(Duration::from_millis(1500));
     });
-    let why = served.expect("a session");
+    let why = served.expect("a session").to_string();
     assert!(why.contains("nothing received"), "{why}");
     assert!(took < Duration::from_millis(1400), "dropped after {took:?}");
 }
@@ -347,7 +356,7 @@ fn data_beyond_credit_ends_the_session() {
         }
         read_to_end(s);
     });
-    let why = served.expect("a session");
+    let why = served.expect("a session").to_string();
     assert!(why.contains("beyond credit"), "{why}");
 }
 

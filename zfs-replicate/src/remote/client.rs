@@ -363,8 +363,12 @@ impl Endpoint for Client {
     fn describe(&self) -> String {
         self.conn.peer.clone()
     }
-    fn allows(&self, op: Op, dataset: &DatasetName) -> bool {
-        self.grants.allows(op, dataset)
+    fn refusal(&self, op: Op, dataset: &DatasetName) -> Option<String> {
+        let refused = self.grants.check(op, dataset).err()?;
+        Some(format!(
+            "{} (refused before anything changed)",
+            refused.reason
+        ))
     }
     fn dataset(&self, dataset: &DatasetName) -> Result<()> {
         self.unit(&Request::Dataset(dataset.clone()))

@@ -126,6 +126,28 @@ struct State {
     newest_request: u32,
 }
 
+/// Why a session closed when the peer closed the connection.
+const PEER_CLOSED: &str = "the peer closed the connection";
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// The peer closed the connection between frames: the clean end.
+    PeerClosed,
+    /// The connection was lost, timed out, or the peer broke the protocol.
+    Lost(String),
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SessionEnd::PeerClosed => f.write_str(PEER_CLOSED),
+            SessionEnd::Lost(why) => f.write_str(why),
+        }
+    }
+}
+
 /// What the reader hands to the side's own logic.
 pub(crate) enum Incoming {
     Request(u32, Vec<u8>),
@@ -357,17 +379,20 @@ impl Conn {
     }
 
     /// Reads frames until the connection ends; hands requests and
-    /// releases to `incoming`. Returns why it ended (and closes).
+    /// releases to `incoming`. Returns how it ended (and closes).
     pub(crate) fn read_loop(
         &self,
         reader: &mut FdReader,
         mut incoming: impl FnMut(Incoming) -> Result<(), String>,
-    ) -> String {
+    ) -> SessionEnd {
         let mut body = Vec::new();
         let why = loop {
             let header = match frame::read_frame(reader, &mut body, &self.limits) {
                 Ok(h) => h,
-                Err(FrameError::Closed) => break "the peer closed the connection".to_owned(),
+                Err(FrameError::Closed) => {
+                    self.close(PEER_CLOSED);
+                    return SessionEnd::PeerClosed;
+                }
                 Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::ConnectionAborted => {
                     break self.closed().unwrap_or_else(|| "closed".to_owned())
                 }
@@ -386,7 +411,7 @@ impl Conn {
             }
         };
         self.close(why.clone());
-        self.closed().unwrap_or(why)
+        SessionEnd::Lost(self.closed().unwrap_or(why))
     }
 
     fn dispatch(

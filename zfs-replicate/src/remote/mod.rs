@@ -33,7 +33,7 @@ mod server;
 pub use auth::{read_token_file, TokenError, MIN_TOKEN};
 pub use channel::Channel;
 pub use client::{Client, ClientOptions};
-pub use conn::Timing;
+pub use conn::{SessionEnd, Timing};
 pub use frame::FrameError;
 pub use handshake::{HandshakeError, Version, PROTOCOL};
 pub use message::{ReceiveSpec, Refusal, Request, Response, WireError};

@@ -13,7 +13,7 @@ use zfs_core::pipe::Pipe;
 
 use super::auth::ct_eq;
 use super::channel::Channel;
-use super::conn::{read_magic, Conn, FdReader, Incoming, StreamEnd};
+use super::conn::{read_magic, Conn, FdReader, Incoming, SessionEnd, StreamEnd};
 use super::frame::{self, FrameLimits, Kind, MAGIC};
 use super::handshake::{
     self, HandshakeError, SessionLimits, Welcome, FEATURES, FEATURE_ZSTD, NOT_A_CLIENT, SOFTWARE,
@@ -60,7 +60,7 @@ const PIPE_SIZE: usize = 1 << 20;
 
 /// Serves one client over `channel` until it disconnects: each request is
 /// checked against `policy` (nothing is allowed by default), then run on
-/// `endpoint`. Returns why the session ended; what the client held (holds,
+/// `endpoint`. Returns how the session ended; what the client held (holds,
 /// the target lock) is released by then, and every stream is closed.
 ///
 /// ```no_run
@@ -78,7 +78,7 @@ pub fn serve(
     endpoint: &dyn Endpoint,
     policy: &Policy,
     opts: &ServeOptions,
-) -> Result<String> {
+) -> Result<SessionEnd> {
     let Channel {
         read,
         write,
@@ -136,7 +136,7 @@ pub fn serve(
             }
             Ok(())
         });
-        conn.close(why.clone());
+        conn.close(why.to_string());
         why
     });
     // Everything the client held goes with its session.
