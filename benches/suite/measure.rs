@@ -1,4 +1,5 @@
-//! Medians over repeated runs: of wall time, or of a child's peak RSS.
+//! Medians over repeated runs: of wall time, or of a child's peak RSS; and
+//! CPU time: this process's, its threads', and its waited-for children's.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,6 +42,38 @@ pub fn times(runs: usize, mut run: impl FnMut(usize) -> Duration) -> Measured {
     }
 }
 
+/// Like [`times`] for several variants of one job, run in rounds (one run
+/// of each variant per round, in turn), so that a load that comes and goes
+/// (another guest on the host) weighs on all of them alike. `run(round,
+/// variant)` returns the time to count; a first round with a run over five
+/// minutes cuts every sample to [`RUNS_WHEN_LONG`] runs.
+pub fn rounds(
+    runs: usize,
+    variants: usize,
+    mut run: impl FnMut(usize, usize) -> Duration,
+) -> Vec<Measured> {
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); variants];
+    let mut long = false;
+    let mut round = 0;
+    while round < if long { RUNS_WHEN_LONG.min(runs) } else { runs } {
+        for (v, sample) in values.iter_mut().enumerate() {
+            let took = run(round, v);
+            long |= round == 0 && took > LONG_RUN && runs > RUNS_WHEN_LONG;
+            sample.push(took.as_secs_f64());
+        }
+        round += 1;
+    }
+    values
+        .into_iter()
+        .map(|v| Measured {
+            runs: v.len(),
+            median: median(v),
+            unit: Unit::Seconds,
+            long,
+        })
+        .collect()
+}
+
 /// The wall time of `f`.
 pub fn timed<T>(f: impl FnOnce() -> T) -> Duration {
     let started = Instant::now();
@@ -59,7 +92,11 @@ pub fn memory(runs: usize, run: impl FnMut(usize) -> u64) -> Measured {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median (NaN for no values).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -111,4 +148,92 @@ pub fn profiled(label: &str, f: impl FnOnce() -> Measured) -> (Measured, String)
         measured,
         format!("kernel calls per run: {}", top.join(", ")),
     )
+}
+
+/// CPU time (user + system) so far: of this process (every thread, the
+/// kernel's work in our ioctls included), and of the children it waited for.
+pub fn cpu_seconds() -> (f64, f64) {
+    let of = |who| {
+        // SAFETY: an all-zero rusage is valid; getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `u` is a valid rusage to write into.
+        let rc = unsafe { libc::getrusage(who, &mut u) };
+        assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(u.ru_utime) + tv(u.ru_stime)
+    };
+    (of(libc::RUSAGE_SELF), of(libc::RUSAGE_CHILDREN))
+}
+
+/// CPU seconds (user + system) per thread name of this process while `f`
+/// runs: `/proc/self/task` is sampled every 20 ms (a thread's time after
+/// its last sample is missed), and threads of one name are summed, busiest
+/// first. For a diagnostic run: the sampling costs some CPU itself.
+pub fn thread_cpu<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, f64)>) {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ticks = {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 {
+            t as f64
+        } else {
+            100.0
+        }
+    };
+    let sample = |seen: &mut BTreeMap<u32, (String, u64)>| {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `tid (comm) state ...`: comm may hold spaces, up to the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let comm = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+            let t = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            seen.insert(tid, (comm, t(11) + t(12)));
+        }
+    };
+    let mut before = BTreeMap::new();
+    sample(&mut before);
+    let done = AtomicBool::new(false);
+    let (out, seen) = std::thread::scope(|s| {
+        let sampler = std::thread::Builder::new()
+            .name("cpu-sampler".into())
+            .spawn_scoped(s, || {
+                let mut seen = BTreeMap::new();
+                while !done.load(Ordering::Relaxed) {
+                    sample(&mut seen);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                sample(&mut seen);
+                seen
+            });
+        let sampler = sampler.expect("starting the sampler thread");
+        let out = f();
+        done.store(true, Ordering::Relaxed);
+        (out, sampler.join().expect("the sampler thread"))
+    });
+    let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
+    for (tid, (comm, t)) in seen {
+        let base = before.get(&tid).map_or(0, |b: &(String, u64)| b.1);
+        *by_name.entry(comm).or_default() += t.saturating_sub(base) as f64 / ticks;
+    }
+    let mut out_list: Vec<(String, f64)> = by_name.into_iter().filter(|(_, t)| *t > 0.0).collect();
+    out_list.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (out, out_list)
 }
