@@ -165,11 +165,44 @@ pub fn cpu_seconds() -> (f64, f64) {
     (of(libc::RUSAGE_SELF), of(libc::RUSAGE_CHILDREN))
 }
 
-/// CPU seconds (user + system) per thread name of this process while `f`
-/// runs: `/proc/self/task` is sampled every 20 ms (a thread's time after
-/// its last sample is missed), and threads of one name are summed, busiest
-/// first. For a diagnostic run: the sampling costs some CPU itself.
-pub fn thread_cpu<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, f64)>) {
+/// What the threads of one name did while [`threads`] watched.
+#[derive(Debug, Default, Clone)]
+pub struct ThreadUse {
+    pub name: String,
+    /// CPU seconds, user + system.
+    pub cpu: f64,
+    /// read-like and write-like system calls, and the bytes they moved
+    /// (`/proc/PID/task/TID/io`: `syscr`, `syscw`, `rchar`, `wchar`).
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+}
+
+impl std::fmt::Display for ThreadUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kib = |bytes: u64, calls: u64| bytes as f64 / calls.max(1) as f64 / 1024.0;
+        write!(f, "{} {:.2} s", self.name, self.cpu)?;
+        if self.reads > 0 || self.writes > 0 {
+            write!(
+                f,
+                " (read {}× {:.0} KiB, write {}× {:.0} KiB)",
+                self.reads,
+                kib(self.read_bytes, self.reads),
+                self.writes,
+                kib(self.written_bytes, self.writes)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Per thread name of this process, while `f` runs: CPU time and I/O
+/// system calls. `/proc/self/task` is sampled every 20 ms (what a thread
+/// does after its last sample is missed), and threads of one name are
+/// summed, busiest first. For a diagnostic run: the sampling costs some
+/// CPU itself (its thread, `cpu-sampler`, is listed too).
+pub fn threads<T>(f: impl FnOnce() -> T) -> (T, Vec<ThreadUse>) {
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, Ordering};
     let ticks = {
@@ -181,7 +214,9 @@ pub fn thread_cpu<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, f64)>) {
             100.0
         }
     };
-    let sample = |seen: &mut BTreeMap<u32, (String, u64)>| {
+    // tid -> (name, [cpu ticks, syscr, syscw, rchar, wchar])
+    type Seen = BTreeMap<u32, (String, [u64; 5])>;
+    let sample = |seen: &mut Seen| {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return;
         };
@@ -196,44 +231,64 @@ pub fn thread_cpu<T>(f: impl FnOnce() -> T) -> (T, Vec<(String, f64)>) {
             let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
                 continue;
             };
-            let comm = stat[open + 1..close].to_owned();
+            let name = stat[open + 1..close].to_owned();
             let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
             // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
-            let t = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|f| f.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            seen.insert(tid, (comm, t(11) + t(12)));
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            let mut v = [field(11).unwrap_or(0) + field(12).unwrap_or(0), 0, 0, 0, 0];
+            if let Ok(io) = std::fs::read_to_string(task.path().join("io")) {
+                for line in io.lines() {
+                    let Some((key, value)) = line.split_once(": ") else {
+                        continue;
+                    };
+                    let slot = match key {
+                        "syscr" => 1,
+                        "syscw" => 2,
+                        "rchar" => 3,
+                        "wchar" => 4,
+                        _ => continue,
+                    };
+                    v[slot] = value.trim().parse().unwrap_or(0);
+                }
+            }
+            seen.insert(tid, (name, v));
         }
     };
-    let mut before = BTreeMap::new();
+    let mut before = Seen::new();
     sample(&mut before);
     let done = AtomicBool::new(false);
     let (out, seen) = std::thread::scope(|s| {
         let sampler = std::thread::Builder::new()
             .name("cpu-sampler".into())
             .spawn_scoped(s, || {
-                let mut seen = BTreeMap::new();
+                let mut seen = Seen::new();
                 while !done.load(Ordering::Relaxed) {
                     sample(&mut seen);
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 sample(&mut seen);
                 seen
-            });
-        let sampler = sampler.expect("starting the sampler thread");
+            })
+            .expect("starting the sampler thread");
         let out = f();
         done.store(true, Ordering::Relaxed);
         (out, sampler.join().expect("the sampler thread"))
     });
-    let mut by_name: BTreeMap<String, f64> = BTreeMap::new();
-    for (tid, (comm, t)) in seen {
-        let base = before.get(&tid).map_or(0, |b: &(String, u64)| b.1);
-        *by_name.entry(comm).or_default() += t.saturating_sub(base) as f64 / ticks;
+    let mut by_name: BTreeMap<String, ThreadUse> = BTreeMap::new();
+    for (tid, (name, v)) in seen {
+        let base = before.get(&tid).map_or([0; 5], |b| b.1);
+        let d = |i: usize| v[i].saturating_sub(base[i]);
+        let u = by_name.entry(name.clone()).or_insert_with(|| ThreadUse {
+            name,
+            ..ThreadUse::default()
+        });
+        u.cpu += d(0) as f64 / ticks;
+        u.reads += d(1);
+        u.writes += d(2);
+        u.read_bytes += d(3);
+        u.written_bytes += d(4);
     }
-    let mut out_list: Vec<(String, f64)> = by_name.into_iter().filter(|(_, t)| *t > 0.0).collect();
-    out_list.sort_by(|a, b| b.1.total_cmp(&a.1));
-    (out, out_list)
+    let mut list: Vec<ThreadUse> = by_name.into_values().filter(|u| u.cpu > 0.0).collect();
+    list.sort_by(|a, b| b.cpu.total_cmp(&a.cpu));
+    (out, list)
 }

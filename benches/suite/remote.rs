@@ -16,7 +16,7 @@ use zfs_replicate::{execute, execute_with, ExecuteOptions, Replication};
 
 use crate::cli::destroy_and_wait;
 use crate::context::Context;
-use crate::measure::{cpu_seconds, median, rounds, thread_cpu, Measured};
+use crate::measure::{cpu_seconds, median, rounds, threads, Measured};
 use crate::recipe::{dataset, DATA_SNAPSHOT, DST_POOL};
 use crate::table::Row;
 use crate::transfer::SEND_FLAGS;
@@ -27,8 +27,8 @@ const LOCAL: usize = 0;
 const REMOTE: usize = 1;
 const CLI: usize = 2;
 
-/// `nc -l` listens on this port plus the round (busybox `nc` picks no port
-/// itself); the diagnostic run uses the base.
+/// `nc -l` of round `i` listens on this port + 1 + `i` (busybox `nc` picks
+/// no port itself; a fresh one each round, whatever `TIME_WAIT` is left).
 const NC_PORT: u16 = 47_000;
 
 /// What one run measured besides its wall time.
@@ -63,13 +63,10 @@ pub fn rows(ctx: &mut Context) -> Vec<Row> {
     // One untimed run of ours each way first: it warms the ARC for every
     // variant alike, and shows where our CPU goes, per thread.
     for v in [LOCAL, REMOTE] {
-        let ((took, _), threads) = thread_cpu(|| run(0, v));
-        let line: Vec<String> = threads
-            .iter()
-            .map(|(name, s)| format!("{name} {s:.2} s"))
-            .collect();
+        let ((took, _), used) = threads(|| run(0, v));
+        let line: Vec<String> = used.iter().map(ToString::to_string).collect();
         println!(
-            "profile: {} {mib} MiB in {:.2} s, CPU per thread: {}",
+            "profile: {} {mib} MiB in {:.2} s, per thread: {}",
             VARIANTS[v],
             took.as_secs_f64(),
             line.join("; ")
@@ -79,6 +76,12 @@ pub fn rows(ctx: &mut Context) -> Vec<Row> {
     let mut extra: [Vec<Run>; 3] = Default::default();
     let measured = rounds(ctx.runs, VARIANTS.len(), |i, v| {
         let (took, r) = run(i, v);
+        println!(
+            "run {i}: {} {:.2} s, CPU {:.2} s",
+            VARIANTS[v],
+            took.as_secs_f64(),
+            r.cpu
+        );
         extra[v].push(r);
         took
     });
@@ -93,7 +96,7 @@ pub fn rows(ctx: &mut Context) -> Vec<Row> {
     let rate = |m: &Measured| mib as f64 * 1.048_576 / m.median;
     let cli_note = format!(
         "CLI: `zfs send {SEND_FLAGS} \\| nc 127.0.0.1 PORT` into `nc -l -p PORT \\| zfs receive -u` \
-         (busybox nc, 1 KiB per read), {:.0} MB/s, CPU {:.2} s",
+         (busybox nc, 1 KiB per read), {:.0} MB/s, its processes' CPU {:.2} s",
         rate(&cli),
         cpu(CLI)
     );
@@ -104,7 +107,7 @@ pub fn rows(ctx: &mut Context) -> Vec<Row> {
             cli: Some(cli),
             notes: format!(
                 "ours: `execute_with(Local, Client)`, `serve` on `Local` in a thread, receive-only \
-                 policy; connect + handshake {:.0} ms, not timed; {:.0} MB/s, CPU {:.2} s; \
+                 policy; connect + handshake {:.0} ms, not timed; {:.0} MB/s, our CPU {:.2} s; \
                  remote/local {:.2}× (local: next row, same rounds); {cli_note}",
                 connect * 1000.0,
                 rate(&remote),
@@ -117,7 +120,7 @@ pub fn rows(ctx: &mut Context) -> Vec<Row> {
             ours: local,
             cli: Some(cli),
             notes: format!(
-                "ours: `execute` (planned beforehand), {:.0} MB/s, CPU {:.2} s; {cli_note}",
+                "ours: `execute` (planned beforehand), {:.0} MB/s, our CPU {:.2} s; {cli_note}",
                 rate(&local),
                 cpu(LOCAL)
             ),
