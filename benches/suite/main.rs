@@ -21,6 +21,7 @@ mod memory;
 mod plan;
 mod pools;
 mod recipe;
+mod remote;
 mod sync;
 mod table;
 mod transfer;
@@ -184,6 +185,7 @@ fn benches(recipe: &Recipe) -> Vec<Bench> {
     out.push(bench(format!("single-{}", recipe.single_mib), |c| {
         vec![transfer::single_row(c)]
     }));
+    out.push(bench(format!("remote-{}", recipe.single_mib), remote::rows));
     for mib in recipe.rss_mib.clone() {
         out.push(bench(format!("rss-{mib}"), move |c| {
             vec![memory::row(c, mib)]

@@ -1,4 +1,5 @@
-//! Medians over repeated runs: of wall time, or of a child's peak RSS.
+//! Medians over repeated runs: of wall time, or of a child's peak RSS; and
+//! CPU time: this process's, its threads', and its waited-for children's.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,6 +42,38 @@ pub fn times(runs: usize, mut run: impl FnMut(usize) -> Duration) -> Measured {
     }
 }
 
+/// Like [`times`] for several variants of one job, run in rounds (one run
+/// of each variant per round, in turn), so that a load that comes and goes
+/// (another guest on the host) weighs on all of them alike. `run(round,
+/// variant)` returns the time to count; a first round with a run over five
+/// minutes cuts every sample to [`RUNS_WHEN_LONG`] runs.
+pub fn rounds(
+    runs: usize,
+    variants: usize,
+    mut run: impl FnMut(usize, usize) -> Duration,
+) -> Vec<Measured> {
+    let mut values: Vec<Vec<f64>> = vec![Vec::new(); variants];
+    let mut long = false;
+    let mut round = 0;
+    while round < if long { RUNS_WHEN_LONG.min(runs) } else { runs } {
+        for (v, sample) in values.iter_mut().enumerate() {
+            let took = run(round, v);
+            long |= round == 0 && took > LONG_RUN && runs > RUNS_WHEN_LONG;
+            sample.push(took.as_secs_f64());
+        }
+        round += 1;
+    }
+    values
+        .into_iter()
+        .map(|v| Measured {
+            runs: v.len(),
+            median: median(v),
+            unit: Unit::Seconds,
+            long,
+        })
+        .collect()
+}
+
 /// The wall time of `f`.
 pub fn timed<T>(f: impl FnOnce() -> T) -> Duration {
     let started = Instant::now();
@@ -59,7 +92,11 @@ pub fn memory(runs: usize, run: impl FnMut(usize) -> u64) -> Measured {
     }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median (NaN for no values).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -111,4 +148,147 @@ pub fn profiled(label: &str, f: impl FnOnce() -> Measured) -> (Measured, String)
         measured,
         format!("kernel calls per run: {}", top.join(", ")),
     )
+}
+
+/// CPU time (user + system) so far: of this process (every thread, the
+/// kernel's work in our ioctls included), and of the children it waited for.
+pub fn cpu_seconds() -> (f64, f64) {
+    let of = |who| {
+        // SAFETY: an all-zero rusage is valid; getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `u` is a valid rusage to write into.
+        let rc = unsafe { libc::getrusage(who, &mut u) };
+        assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+        let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        tv(u.ru_utime) + tv(u.ru_stime)
+    };
+    (of(libc::RUSAGE_SELF), of(libc::RUSAGE_CHILDREN))
+}
+
+/// What the threads of one name did while [`threads`] watched.
+#[derive(Debug, Default, Clone)]
+pub struct ThreadUse {
+    pub name: String,
+    /// CPU seconds, user + system.
+    pub cpu: f64,
+    /// read-like and write-like system calls, and the bytes they moved
+    /// (`/proc/PID/task/TID/io`: `syscr`, `syscw`, `rchar`, `wchar`).
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+}
+
+impl std::fmt::Display for ThreadUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kib = |bytes: u64, calls: u64| bytes as f64 / calls.max(1) as f64 / 1024.0;
+        write!(f, "{} {:.2} s", self.name, self.cpu)?;
+        if self.reads > 0 || self.writes > 0 {
+            write!(
+                f,
+                " (read {}× {:.0} KiB, write {}× {:.0} KiB)",
+                self.reads,
+                kib(self.read_bytes, self.reads),
+                self.writes,
+                kib(self.written_bytes, self.writes)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Per thread name of this process, while `f` runs: CPU time and I/O
+/// system calls. `/proc/self/task` is sampled every 20 ms (what a thread
+/// does after its last sample is missed), and threads of one name are
+/// summed, busiest first. For a diagnostic run: the sampling costs some
+/// CPU itself (its thread, `cpu-sampler`, is listed too).
+pub fn threads<T>(f: impl FnOnce() -> T) -> (T, Vec<ThreadUse>) {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ticks = {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 {
+            t as f64
+        } else {
+            100.0
+        }
+    };
+    // tid -> (name, [cpu ticks, syscr, syscw, rchar, wchar])
+    type Seen = BTreeMap<u32, (String, [u64; 5])>;
+    let sample = |seen: &mut Seen| {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for task in tasks.flatten() {
+            let Ok(tid) = task.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `tid (comm) state ...`: comm may hold spaces, up to the last ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            // utime and stime: fields 14 and 15 of the line, 12 and 13 here.
+            let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+            let mut v = [field(11).unwrap_or(0) + field(12).unwrap_or(0), 0, 0, 0, 0];
+            if let Ok(io) = std::fs::read_to_string(task.path().join("io")) {
+                for line in io.lines() {
+                    let Some((key, value)) = line.split_once(": ") else {
+                        continue;
+                    };
+                    let slot = match key {
+                        "syscr" => 1,
+                        "syscw" => 2,
+                        "rchar" => 3,
+                        "wchar" => 4,
+                        _ => continue,
+                    };
+                    v[slot] = value.trim().parse().unwrap_or(0);
+                }
+            }
+            seen.insert(tid, (name, v));
+        }
+    };
+    let mut before = Seen::new();
+    sample(&mut before);
+    let done = AtomicBool::new(false);
+    let (out, seen) = std::thread::scope(|s| {
+        let sampler = std::thread::Builder::new()
+            .name("cpu-sampler".into())
+            .spawn_scoped(s, || {
+                let mut seen = Seen::new();
+                while !done.load(Ordering::Relaxed) {
+                    sample(&mut seen);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                sample(&mut seen);
+                seen
+            })
+            .expect("starting the sampler thread");
+        let out = f();
+        done.store(true, Ordering::Relaxed);
+        (out, sampler.join().expect("the sampler thread"))
+    });
+    let mut by_name: BTreeMap<String, ThreadUse> = BTreeMap::new();
+    for (tid, (name, v)) in seen {
+        let base = before.get(&tid).map_or([0; 5], |b| b.1);
+        let d = |i: usize| v[i].saturating_sub(base[i]);
+        let u = by_name.entry(name.clone()).or_insert_with(|| ThreadUse {
+            name,
+            ..ThreadUse::default()
+        });
+        u.cpu += d(0) as f64 / ticks;
+        u.reads += d(1);
+        u.writes += d(2);
+        u.read_bytes += d(3);
+        u.written_bytes += d(4);
+    }
+    let mut list: Vec<ThreadUse> = by_name.into_values().filter(|u| u.cpu > 0.0).collect();
+    list.sort_by(|a, b| b.cpu.total_cmp(&a.cpu));
+    (out, list)
 }

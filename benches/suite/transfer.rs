@@ -9,7 +9,7 @@ use crate::recipe::{dataset, DATA_SNAPSHOT, DST_POOL};
 use crate::table::Row;
 
 /// Same stream flags as ours (`DEFAULT_FLAGS`).
-const SEND_FLAGS: &str = "-L -e -c";
+pub const SEND_FLAGS: &str = "-L -e -c";
 
 /// Ours with parallelism (plan and execute) against `zfs send -R` and
 /// against a per-dataset CLI loop; two rows, one sample of ours.
