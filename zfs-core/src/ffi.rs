@@ -973,6 +973,18 @@ pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> Result<usize, Er
     }
 }
 
+/// `ioctl(FIONREAD)`: the bytes waiting to be read from a pipe or socket.
+pub(crate) fn bytes_available(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
 /// Whether `fd` is a FIFO (pipe).
 pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     // SAFETY: an all-zero `stat` is a valid out buffer for fstat.

@@ -70,6 +70,16 @@ pub fn splice_nonblocking(from: impl AsFd, to: impl AsFd, len: usize) -> std::io
     ffi::splice(from.as_fd(), to.as_fd(), len, true).map_err(std::io::Error::from)
 }
 
+/// The bytes waiting to be read from a pipe or socket (`FIONREAD`).
+pub fn bytes_available(fd: impl AsFd) -> std::io::Result<usize> {
+    ffi::bytes_available(fd.as_fd()).map_err(std::io::Error::from)
+}
+
+/// Whether `fd` is a pipe (a FIFO).
+pub fn is_pipe(fd: impl AsFd) -> bool {
+    ffi::is_fifo(fd.as_fd()).unwrap_or(false)
+}
+
 /// What to wait for on a descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interest {

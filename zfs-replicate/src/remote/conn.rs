@@ -6,14 +6,14 @@
 //! other side granted, so the reader never blocks on a slow consumer and
 //! never queues more than the window per stream.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use zfs_core::pipe::{poll, Interest, Wakeup};
+use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
 
 use super::frame::{self, FrameError, FrameLimits, Header, Kind, MAGIC};
 use super::handshake::SessionLimits;
@@ -102,8 +102,12 @@ impl Read for FdReader {
 /// A stream's state on this side.
 #[derive(Default)]
 struct Stream {
-    /// Inbound: DATA bodies not yet consumed.
-    queue: VecDeque<Vec<u8>>,
+    /// Inbound: the pipe DATA is spliced into until consumed (made when
+    /// the first credit is granted; credit never exceeds its room, so the
+    /// reader never waits on it).
+    staging: Option<Arc<Pipe>>,
+    /// Inbound: bytes in `staging`.
+    queued: u64,
     /// Inbound: bytes the peer may still send without more credit.
     granted: u64,
     /// Outbound: bytes this side may still send.
@@ -387,8 +391,9 @@ impl Conn {
     ) -> SessionEnd {
         let mut body = Vec::new();
         let why = loop {
-            let header = match frame::read_frame(reader, &mut body, &self.limits) {
-                Ok(h) => h,
+            let header = match self.read_frame(reader, &mut body) {
+                Ok(None) => continue, // a DATA frame, already handled
+                Ok(Some(h)) => h,
                 Err(FrameError::Closed) => {
                     self.close(PEER_CLOSED);
                     return SessionEnd::PeerClosed;
@@ -412,6 +417,112 @@ impl Conn {
         };
         self.close(why.clone());
         SessionEnd::Lost(self.closed().unwrap_or(why))
+    }
+
+    /// Reads one frame. DATA bodies go straight into their stream's
+    /// staging pipe (None); other frames come back with their body.
+    fn read_frame(
+        &self,
+        reader: &mut FdReader,
+        body: &mut Vec<u8>,
+    ) -> Result<Option<Header>, FrameError> {
+        let mut h = [0u8; frame::HEADER_LEN];
+        let mut got = 0;
+        while got < h.len() {
+            match reader.read(&mut h[got..]) {
+                Ok(0) if got == 0 => return Err(FrameError::Closed),
+                Ok(0) => return Err(FrameError::Truncated),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(FrameError::Io(e)),
+            }
+        }
+        let header = Header::decode(&h, &self.limits)?;
+        if header.kind == Kind::Data {
+            self.receive_data(reader, header, body)
+                .map_err(|why| FrameError::Io(io::Error::other(why)))?;
+            return Ok(None);
+        }
+        body.clear();
+        body.resize(header.len as usize, 0);
+        reader.read_exact(body).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
+        Ok(Some(header))
+    }
+
+    /// One DATA frame: checked against the stream's credit, then moved into
+    /// its staging pipe (spliced, unless compressed), or discarded when the
+    /// stream is gone (it failed or was cancelled: at most a window).
+    fn receive_data(
+        &self,
+        reader: &mut FdReader,
+        h: Header,
+        body: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let len = u64::from(h.len);
+        let staging = {
+            let mut st = self.state();
+            // (A client counts no requests: it makes them.)
+            if st.newest_request > 0 && h.id > st.newest_request {
+                return Err(format!("DATA for stream {} that no request opened", h.id));
+            }
+            match st.streams.get_mut(&h.id) {
+                Some(s) if !self.compress => {
+                    if len > s.granted {
+                        return Err(format!(
+                            "DATA beyond credit on stream {} ({len} bytes, {} granted)",
+                            h.id, s.granted
+                        ));
+                    }
+                    s.granted -= len;
+                    s.staging.clone()
+                }
+                Some(s) => s.staging.clone(),
+                None => None,
+            }
+        };
+        let moved = match staging {
+            Some(pipe) if !self.compress => {
+                splice_exactly(reader, &pipe.write, len)?;
+                len
+            }
+            staging => {
+                body.clear();
+                body.resize(h.len as usize, 0);
+                reader
+                    .read_exact(body)
+                    .map_err(|e| format!("receiving DATA: {e}"))?;
+                let Some(pipe) = staging else {
+                    return Ok(()); // discarded
+                };
+                let data = unpack_data(body, self.limits.max_data as usize)?;
+                let n = data.len() as u64;
+                {
+                    let mut st = self.state();
+                    let Some(s) = st.streams.get_mut(&h.id) else {
+                        return Ok(());
+                    };
+                    if n > s.granted {
+                        return Err(format!(
+                            "DATA beyond credit on stream {} ({n} bytes, {} granted)",
+                            h.id, s.granted
+                        ));
+                    }
+                    s.granted -= n;
+                }
+                File::from(pipe.write.try_clone().map_err(|e| e.to_string())?)
+                    .write_all(&data)
+                    .map_err(|e| format!("staging DATA: {e}"))?;
+                n
+            }
+        };
+        if let Some(s) = self.state().streams.get_mut(&h.id) {
+            s.queued += moved;
+        }
+        self.changed.notify_all();
+        Ok(())
     }
 
     fn dispatch(
@@ -439,30 +550,7 @@ impl Conn {
                 }
                 // A reply nobody awaits (the caller gave up) is dropped.
             }
-            Kind::Data => {
-                let mut st = self.state();
-                // DATA for a stream already dropped (it failed or was
-                // cancelled) is discarded: at most one window of it. DATA
-                // for a request not yet made is a violation.
-                // (A client counts no requests: it makes them.)
-                if st.newest_request > 0 && h.id > st.newest_request {
-                    return Err(format!("DATA for stream {} that no request opened", h.id));
-                }
-                if let Some(s) = st.streams.get_mut(&h.id) {
-                    if self.compress {
-                        *body = unpack_data(body, self.limits.max_data as usize)?;
-                    }
-                    let len = body.len() as u64;
-                    if len > s.granted {
-                        return Err(format!(
-                            "DATA beyond credit on stream {} ({len} bytes, {} granted)",
-                            h.id, s.granted
-                        ));
-                    }
-                    s.granted -= len;
-                    s.queue.push_back(std::mem::take(body));
-                }
-            }
+            Kind::Data => {} // handled by read_frame
             Kind::End | Kind::Cancel => {
                 let mut st = self.state();
                 if let Some(s) = st.streams.get_mut(&h.id) {
@@ -545,8 +633,10 @@ impl Conn {
             .map_err(StreamEnd::Closed)
     }
 
-    /// Inbound: writes stream `id` into `into` until the peer's END, with
-    /// credit granted as it is consumed. Returns the bytes written.
+    /// Inbound: moves stream `id` into `into` until the peer's END, with
+    /// credit granted as it is consumed. Returns the bytes moved. The bytes
+    /// go socket → staging pipe → `into` with `splice`: no copy through
+    /// user space (a copy when `into` cannot splice).
     /// `stop_on_reply`: a client ends early when the reply arrives first.
     pub(crate) fn pump_in(
         &self,
@@ -554,20 +644,30 @@ impl Conn {
         into: OwnedFd,
         stop_on_reply: bool,
     ) -> Result<u64, StreamEnd> {
-        let mut into = File::from(into);
-        self.grant(id, self.window)?;
+        let staging = Arc::new(
+            Pipe::new(self.window as usize).map_err(|e| StreamEnd::Local(io::Error::other(e)))?,
+        );
+        let room = u32::try_from(staging.capacity)
+            .unwrap_or(u32::MAX)
+            .min(self.window);
+        match self.state().streams.get_mut(&id) {
+            Some(s) => s.staging = Some(staging.clone()),
+            None => return Err(StreamEnd::Cancelled),
+        }
+        self.grant(id, room)?;
+        let mut copy = false;
         let mut total = 0u64;
         let mut consumed = 0u32;
         loop {
-            let chunk = {
+            let queued = {
                 let mut st = self.state();
                 loop {
                     let replied = stop_on_reply && matches!(st.replies.get(&id), Some(Some(_)));
                     let Some(s) = st.streams.get_mut(&id) else {
                         return Err(StreamEnd::Cancelled);
                     };
-                    if let Some(chunk) = s.queue.pop_front() {
-                        break chunk;
+                    if s.queued > 0 {
+                        break s.queued;
                     }
                     if s.ended {
                         return Ok(total);
@@ -584,9 +684,29 @@ impl Conn {
                     st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
             };
-            into.write_all(&chunk).map_err(StreamEnd::Local)?;
-            total += chunk.len() as u64;
-            consumed += chunk.len() as u32;
+            let want = usize::try_from(queued).unwrap_or(usize::MAX);
+            let moved = if copy {
+                copy_some(&staging.read, &into, want)
+            } else {
+                match zfs_core::pipe::splice(&staging.read, &into, want) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        copy = true;
+                        copy_some(&staging.read, &into, want)
+                    }
+                    other => other,
+                }
+            }
+            .map_err(StreamEnd::Local)?;
+            if moved == 0 {
+                return Err(StreamEnd::Local(io::Error::from(
+                    io::ErrorKind::UnexpectedEof,
+                )));
+            }
+            if let Some(s) = self.state().streams.get_mut(&id) {
+                s.queued -= moved as u64;
+            }
+            total += moved as u64;
+            consumed += moved as u32;
             if consumed >= CREDIT_STEP {
                 self.grant(id, consumed)?;
                 consumed = 0;
@@ -594,42 +714,62 @@ impl Conn {
         }
     }
 
+    /// Outbound: waits for credit on stream `id`; returns how many bytes
+    /// may go now (at most `max`).
+    fn await_credit(&self, id: u32, stop_on_reply: bool, max: usize) -> Result<usize, StreamEnd> {
+        let mut st = self.state();
+        loop {
+            let replied = stop_on_reply && matches!(st.replies.get(&id), Some(Some(_)));
+            if let Some(why) = &st.closed {
+                return Err(StreamEnd::Closed(why.clone()));
+            }
+            let Some(s) = st.streams.get_mut(&id) else {
+                return Err(StreamEnd::Cancelled);
+            };
+            if s.cancelled {
+                return Err(StreamEnd::Cancelled);
+            }
+            if replied {
+                return Err(StreamEnd::Replied);
+            }
+            if s.credit > 0 {
+                return Ok(usize::try_from(s.credit).unwrap_or(max).min(max));
+            }
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Outbound: spends `n` bytes of stream `id`'s credit.
+    fn spend(&self, id: u32, n: usize) -> Result<(), StreamEnd> {
+        match self.state().streams.get_mut(&id) {
+            Some(s) => {
+                s.credit -= n as u64;
+                Ok(())
+            }
+            None => Err(StreamEnd::Cancelled),
+        }
+    }
+
     /// Outbound: sends what `from` yields as DATA on stream `id`, within
-    /// the peer's credit, then END. Returns the bytes sent.
+    /// the peer's credit, then END. Returns the bytes sent. From a pipe
+    /// (and uncompressed), each frame's body is spliced from the pipe into
+    /// the channel after its header: no copy through user space.
     pub(crate) fn pump_out(
         &self,
         id: u32,
         from: OwnedFd,
         stop_on_reply: bool,
     ) -> Result<u64, StreamEnd> {
+        if !self.compress && zfs_core::pipe::is_pipe(&from) {
+            return self.pump_out_spliced(id, from, stop_on_reply);
+        }
         let mut from = File::from(from);
         // Room for the flag byte when compressing.
         let max = self.limits.max_data as usize - usize::from(self.compress);
         let mut buf = vec![0u8; max];
         let mut total = 0u64;
         loop {
-            let allowed = {
-                let mut st = self.state();
-                loop {
-                    let replied = stop_on_reply && matches!(st.replies.get(&id), Some(Some(_)));
-                    if let Some(why) = &st.closed {
-                        return Err(StreamEnd::Closed(why.clone()));
-                    }
-                    let Some(s) = st.streams.get_mut(&id) else {
-                        return Err(StreamEnd::Cancelled);
-                    };
-                    if s.cancelled {
-                        return Err(StreamEnd::Cancelled);
-                    }
-                    if replied {
-                        return Err(StreamEnd::Replied);
-                    }
-                    if s.credit > 0 {
-                        break usize::try_from(s.credit).unwrap_or(max).min(max);
-                    }
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
-                }
-            };
+            let allowed = self.await_credit(id, stop_on_reply, max)?;
             let n = loop {
                 match from.read(&mut buf[..allowed]) {
                     Ok(n) => break n,
@@ -641,13 +781,7 @@ impl Conn {
                 self.send(Kind::End, id, &[]).map_err(StreamEnd::Closed)?;
                 return Ok(total);
             }
-            {
-                let mut st = self.state();
-                match st.streams.get_mut(&id) {
-                    Some(s) => s.credit -= n as u64,
-                    None => return Err(StreamEnd::Cancelled),
-                }
-            }
+            self.spend(id, n)?;
             self.throttle(n);
             let sent = if self.compress {
                 self.send(Kind::Data, id, &pack_data(&buf[..n]))
@@ -659,9 +793,144 @@ impl Conn {
         }
     }
 
+    fn pump_out_spliced(
+        &self,
+        id: u32,
+        from: OwnedFd,
+        stop_on_reply: bool,
+    ) -> Result<u64, StreamEnd> {
+        let max = self.limits.max_data as usize;
+        let mut total = 0u64;
+        loop {
+            let allowed = self.await_credit(id, stop_on_reply, max)?;
+            // Wait for input (or its end), waking up to see a cancel.
+            let available = loop {
+                let ready = poll(
+                    &[(&from.as_fd(), Interest::Read)],
+                    Duration::from_millis(200),
+                )
+                .map_err(StreamEnd::Local)?;
+                if ready[0].any() {
+                    break zfs_core::pipe::bytes_available(&from).map_err(StreamEnd::Local)?;
+                }
+                self.await_credit(id, stop_on_reply, max)?;
+            };
+            if available == 0 {
+                self.send(Kind::End, id, &[]).map_err(StreamEnd::Closed)?;
+                return Ok(total);
+            }
+            let n = available.min(allowed);
+            self.spend(id, n)?;
+            self.throttle(n);
+            self.send_spliced(id, &from, n).map_err(StreamEnd::Closed)?;
+            total += n as u64;
+        }
+    }
+
+    /// Writes a DATA frame whose body is the next `n` bytes of the pipe
+    /// `from` (which holds at least that many), spliced into the channel.
+    fn send_spliced(&self, id: u32, from: &OwnedFd, n: usize) -> Result<(), String> {
+        if let Some(why) = self.closed() {
+            return Err(why);
+        }
+        let len = u32::try_from(n).map_err(|_| "a DATA frame over 4 GiB".to_owned())?;
+        let header = Header {
+            kind: Kind::Data,
+            id,
+            len,
+        }
+        .encode();
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut result = w.write_all(&header);
+        let mut left = n;
+        while result.is_ok() && left > 0 {
+            match zfs_core::pipe::splice(from, &*w, left) {
+                Ok(0) => result = Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(m) => left -= m.min(left),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        drop(w);
+        match result {
+            Ok(()) => {
+                self.state().last_sent = Some(Instant::now());
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("sending: {e}");
+                self.close(why.clone());
+                Err(self.closed().unwrap_or(why))
+            }
+        }
+    }
+
     /// Tells the peer this side gave up on stream `id`.
     pub(crate) fn cancel_stream(&self, id: u32) {
         self.close_stream(id);
         let _ = self.send(Kind::Cancel, id, &[]);
     }
+}
+
+/// Moves up to `want` bytes from `from` to `into` through a buffer (for an
+/// `into` that cannot splice). Returns the bytes moved.
+fn copy_some(from: &OwnedFd, into: &OwnedFd, want: usize) -> io::Result<usize> {
+    let mut buf = vec![0u8; want.min(1 << 20)];
+    let n = File::from(from.try_clone()?).read(&mut buf)?;
+    File::from(into.try_clone()?).write_all(&buf[..n])?;
+    Ok(n)
+}
+
+/// Splices exactly `len` bytes of the channel (a frame's body) into the
+/// pipe `to`, which has room for them, waiting for the channel as a read
+/// does (the dead time, the wake-up).
+fn splice_exactly(reader: &mut FdReader, to: &OwnedFd, len: u64) -> Result<(), String> {
+    let mut left = usize::try_from(len).map_err(|_| "a DATA frame too large".to_owned())?;
+    let mut buf: Vec<u8> = Vec::new();
+    while left > 0 {
+        let ready = poll(
+            &[
+                (&reader.fd.as_fd(), Interest::Read),
+                (reader.wakeup.fd(), Interest::Read),
+            ],
+            reader.dead_after,
+        )
+        .map_err(|e| format!("receiving DATA: {e}"))?;
+        if !ready[0].any() {
+            return Err(if ready[1].any() {
+                "closed".to_owned()
+            } else {
+                format!(
+                    "receiving: nothing received for {} s (the peer is dead or stalled)",
+                    reader.dead_after.as_secs_f64()
+                )
+            });
+        }
+        match zfs_core::pipe::splice_nonblocking(&reader.fd, to, left) {
+            Ok(0) => return Err("receiving: the connection ended inside a frame".to_owned()),
+            Ok(m) => left -= m.min(left),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            // A channel that cannot splice: through a buffer.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                buf.resize(left.min(1 << 20), 0);
+                let n = reader
+                    .fd
+                    .read(&mut buf)
+                    .map_err(|e| format!("receiving DATA: {e}"))?;
+                if n == 0 {
+                    return Err("receiving: the connection ended inside a frame".to_owned());
+                }
+                File::from(to.try_clone().map_err(|e| e.to_string())?)
+                    .write_all(&buf[..n])
+                    .map_err(|e| format!("staging DATA: {e}"))?;
+                left -= n;
+            }
+            Err(e) => return Err(format!("receiving DATA: {e}")),
+        }
+    }
+    Ok(())
 }
