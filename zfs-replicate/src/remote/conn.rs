@@ -485,8 +485,16 @@ impl Conn {
         };
         let moved = match staging {
             Some(pipe) if !self.compress => {
-                splice_exactly(reader, &pipe.write, len)?;
-                len
+                // Counted as it arrives: the consumer drains the staging
+                // pipe while the frame still comes (a pipe holds fewer
+                // small pieces than its size in bytes).
+                splice_exactly(reader, &pipe.write, len, |m| {
+                    if let Some(s) = self.state().streams.get_mut(&h.id) {
+                        s.queued += m as u64;
+                    }
+                    self.changed.notify_all();
+                })?;
+                0
             }
             staging => {
                 body.clear();
@@ -518,10 +526,12 @@ impl Conn {
                 n
             }
         };
-        if let Some(s) = self.state().streams.get_mut(&h.id) {
-            s.queued += moved;
+        if moved > 0 {
+            if let Some(s) = self.state().streams.get_mut(&h.id) {
+                s.queued += moved;
+            }
+            self.changed.notify_all();
         }
-        self.changed.notify_all();
         Ok(())
     }
 
@@ -884,7 +894,12 @@ fn copy_some(from: &OwnedFd, into: &OwnedFd, want: usize) -> io::Result<usize> {
 /// Splices exactly `len` bytes of the channel (a frame's body) into the
 /// pipe `to`, which has room for them, waiting for the channel as a read
 /// does (the dead time, the wake-up).
-fn splice_exactly(reader: &mut FdReader, to: &OwnedFd, len: u64) -> Result<(), String> {
+fn splice_exactly(
+    reader: &mut FdReader,
+    to: &OwnedFd,
+    len: u64,
+    mut moved: impl FnMut(usize),
+) -> Result<(), String> {
     let mut left = usize::try_from(len).map_err(|_| "a DATA frame too large".to_owned())?;
     let mut buf: Vec<u8> = Vec::new();
     while left > 0 {
@@ -908,12 +923,28 @@ fn splice_exactly(reader: &mut FdReader, to: &OwnedFd, len: u64) -> Result<(), S
         }
         match zfs_core::pipe::splice_nonblocking(&reader.fd, to, left) {
             Ok(0) => return Err("receiving: the connection ended inside a frame".to_owned()),
-            Ok(m) => left -= m.min(left),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+            Ok(m) => {
+                left -= m.min(left);
+                moved(m);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The staging pipe is out of slots (small pieces): wait until
+            // the consumer drains some.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = poll(
+                    &[
+                        (&to.as_fd(), Interest::Write),
+                        (reader.wakeup.fd(), Interest::Read),
+                    ],
+                    reader.dead_after,
+                )
+                .map_err(|e| format!("staging DATA: {e}"))?;
+                // No room yet: the consumer is slow (a receive waiting on
+                // its pool), not the peer dead; wait on, unless closed.
+                if ready[1].any() {
+                    return Err("closed".to_owned());
+                }
+            }
             // A channel that cannot splice: through a buffer.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 buf.resize(left.min(1 << 20), 0);
@@ -928,6 +959,7 @@ fn splice_exactly(reader: &mut FdReader, to: &OwnedFd, len: u64) -> Result<(), S
                     .write_all(&buf[..n])
                     .map_err(|e| format!("staging DATA: {e}"))?;
                 left -= n;
+                moved(n);
             }
             Err(e) => return Err(format!("receiving DATA: {e}")),
         }
