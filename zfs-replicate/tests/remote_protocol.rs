@@ -657,3 +657,51 @@ fn zstd_is_used_only_when_both_sides_agree() {
         |nas| nas.compressed()
     ));
 }
+
+/// Over TCP, a stream written in small pieces arrives as small socket
+/// buffers, each taking a slot of the receiver's staging pipe: a pipe of
+/// 1 MiB runs out of slots long before its bytes. Before the fix the
+/// reader waited for room while the consumer waited for the frame: a hang.
+#[test]
+fn a_push_in_small_pieces_over_tcp() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (stream, _) = listener.accept().unwrap();
+            let policy = Policy::new().allow("pipe".parse().unwrap(), Access::All);
+            serve(
+                Channel::tcp(stream).unwrap(),
+                &Pattern,
+                &policy,
+                &ServeOptions::default(),
+            )
+        });
+        let nas =
+            Client::connect(Channel::tcp(std::net::TcpStream::connect(addr).unwrap()).unwrap())
+                .unwrap();
+        let len = 24u64 << 20;
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let write = pipe.write;
+        let feeder = std::thread::spawn(move || {
+            let mut out = std::fs::File::from(write);
+            let mut i = 0u64;
+            while i < len {
+                let piece: Vec<u8> = (i..(i + 700).min(len)).map(pattern).collect();
+                out.write_all(&piece).unwrap();
+                i += piece.len() as u64;
+            }
+        });
+        let receipt = nas
+            .receive(
+                &"pipe/small".parse().unwrap(),
+                pipe.read,
+                &ReceiveOptions::new(),
+            )
+            .unwrap();
+        feeder.join().unwrap();
+        assert_eq!(receipt.bytes, len);
+        drop(nas);
+        server.join().unwrap().unwrap();
+    });
+}
