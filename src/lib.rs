@@ -69,6 +69,25 @@ pub fn write_file(path: &std::path::Path, seed: u64, len: usize) {
     std::fs::write(path, data).expect("write test file");
 }
 
+/// Writes `files` files of `size` seeded bytes into `fs` (mounting and
+/// unmounting it), named `file <seed>-<i>`.
+pub fn fill(fs: &zfs_core::DatasetName, seed: u64, files: usize, size: usize) {
+    let dir = mount(fs.as_str());
+    for i in 0..files {
+        write_file(
+            &dir.join(format!("file {seed}-{i}")),
+            seed * 1000 + i as u64,
+            size,
+        );
+    }
+    unmount(fs.as_str());
+}
+
+/// The contents of a snapshot: relative path → bytes.
+pub fn contents(snap: &zfs_core::SnapshotName) -> std::collections::BTreeMap<String, Vec<u8>> {
+    snapshot_contents(snap.as_str())
+}
+
 /// Runs `test` of the current test binary again, in a child process with
 /// the environment variable `marker` set (the test looks for it to play the
 /// child's part), and returns the child's output. Ignored tests included.

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use zfs_core::{DatasetName, SnapshotName, Zfs};
+use zfs_core::{DatasetName, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::remote::handshake::SessionLimits;
 use zfs_replicate::remote::{
@@ -22,28 +22,14 @@ use zfs_replicate::{
     Action, CancelToken, Error, ErrorKind, ExecuteOptions, Keep, Listing, Op, Replication,
 };
 use zfs_replicate_tests::below as ds;
-use zfs_replicate_tests::{mount, summary, unmount, unstick_receive, write_file, Pair};
+use zfs_replicate_tests::{
+    contents, fill, mount, summary, unmount, unstick_receive, write_file, Pair,
+};
 
 const SIZE: u64 = 256 << 20;
 
 fn pair() -> Pair {
     Pair::new("rtank", "rpipe", SIZE, SIZE)
-}
-
-fn fill(fs: &DatasetName, seed: u64, files: usize, size: usize) {
-    let dir = mount(fs.as_str());
-    for i in 0..files {
-        write_file(
-            &dir.join(format!("file {seed}-{i}")),
-            seed * 1000 + i as u64,
-            size,
-        );
-    }
-    unmount(fs.as_str());
-}
-
-fn contents(snap: &SnapshotName) -> BTreeMap<String, Vec<u8>> {
-    zfs_replicate_tests::snapshot_contents(snap.as_str())
 }
 
 fn opts() -> ExecuteOptions {

@@ -4,42 +4,23 @@
 
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use zfs_core::{DatasetName, KeyStatus, NvList, SnapshotName, Zfs};
+use zfs_core::{DatasetName, KeyStatus, NvList, Zfs};
 use zfs_replicate::file::{receive_file, send_to_file, verify_file};
 use zfs_replicate::prune::{prune, take_snapshot, Retention};
 use zfs_replicate::{
     execute, Action, Base, CancelToken, Divergence, Error, ExecuteOptions, Replication,
 };
 use zfs_replicate_tests::below as ds;
-use zfs_replicate_tests::{mount, unmount, write_file, zfs_cli, ChildRun, KernelErrorLog, Pair};
+use zfs_replicate_tests::{contents, fill, zfs_cli, ChildRun, KernelErrorLog, Pair};
 
 const SIZE: u64 = 256 << 20;
 
 fn pair() -> Pair {
     Pair::new("tank", "pipe", SIZE, SIZE)
-}
-
-/// Writes files into `fs` (mounting and unmounting it).
-fn fill(fs: &DatasetName, seed: u64, files: usize, size: usize) {
-    let dir = mount(fs.as_str());
-    for i in 0..files {
-        write_file(
-            &dir.join(format!("file {seed}-{i}")),
-            seed * 1000 + i as u64,
-            size,
-        );
-    }
-    unmount(fs.as_str());
-}
-
-/// The contents of a snapshot: relative path → bytes.
-fn contents(snap: &SnapshotName) -> BTreeMap<String, Vec<u8>> {
-    zfs_replicate_tests::snapshot_contents(snap.as_str())
 }
 
 fn opts() -> ExecuteOptions {

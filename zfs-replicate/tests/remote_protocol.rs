@@ -705,3 +705,47 @@ fn a_push_in_small_pieces_over_tcp() {
         server.join().unwrap().unwrap();
     });
 }
+
+#[test]
+fn a_channel_over_any_reader_and_writer() {
+    // Two pipes stand for an embedder's transport, used as Read and Write.
+    let (c2s, s2c) = (
+        zfs_core::pipe::Pipe::new(1 << 16).unwrap(),
+        zfs_core::pipe::Pipe::new(1 << 16).unwrap(),
+    );
+    let server_side = Channel::from_io(
+        std::fs::File::from(c2s.read),
+        std::fs::File::from(s2c.write),
+        "client",
+    )
+    .unwrap();
+    let client_side = Channel::from_io(
+        std::fs::File::from(s2c.read),
+        std::fs::File::from(c2s.write),
+        "io",
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let policy = Policy::new().allow("pipe".parse().unwrap(), Access::All);
+        let server =
+            s.spawn(move || serve(server_side, &Pattern, &policy, &ServeOptions::default()));
+        let nas = Client::connect(client_side).unwrap();
+        assert_eq!(nas.describe(), "io");
+        let pipe = zfs_core::pipe::Pipe::new(1 << 20).unwrap();
+        let got = drain(pipe.read);
+        nas.send(
+            &"pipe/a@3000000".parse().unwrap(),
+            &SendOptions::new(),
+            pipe.write,
+        )
+        .unwrap();
+        let got = got.join().unwrap();
+        assert_eq!(got.len(), 3_000_000);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == pattern(i as u64)));
+        drop(nas);
+        assert_eq!(
+            server.join().unwrap().unwrap(),
+            zfs_replicate::remote::SessionEnd::PeerClosed
+        );
+    });
+}

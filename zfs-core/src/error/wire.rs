@@ -91,34 +91,16 @@ enum ShapeRepr<S> {
     },
 }
 
-/// [`io::ErrorKind`]s stable since Rust 1.54 (this crate's MSRV is 1.82);
-/// newer kinds cross as `Other`.
-#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
-enum IoKind {
-    NotFound,
-    PermissionDenied,
-    ConnectionRefused,
-    ConnectionReset,
-    ConnectionAborted,
-    NotConnected,
-    AddrInUse,
-    AddrNotAvailable,
-    BrokenPipe,
-    AlreadyExists,
-    WouldBlock,
-    InvalidInput,
-    InvalidData,
-    TimedOut,
-    WriteZero,
-    Interrupted,
-    Unsupported,
-    UnexpectedEof,
-    OutOfMemory,
-    Other,
-}
-
 macro_rules! io_kinds {
     ($($k:ident),* $(,)?) => {
+        /// [`io::ErrorKind`]s stable since Rust 1.54 (this crate's MSRV is
+        /// 1.82); newer kinds cross as `Other`.
+        #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+        enum IoKind {
+            $($k,)*
+            Other,
+        }
+
         impl From<io::ErrorKind> for IoKind {
             fn from(k: io::ErrorKind) -> Self {
                 match k {

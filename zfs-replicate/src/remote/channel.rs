@@ -1,7 +1,7 @@
 //! The byte channels the protocol runs over: any pair of file descriptors
 //! (pipes to `ssh`, stdio), TCP and Unix sockets.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -58,16 +58,15 @@ impl Channel {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| "tcp".to_owned(), |a| format!("tcp://{a}"));
-        let write = stream.try_clone()?;
-        let closer = stream.try_clone()?;
-        Ok(Channel {
-            read: stream.into(),
-            write: write.into(),
+        let (write, closer) = (stream.try_clone()?, stream.try_clone()?);
+        Ok(Channel::socket(
+            stream.into(),
+            write.into(),
             peer,
-            shutdown: Some(Box::new(move || {
+            move || {
                 let _ = closer.shutdown(Shutdown::Both);
-            })),
-        })
+            },
+        ))
     }
 
     /// A connected Unix stream socket.
@@ -78,21 +77,88 @@ impl Channel {
             .ok()
             .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
             .unwrap_or_else(|| "unix".to_owned());
-        let write = stream.try_clone()?;
-        let closer = stream.try_clone()?;
-        Ok(Channel {
-            read: stream.into(),
-            write: write.into(),
+        let (write, closer) = (stream.try_clone()?, stream.try_clone()?);
+        Ok(Channel::socket(
+            stream.into(),
+            write.into(),
             peer,
-            shutdown: Some(Box::new(move || {
+            move || {
                 let _ = closer.shutdown(Shutdown::Both);
-            })),
-        })
+            },
+        ))
+    }
+
+    /// A socket's two halves, and how to shut it down (which wakes a
+    /// writer stuck on a peer that stopped reading).
+    fn socket(
+        read: OwnedFd,
+        write: OwnedFd,
+        peer: String,
+        shutdown: impl Fn() + Send + Sync + 'static,
+    ) -> Channel {
+        Channel {
+            read,
+            write,
+            peer,
+            shutdown: Some(Box::new(shutdown)),
+        }
+    }
+
+    /// A channel over any reader and writer (an embedder's transport: a
+    /// TLS stream's halves, an in-memory pipe). Two threads copy between
+    /// them and a socket pair, so the protocol still waits with `poll`; they
+    /// end when either side closes. Prefer [`from_fds`](Self::from_fds) and
+    /// the socket constructors where there is a descriptor: they copy
+    /// nothing.
+    pub fn from_io(
+        read: impl Read + Send + 'static,
+        write: impl Write + Send + 'static,
+        peer: impl Into<String>,
+    ) -> io::Result<Channel> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let (inbound, outbound) = (theirs.try_clone()?, theirs);
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new().name(name.to_owned()).spawn(f)
+        };
+        let mut read = read;
+        spawn(
+            "zfs-remote-in",
+            Box::new(move || {
+                let _ = forward(&mut read, &mut &inbound);
+                let _ = inbound.shutdown(Shutdown::Write);
+            }),
+        )?;
+        let mut write = write;
+        spawn(
+            "zfs-remote-out",
+            Box::new(move || {
+                let _ = forward(&mut &outbound, &mut write);
+                let _ = outbound.shutdown(Shutdown::Read);
+            }),
+        )?;
+        Ok(Channel::unix(ours)?.named(peer))
     }
 
     /// Renames the peer in messages ("nas", "ssh backup@nas").
     pub fn named(mut self, peer: impl Into<String>) -> Channel {
         self.peer = peer.into();
         self
+    }
+}
+
+/// Copies `from` into `to` until the end, passing on each piece as it
+/// comes. (Not `io::copy`: between a pipe and a socket it splices, and may
+/// wait to fill its large request while the peer waits for a reply.)
+fn forward(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return to.flush(),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..n])?;
+        to.flush()?;
     }
 }
