@@ -554,16 +554,6 @@ fn server_child_over_tcp_and_a_unix_socket() {
     if let Ok(spec) = std::env::var(SERVER_CHILD_ENV) {
         return run_server_child(&spec);
     }
-    let lo = Command::new("ip")
-        .args(["-o", "addr", "show", "lo"])
-        .output();
-    summary(&format!(
-        "remote: loopback: {}",
-        lo.map_or_else(
-            |e| e.to_string(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned()
-        )
-    ));
     let p = pair();
     let src = p.src("home");
     p.create(&src);
