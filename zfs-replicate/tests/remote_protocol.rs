@@ -749,3 +749,43 @@ fn a_channel_over_any_reader_and_writer() {
         );
     });
 }
+
+/// A client that stops reading (it left) ends the session as a clean
+/// close, even when the server's next write is what finds out. Before, over
+/// pipes (ssh's stdio), that write's "Broken pipe" ended it as lost:
+/// `backup serve --stdio` exited 1 and printed it (its CLI test failed on
+/// that once, on 2.1.11).
+#[test]
+fn a_client_that_stops_reading_is_a_clean_close() {
+    let (c2s, s2c) = (
+        zfs_core::pipe::Pipe::new(1 << 16).unwrap(),
+        zfs_core::pipe::Pipe::new(1 << 16).unwrap(),
+    );
+    let channel = Channel::from_fds(c2s.read, s2c.write, "client");
+    std::thread::scope(|s| {
+        let server = s.spawn(move || serve(channel, &Nothing, &policy(), &quick()));
+        let mut to_server = std::fs::File::from(c2s.write);
+        let mut from_server = std::fs::File::from(s2c.read);
+        to_server.write_all(&hello(1)).unwrap();
+        let mut magic = [0u8; 8];
+        from_server.read_exact(&mut magic).unwrap();
+        let mut body = Vec::new();
+        frame::read_frame(&mut from_server, &mut body, &Default::default()).unwrap();
+        // Stop reading, then ask: the reply has nowhere to go.
+        drop(from_server);
+        let req = postcard::to_stdvec(&zfs_replicate::remote::Request::Exists(
+            "pipe/backups/laptop".parse().unwrap(),
+        ))
+        .unwrap();
+        to_server
+            .write_all(&frame::encode(Kind::Request, 1, &req))
+            .unwrap();
+        // Keep our write side open until the server gave up.
+        std::thread::sleep(Duration::from_millis(300));
+        drop(to_server);
+        assert_eq!(
+            server.join().unwrap().expect("a session"),
+            zfs_replicate::remote::SessionEnd::PeerClosed
+        );
+    });
+}

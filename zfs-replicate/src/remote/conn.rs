@@ -276,7 +276,11 @@ impl Conn {
         Arc::new(Conn {
             peer,
             writer: Mutex::new(write),
-            state: Mutex::new(State::default()),
+            // The handshake just went out: the first heartbeat is due later.
+            state: Mutex::new(State {
+                last_sent: Some(Instant::now()),
+                ..State::default()
+            }),
             changed: Condvar::new(),
             wakeup: reader.wakeup.clone(),
             shutdown,
@@ -349,11 +353,20 @@ impl Conn {
             }
             Err(e) => {
                 drop(w);
-                let why = format!("sending: {e}");
-                self.close(why.clone());
-                Err(self.closed().unwrap_or(why))
+                self.send_failed(e)
             }
         }
+    }
+
+    /// Closes after a failed send. A broken pipe or a reset means the peer
+    /// closed the connection: that is how the session ended.
+    fn send_failed(&self, e: io::Error) -> Result<(), String> {
+        let why = match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => PEER_CLOSED.to_owned(),
+            _ => format!("sending: {e}"),
+        };
+        self.close(why.clone());
+        Err(self.closed().unwrap_or(why))
     }
 
     /// Sends HEARTBEAT whenever nothing was sent for `timing.heartbeat`,
@@ -416,7 +429,10 @@ impl Conn {
             }
         };
         self.close(why.clone());
-        SessionEnd::Lost(self.closed().unwrap_or(why))
+        match self.closed() {
+            Some(why) if why == PEER_CLOSED => SessionEnd::PeerClosed,
+            closed => SessionEnd::Lost(closed.unwrap_or(why)),
+        }
     }
 
     /// Reads one frame. DATA bodies go straight into their stream's
@@ -867,11 +883,7 @@ impl Conn {
                 self.state().last_sent = Some(Instant::now());
                 Ok(())
             }
-            Err(e) => {
-                let why = format!("sending: {e}");
-                self.close(why.clone());
-                Err(self.closed().unwrap_or(why))
-            }
+            Err(e) => self.send_failed(e),
         }
     }
 
