@@ -442,29 +442,13 @@ impl Conn {
         reader: &mut FdReader,
         body: &mut Vec<u8>,
     ) -> Result<Option<Header>, FrameError> {
-        let mut h = [0u8; frame::HEADER_LEN];
-        let mut got = 0;
-        while got < h.len() {
-            match reader.read(&mut h[got..]) {
-                Ok(0) if got == 0 => return Err(FrameError::Closed),
-                Ok(0) => return Err(FrameError::Truncated),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(FrameError::Io(e)),
-            }
-        }
-        let header = Header::decode(&h, &self.limits)?;
+        let header = frame::read_header(reader, &self.limits)?;
         if header.kind == Kind::Data {
             self.receive_data(reader, header, body)
                 .map_err(|why| FrameError::Io(io::Error::other(why)))?;
             return Ok(None);
         }
-        body.clear();
-        body.resize(header.len as usize, 0);
-        reader.read_exact(body).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
+        frame::read_body(reader, &header, body)?;
         Ok(Some(header))
     }
 
@@ -513,11 +497,7 @@ impl Conn {
                 0
             }
             staging => {
-                body.clear();
-                body.resize(h.len as usize, 0);
-                reader
-                    .read_exact(body)
-                    .map_err(|e| format!("receiving DATA: {e}"))?;
+                frame::read_body(reader, &h, body).map_err(|e| format!("receiving DATA: {e}"))?;
                 let Some(pipe) = staging else {
                     return Ok(()); // discarded
                 };

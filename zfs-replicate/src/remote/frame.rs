@@ -210,6 +210,14 @@ pub fn read_frame(
     body: &mut Vec<u8>,
     limits: &FrameLimits,
 ) -> Result<Header, FrameError> {
+    let header = read_header(r, limits)?;
+    read_body(r, &header, body)?;
+    Ok(header)
+}
+
+/// Reads and checks one header ([`read_frame`]'s first half: a reader that
+/// handles some bodies itself, such as DATA spliced into a pipe).
+pub fn read_header(r: &mut impl Read, limits: &FrameLimits) -> Result<Header, FrameError> {
     let mut h = [0; HEADER_LEN];
     let mut got = 0;
     while got < HEADER_LEN {
@@ -221,7 +229,11 @@ pub fn read_frame(
             Err(e) => return Err(FrameError::Io(e)),
         }
     }
-    let header = Header::decode(&h, limits)?;
+    Header::decode(&h, limits)
+}
+
+/// Reads the body of `header` into `body` ([`read_frame`]'s second half).
+pub fn read_body(r: &mut impl Read, header: &Header, body: &mut Vec<u8>) -> Result<(), FrameError> {
     let len = header.len as usize;
     body.clear();
     // Exact, not amortized: doubling could overshoot the limit.
@@ -230,8 +242,7 @@ pub fn read_frame(
     r.read_exact(body).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => FrameError::Truncated,
         _ => FrameError::Io(e),
-    })?;
-    Ok(header)
+    })
 }
 
 /// Writes one frame, header and body in one vectored write where the
