@@ -163,7 +163,13 @@ pub(crate) struct Conn {
     pub peer: String,
     writer: Mutex<File>,
     state: Mutex<State>,
+    /// Replies and the connection's end: what callers and the heartbeat
+    /// wait for.
     changed: Condvar,
+    /// Stream flow (DATA queued, CREDIT granted, END, CANCEL), and
+    /// everything `changed` signals: what the pumps wait for. Kept apart
+    /// so that a frame of data wakes the pumps only, not every waiter.
+    flow: Condvar,
     wakeup: Arc<Wakeup>,
     shutdown: Option<Box<dyn Fn() + Send + Sync>>,
     pub limits: FrameLimits,
@@ -282,6 +288,7 @@ impl Conn {
                 ..State::default()
             }),
             changed: Condvar::new(),
+            flow: Condvar::new(),
             wakeup: reader.wakeup.clone(),
             shutdown,
             limits,
@@ -333,6 +340,7 @@ impl Conn {
         }
         drop(st);
         self.changed.notify_all();
+        self.flow.notify_all();
         self.wakeup.wake();
         if let Some(shutdown) = &self.shutdown {
             shutdown();
@@ -492,7 +500,7 @@ impl Conn {
                     if let Some(s) = self.state().streams.get_mut(&h.id) {
                         s.queued += m as u64;
                     }
-                    self.changed.notify_all();
+                    self.flow.notify_all();
                 })?;
                 0
             }
@@ -526,7 +534,7 @@ impl Conn {
             if let Some(s) = self.state().streams.get_mut(&h.id) {
                 s.queued += moved;
             }
-            self.changed.notify_all();
+            self.flow.notify_all();
         }
         Ok(())
     }
@@ -585,7 +593,14 @@ impl Conn {
                 return Err(format!("unexpected {} frame after the handshake", h.kind))
             }
         }
-        self.changed.notify_all();
+        match h.kind {
+            Kind::Credit | Kind::End | Kind::Cancel => self.flow.notify_all(),
+            Kind::Heartbeat => {}
+            _ => {
+                self.changed.notify_all();
+                self.flow.notify_all();
+            }
+        }
         Ok(())
     }
 
@@ -624,6 +639,7 @@ impl Conn {
     /// Drops stream `id`: later DATA for it is discarded.
     pub(crate) fn close_stream(&self, id: u32) {
         self.state().streams.remove(&id);
+        self.flow.notify_all();
     }
 
     /// Inbound: grants the peer `bytes` more.
@@ -687,7 +703,7 @@ impl Conn {
                     if let Some(why) = &st.closed {
                         return Err(StreamEnd::Closed(why.clone()));
                     }
-                    st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st = self.flow.wait(st).unwrap_or_else(|p| p.into_inner());
                 }
             };
             let want = usize::try_from(queued).unwrap_or(usize::MAX);
@@ -741,7 +757,7 @@ impl Conn {
             if s.credit > 0 {
                 return Ok(usize::try_from(s.credit).unwrap_or(max).min(max));
             }
-            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.flow.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
