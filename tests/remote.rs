@@ -15,8 +15,8 @@ use zfs_core::{DatasetName, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::remote::handshake::SessionLimits;
 use zfs_replicate::remote::{
-    listen_tcp, serve, serve_tcp, Access, Channel, Client, ClientOptions, Policy, ServeOptions,
-    SessionEnd,
+    listen_tcp, parse_allow, serve, serve_tcp, Access, Channel, Client, ClientOptions, Policy,
+    ServeOptions, SessionEnd,
 };
 use zfs_replicate::{
     Action, CancelToken, Error, ErrorKind, ExecuteOptions, Keep, Listing, Op, Replication,
@@ -390,22 +390,26 @@ fn connection_cut_mid_stream_then_resume() {
 
 // ------------------------------------------------ a server in a child process
 
-/// The child's part: `root\nunix path\ndead_after_ms`.
+/// The child's part, one item per line: the Unix socket's path,
+/// `dead_after_ms`, then one `--allow` argument per line
+/// (`DATASET[:send|:receive|:all]`).
 const SERVER_CHILD_ENV: &str = "REMOTE_SERVER_CHILD";
 
-/// Child: serves this host's ZFS, receive-only into `root`, on 127.0.0.1
-/// (a free port, printed as `LISTENING <port>`) and on a Unix socket, until
-/// killed.
+/// Child: serves this host's ZFS within the policy the spec allows, on
+/// 127.0.0.1 (a free port, printed as `LISTENING <port>`) and on a Unix
+/// socket, until killed.
 fn run_server_child(spec: &str) {
     let mut parts = spec.split('\n');
-    let (root, path, dead) = (
-        parts.next().unwrap(),
+    let (path, dead) = (
         parts.next().unwrap(),
         parts.next().unwrap().parse::<u32>().unwrap(),
     );
     let zfs = Zfs::open().unwrap();
     let local = Local::new(&zfs);
-    let policy = Policy::new().allow(root.parse().unwrap(), Access::Receive);
+    let policy = parts.fold(Policy::new(), |policy, allow| {
+        let (root, access) = parse_allow(allow).unwrap();
+        policy.allow(root, access)
+    });
     let opts = ServeOptions {
         limits: SessionLimits {
             heartbeat_ms: dead / 4,
@@ -436,7 +440,13 @@ struct ServerChild {
 }
 
 impl ServerChild {
+    /// A server that receives into `root` only.
     fn start(test: &str, root: &DatasetName, dead_after_ms: u32) -> ServerChild {
+        Self::allowing(test, &[&format!("{root}:receive")], dead_after_ms)
+    }
+
+    /// A server whose policy is these `--allow` arguments.
+    fn allowing(test: &str, allow: &[&str], dead_after_ms: u32) -> ServerChild {
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let unix = std::env::temp_dir().join(format!("zfs-remote-{}-{n}.sock", std::process::id()));
@@ -451,7 +461,7 @@ impl ServerChild {
             ])
             .env(
                 SERVER_CHILD_ENV,
-                format!("{root}\n{}\n{dead_after_ms}", unix.display()),
+                format!("{}\n{dead_after_ms}\n{}", unix.display(), allow.join("\n")),
             )
             .stdout(Stdio::piped())
             .spawn()
@@ -580,6 +590,113 @@ fn server_child_over_tcp_and_a_unix_socket() {
     assert_eq!(
         contents(newest.name()),
         contents(&dst.snapshot(newest.name().short_name()).unwrap())
+    );
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn server_child_recursive_push_and_pull_over_tcp_and_a_unix_socket() {
+    const TEST: &str = "server_child_recursive_push_and_pull_over_tcp_and_a_unix_socket";
+    if let Ok(spec) = std::env::var(SERVER_CHILD_ENV) {
+        return run_server_child(&spec);
+    }
+    let p = pair();
+    let src = p.src("home");
+    let child = ds(&src, "my docs");
+    let grandchild = ds(&child, "old");
+    for d in [&src, &child, &grandchild] {
+        p.create(d);
+    }
+    fill(&src, 1, 2, 300_000);
+    fill(&child, 2, 2, 200_000);
+    fill(&grandchild, 3, 1, 100_000);
+    let backups = p.dst("backups");
+    p.create(&backups);
+    let pulled = p.dst("pulled");
+    p.create(&pulled);
+    // One server process: the source's tree is send-only, the backups
+    // receive-only; the client's side is this process.
+    let server = ServerChild::allowing(
+        TEST,
+        &[&format!("{src}:send"), &format!("{backups}:receive")],
+        20_000,
+    );
+    let local = Local::new(&p.zfs);
+    let transports: [(&str, &dyn Fn() -> Client); 2] =
+        [("tcp", &|| server.tcp()), ("unix", &|| server.unix())];
+    let mut round = 10;
+    for (transport, connect) in transports {
+        let pushed = ds(&backups, transport);
+        let pull_into = ds(&pulled, transport);
+        let push = Replication::new(src.clone(), pushed.clone())
+            .recursive(true)
+            .prefix(format!("push-{transport}"));
+        let pull = Replication::new(src.clone(), pull_into.clone())
+            .recursive(true)
+            .prefix(format!("pull-{transport}"));
+        for pass in ["full", "incremental"] {
+            round += 1;
+            fill(&child, round, 1, 50_000);
+            fill(&grandchild, round, 1, 50_000);
+            // A connection per run, as a backup job would make.
+            let remote = connect();
+            let pushed_run = push
+                .sync_with(&local, &remote, &opts(), Keep::default())
+                .unwrap_or_else(|e| panic!("{pass} push over {transport}: {e}"));
+            drop(remote);
+            let remote = connect();
+            let pulled_run = pull
+                .sync_with(&remote, &local, &opts(), Keep::default())
+                .unwrap_or_else(|e| panic!("{pass} pull over {transport}: {e}"));
+            drop(remote);
+            for (what, run) in [("push", &pushed_run), ("pull", &pulled_run)] {
+                assert_eq!(run.report.transfers.len(), 3, "{what} {pass}: {run:?}");
+                let incremental = run
+                    .plan
+                    .steps
+                    .iter()
+                    .all(|s| matches!(s.action, Action::Incremental { .. }));
+                assert_eq!(incremental, pass == "incremental", "{what} {pass}: {run:?}");
+            }
+            // Every snapshot on each target is the source's, by GUID, and
+            // each dataset of the tree holds this job's snapshots so far.
+            let source = tree_guids(&p.zfs, &src);
+            let rounds = if pass == "full" { 1 } else { 2 };
+            for (target, job) in [(&pushed, "push"), (&pull_into, "pull")] {
+                let received = tree_guids(&p.zfs, target);
+                for (name, guid) in &received {
+                    assert_eq!(source.get(name), Some(guid), "{target}: {name}");
+                }
+                for dataset in ["", "my docs", "my docs/old"] {
+                    let ours = format!("{dataset}@{job}-{transport}_");
+                    let n = received.keys().filter(|k| k.starts_with(&ours)).count();
+                    assert_eq!(n, rounds, "{target} after the {pass} run: {received:?}");
+                }
+            }
+        }
+        // The newest snapshot's files, in the deepest dataset, both ways.
+        for (target, prefix) in [(&pushed, "push"), (&pull_into, "pull")] {
+            let newest = p
+                .zfs
+                .snapshots(&grandchild)
+                .unwrap()
+                .into_iter()
+                .rev()
+                .find(|s| {
+                    let name = s.name().short_name();
+                    name.starts_with(&format!("{prefix}-{transport}_"))
+                })
+                .expect("a snapshot of this transport");
+            let received = ds(&ds(target, "my docs"), "old")
+                .snapshot(newest.name().short_name())
+                .unwrap();
+            assert_eq!(contents(newest.name()), contents(&received), "{received}");
+        }
+    }
+    assert_eq!(holds_left(&p.zfs, &p.tank.root()), 0, "no hold left behind");
+    summary(
+        "remote: a server process; recursive push and pull (3 datasets), full then \
+         incremental, over TCP and over a Unix socket",
     );
 }
 
