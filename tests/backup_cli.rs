@@ -271,6 +271,32 @@ fn backup_cli_remote_over_stdio() {
     let out = ok(&backup(&["plan", s, d, "--via-target", &receive_only]));
     assert!(out.contains("up to date"), "{out}");
 
+    // The server's own retention: `backup prune` on its host keeps the
+    // newest N of ours (the newest is the next incremental's base), and
+    // the next push goes on from it.
+    let newest = guids(&zfs, &dst).last().copied();
+    let out = ok(&backup(&["prune", d, "--keep", "1"]));
+    assert_eq!(out.matches("pruned: ").count(), 1, "{out}");
+    assert_eq!(guids(&zfs, &dst), Vec::from_iter(newest), "kept the newest");
+    let out = ok(&backup(&["prune", d, "--keep", "1"]));
+    assert!(out.contains("pruned: nothing"), "{out}");
+    assert_fails(&backup(&["prune", d, "--keep", "0"]), 2, "at least 1");
+    assert_fails(&backup(&["prune", d]), 2, "--keep");
+    let missing = format!("{laptop}/missing");
+    assert_fails(&backup(&["prune", &missing, "--keep", "1"]), 5, "missing");
+    let out = ok(&backup(&[
+        "sync",
+        s,
+        d,
+        "--via-target",
+        &receive_only,
+        "--keep-source",
+        "1",
+    ]));
+    assert!(out.contains("incremental"), "{out}");
+    assert_eq!(guids(&zfs, &dst).len(), 2, "{out}");
+    assert_eq!(guids(&zfs, &src).last(), guids(&zfs, &dst).last());
+
     // --keep N needs destroy on the receive-only target: refused up front,
     // no snapshot taken on the source; the hint names --keep-source.
     let (src_before, pipe_before) = (guids(&zfs, &src), state(&zfs, &pipe.root()));

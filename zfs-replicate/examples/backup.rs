@@ -6,6 +6,7 @@
 //! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
+//! backup prune DATASET --keep N [-r|--recursive] [--prefix P]
 //! backup send SNAPSHOT [--from BASE] [--raw] -o FILE
 //! backup receive TARGET -i FILE
 //! backup verify FILE
@@ -44,6 +45,12 @@
 //!   server does not grant is refused before anything changes: against a
 //!   `:receive` server, prune with `--keep-source N`, not `--keep N`.
 //!   `--token-file` gives the server's token (TCP).
+//! - `prune` destroys our snapshots (`<prefix>_<UTC time>`) of DATASET (and
+//!   its descendants with `-r`) beyond the newest N, here, without a sync:
+//!   never a held snapshot, nor another tool's. It is how a `:receive`
+//!   server, whose clients cannot destroy anything, keeps its backups
+//!   bounded (run it from the server's own cron). The newest of ours stays
+//!   (N is at least 1): it is the base the next incremental needs.
 //! - `send` writes one stream of SNAPSHOT to a new FILE, incremental with
 //!   `--from`. BASE is a full name (`pool/fs@snap`, `pool/fs#mark`), or a
 //!   short one resolved in SNAPSHOT's dataset: `@snap` or a bare `snap`
@@ -80,6 +87,7 @@ use std::time::{Duration, Instant};
 
 use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
+use zfs_replicate::prune::Retention;
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::{
     file, Action, Error, ErrorKind, ExecuteOptions, Keep, Observer, Op, Progress, Replication,
@@ -100,6 +108,9 @@ const USAGE: &str = "usage:
       grants DATASET and below: send (be a source), receive (be a target,
       append-only: no destroy, no rollback), all (the default). No --allow:
       every request is refused. Beyond loopback, --listen needs --token-file.
+  backup prune DATASET --keep N [-r|--recursive] [--prefix P]
+      destroy our snapshots of DATASET beyond the newest N, here (no sync): how a
+      receive-only server keeps its backups bounded; never held ones, nor others'
   backup send SNAPSHOT [--from BASE] [--raw] -o FILE
       write a stream of SNAPSHOT to a new FILE; BASE is pool/fs@snap, pool/fs#mark,
       or @snap, snap, #mark in SNAPSHOT's dataset
@@ -205,6 +216,7 @@ fn run(args: &[OsString]) -> Result<u8, Fail> {
         "receive" | "recv" => receive(rest),
         "verify" => verify(rest),
         "serve" => serve(rest),
+        "prune" => prune(rest),
         _ => Err(usage(format!(
             "unknown command {:?}",
             args[0].to_string_lossy()
@@ -929,6 +941,34 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         }
     }
     out!("done: {} bytes in {count} transfer(s)", r.report.bytes());
+    Ok(0)
+}
+
+fn prune(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse("prune", args, &["DATASET"], &[KEEP, RECURSIVE, PREFIX])? else {
+        out!("{USAGE}");
+        return Ok(0);
+    };
+    let dataset = dataset_arg("DATASET", &p.positional[0])?;
+    let keep = keep_arg(&p, "keep")?.ok_or_else(|| usage("prune needs --keep N"))?;
+    let prefix = prefix_arg(p.value("prefix"))?;
+    let zfs = open()?;
+    let report = zfs_replicate::prune::prune(
+        &zfs,
+        &dataset,
+        p.has("recursive"),
+        &Retention::keep_newest(prefix, keep),
+        &[],
+    )?;
+    for s in &report.destroyed {
+        out!("pruned: {s}");
+    }
+    for s in &report.kept_held {
+        out!("kept (held): {s}");
+    }
+    if report.destroyed.is_empty() {
+        out!("pruned: nothing");
+    }
     Ok(0)
 }
 
