@@ -241,6 +241,11 @@ fn backup_cli_remote_over_stdio() {
     let dst = laptop.child("home").unwrap();
     let (s, d) = (src.as_str(), dst.as_str());
     let receive_only = format!("backup serve --stdio --allow {laptop}:receive");
+    // An incremental push that prunes the source to 1 (not the target).
+    let push_keeping_one = || {
+        let via = ["--via-target", &receive_only, "--keep-source", "1"];
+        backup(&[&["sync", s, d][..], &via].concat())
+    };
 
     // Push to a receive-only server: full, then incremental. The server
     // exits 0 when the client closed the connection.
@@ -251,15 +256,7 @@ fn backup_cli_remote_over_stdio() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.trim(), "server exit 0", "{stderr}");
     assert_eq!(guids(&zfs, &src), guids(&zfs, &dst), "same snapshots");
-    let out = ok(&backup(&[
-        "sync",
-        s,
-        d,
-        "--via-target",
-        &receive_only,
-        "--keep-source",
-        "1",
-    ]));
+    let out = ok(&push_keeping_one());
     assert!(out.contains("incremental"), "{out}");
     assert_eq!(
         guids(&zfs, &src).len(),
@@ -284,15 +281,7 @@ fn backup_cli_remote_over_stdio() {
     assert_fails(&backup(&["prune", d]), 2, "--keep");
     let missing = format!("{laptop}/missing");
     assert_fails(&backup(&["prune", &missing, "--keep", "1"]), 5, "missing");
-    let out = ok(&backup(&[
-        "sync",
-        s,
-        d,
-        "--via-target",
-        &receive_only,
-        "--keep-source",
-        "1",
-    ]));
+    let out = ok(&push_keeping_one());
     assert!(out.contains("incremental"), "{out}");
     assert_eq!(guids(&zfs, &dst).len(), 2, "{out}");
     assert_eq!(guids(&zfs, &src).last(), guids(&zfs, &dst).last());

@@ -87,7 +87,7 @@ use std::time::{Duration, Instant};
 
 use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
-use zfs_replicate::prune::Retention;
+use zfs_replicate::prune::{PruneReport, Retention};
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::{
     file, Action, Error, ErrorKind, ExecuteOptions, Keep, Observer, Op, Progress, Replication,
@@ -927,17 +927,8 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         ("source", keep.source, &r.pruned_source),
         ("target", keep.target, &r.pruned_target),
     ] {
-        if kept.is_none() {
-            continue;
-        }
-        for s in &pruned.destroyed {
-            out!("pruned: {s}");
-        }
-        for s in &pruned.kept_held {
-            out!("kept (held): {s}");
-        }
-        if pruned.destroyed.is_empty() {
-            out!("pruned: nothing on the {side}");
+        if kept.is_some() {
+            print_pruned(pruned, &format!(" on the {side}"));
         }
     }
     out!("done: {} bytes in {count} transfer(s)", r.report.bytes());
@@ -960,6 +951,13 @@ fn prune(args: &[OsString]) -> Result<u8, Fail> {
         &Retention::keep_newest(prefix, keep),
         &[],
     )?;
+    print_pruned(&report, "");
+    Ok(0)
+}
+
+/// A line per snapshot destroyed or kept for a hold; `pruned: nothing`
+/// (then `place`) when none was destroyed.
+fn print_pruned(report: &PruneReport, place: &str) {
     for s in &report.destroyed {
         out!("pruned: {s}");
     }
@@ -967,9 +965,8 @@ fn prune(args: &[OsString]) -> Result<u8, Fail> {
         out!("kept (held): {s}");
     }
     if report.destroyed.is_empty() {
-        out!("pruned: nothing");
+        out!("pruned: nothing{place}");
     }
-    Ok(0)
 }
 
 /// Prints a line per 64 MiB moved into each dataset.
