@@ -43,11 +43,37 @@ pub fn mount(fs: &str) -> PathBuf {
         .map_or_else(std::env::temp_dir, PathBuf::from)
         .join(format!("mnt-{}", fs.replace(['/', ' ', '@'], "_")));
     std::fs::create_dir_all(&dir).expect("mountpoint");
-    zfs_cli(&["set", &format!("mountpoint={}", dir.display()), fs]);
-    if !zfs_cli(&["get", "-H", "-o", "value", "mounted", fs]).starts_with("yes") {
+    let mounted = || zfs_cli(&["get", "-H", "-o", "value", "mounted", fs]).starts_with("yes");
+    let mountpoint = zfs_cli(&["get", "-H", "-o", "value", "mountpoint", fs]);
+    if mountpoint.trim_end() != dir.display().to_string() {
+        // The library sets the property; it does not move a mount.
+        if mounted() {
+            unmount(fs);
+        }
+        set(fs, &[("mountpoint", &dir.display().to_string())]);
+    }
+    if !mounted() {
         zfs_cli(&["mount", fs]);
     }
     dir
+}
+
+/// Sets properties on `fs` with the library (`Zfs::set_properties`).
+pub fn set(fs: &str, props: &[(&str, &str)]) {
+    let list = props
+        .iter()
+        .try_fold(zfs_core::PropertyList::new(), |l, (n, v)| l.set(n, v))
+        .unwrap_or_else(|e| panic!("properties {props:?}: {e}"));
+    zfs_core::Zfs::open()
+        .expect("open /dev/zfs")
+        .set_properties(&fs.parse().expect("a dataset name"), list.nvlist())
+        .unwrap_or_else(|e| panic!("setting {props:?} on {fs}: {e}"));
+}
+
+/// Makes a backup writable and mountable, for a test that changes it on
+/// purpose (backups are received `readonly=on`, `canmount=noauto`).
+pub fn writable(fs: &zfs_core::DatasetName) {
+    set(fs.as_str(), &[("readonly", "off"), ("canmount", "on")]);
 }
 
 /// Unmounts `fs`.

@@ -189,6 +189,41 @@ fn backup_cli_honours_its_contract() {
         "the restored snapshot is the source's"
     );
     assert_fails(&backup(&["verify", "/nonexistent file"]), 5, "backup");
+    // The restored copy is a backup too: read-only, not mounted by itself.
+    assert_eq!(prop(&restored, "readonly"), ("on".into(), "local".into()));
+    assert_eq!(
+        prop(&restored, "canmount"),
+        ("noauto".into(), "local".into())
+    );
+
+    // Receive overrides: -o / -x for the datasets a sync creates; a bad
+    // one is a usage error before anything runs.
+    let other: DatasetName = format!("{}/overridden", pipe.root()).parse().unwrap();
+    let o = other.as_str();
+    for bad in [
+        &["--set", "readonly=maybe"][..],
+        &["--set", "compression"],
+        &["--set", "used=1"],
+        &["--exclude-property", "Not:Valid"],
+    ] {
+        let o = backup(&[&["sync", s, o][..], bad].concat());
+        assert_fails(&o, 2, "backup");
+    }
+    assert!(!zfs.exists(&other), "nothing created");
+    let sets = ["--set", "compression=zstd", "--set", "readonly=off"];
+    let exclude = ["--exclude-property", "mountpoint", "--prefix", "ovr"];
+    ok(&backup(&[&["sync", s, o][..], &sets, &exclude].concat()));
+    assert_eq!(prop(&other, "compression"), ("zstd".into(), "local".into()));
+    assert_eq!(prop(&other, "readonly"), ("off".into(), "local".into()));
+    assert_eq!(prop(&other, "canmount"), ("noauto".into(), "local".into()));
+}
+
+/// `zfs get -H -o value,source PROP DATASET`.
+fn prop(dataset: &DatasetName, name: &str) -> (String, String) {
+    let out =
+        zfs_replicate_tests::zfs_cli(&["get", "-H", "-o", "value,source", name, dataset.as_str()]);
+    let (value, source) = out.trim_end().split_once('\t').expect("value and source");
+    (value.to_owned(), source.to_owned())
 }
 
 /// The GUIDs of the snapshots of `dataset`, oldest first.
@@ -279,6 +314,10 @@ fn backup_cli_remote_over_stdio() {
     assert!(out.contains("pruned: nothing"), "{out}");
     assert_fails(&backup(&["prune", d, "--keep", "0"]), 2, "at least 1");
     assert_fails(&backup(&["prune", d]), 2, "--keep");
+    assert_fails(&backup(&["prune", d, "--retain", "1x:3"]), 2, "grid");
+    assert_fails(&backup(&["sync", s, d, "--retain", "1h"]), 2, "grid");
+    let out = ok(&backup(&["prune", d, "--retain", "1d:7,1w:4"]));
+    assert!(out.contains("pruned: nothing"), "one snapshot: {out}");
     let missing = format!("{laptop}/missing");
     assert_fails(&backup(&["prune", &missing, "--keep", "1"]), 5, "missing");
     let out = ok(&push_keeping_one());

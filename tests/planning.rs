@@ -77,11 +77,11 @@ fn tree(p: &Pair, root: &DatasetName) -> Vec<DatasetName> {
 
 /// Writes a little data into a filesystem (mounting it, even a target).
 fn scribble(fs: &DatasetName, seed: u64) {
-    zfs_cli(&["set", "canmount=on", fs.as_str()]);
+    zfs_replicate_tests::writable(fs);
     let dir = mount(fs.as_str());
     write_file(&dir.join(format!("scribble-{seed}")), seed, 64 << 10);
     unmount(fs.as_str());
-    zfs_cli(&["set", "canmount=off", fs.as_str()]);
+    zfs_replicate_tests::set(fs.as_str(), &[("readonly", "on"), ("canmount", "noauto")]);
 }
 
 /// Over a random history of syncs and of changes on both sides (snapshots

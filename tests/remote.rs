@@ -206,7 +206,7 @@ fn push_and_pull_over_a_socket() {
                 &opts(),
                 Keep {
                     source: None,
-                    target: Some(2),
+                    target: Some(2.into()),
                 },
             )
             .unwrap_or_else(|e| panic!("pull {round}: {e}"));

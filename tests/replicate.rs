@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use zfs_core::{DatasetName, KeyStatus, NvList, Zfs};
 use zfs_replicate::file::{receive_file, send_to_file, verify_file};
-use zfs_replicate::prune::{prune, take_snapshot, Retention};
+use zfs_replicate::prune::{prune, prune_preview, take_snapshot, Retention};
 use zfs_replicate::{
     execute, Action, Base, CancelToken, Divergence, Error, ExecuteOptions, Replication,
 };
 use zfs_replicate_tests::below as ds;
-use zfs_replicate_tests::{contents, fill, zfs_cli, ChildRun, KernelErrorLog, Pair};
+use zfs_replicate_tests::{contents, fill, ChildRun, KernelErrorLog, Pair};
 
 const SIZE: u64 = 256 << 20;
 
@@ -69,18 +69,17 @@ fn full_then_incremental_with_intermediates() {
     let report = execute(&p.zfs, &plan, &opts()).unwrap();
     assert_eq!(report.transfers[0].1.len(), 2);
     assert_eq!(p.guids(&dst), p.guids(&src));
-    assert_eq!(
-        p.zfs
-            .properties(&dst)
-            .unwrap()
-            .raw
-            .get_nvlist("canmount")
-            .unwrap()
-            .get_u64("value")
-            .unwrap(),
-        0,
-        "backups do not mount"
-    );
+    // A backup is read-only and not mounted by itself, by local values.
+    let props = p.zfs.properties(&dst).unwrap();
+    for (name, value) in [("readonly", 1), ("canmount", 2)] {
+        let v = props.raw.get_nvlist(name).unwrap();
+        assert_eq!(v.get_u64("value").unwrap(), value, "{name}");
+        assert_eq!(
+            v.get_str("source").unwrap(),
+            dst.as_str(),
+            "{name} is local"
+        );
+    }
 
     // Three more snapshots: one incremental run carries all of them.
     for (i, n) in ["s3", "s4", "s5"].iter().enumerate() {
@@ -324,9 +323,10 @@ trait CanMount {
 }
 
 impl CanMount for Pair {
-    /// Backups are received with canmount=off; the test mounts one on purpose.
+    /// Backups are received read-only and not mounted by themselves; the
+    /// test changes one on purpose.
     fn zfs_set_canmount_on(&self, fs: &DatasetName) {
-        zfs_cli(&["set", "canmount=on", fs.as_str()]);
+        zfs_replicate_tests::writable(fs);
     }
 }
 
@@ -625,6 +625,77 @@ fn pruning_keeps_the_base_and_others_snapshots() {
     fill(&src, 30, 1, 10_000);
     repl.sync(&p.zfs, &opts(), Some(2)).unwrap();
     assert_eq!(p.guids(&src).last(), p.guids(&dst).last());
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn pruning_by_a_grid_with_an_injected_clock() {
+    use std::time::{Duration, UNIX_EPOCH};
+    use zfs_replicate::prune::{new_snapshot_name, Rule};
+    use zfs_replicate::retention::Grid;
+    let p = pair();
+    let fs = p.src("grid");
+    p.create(&fs);
+    p.snap(&fs, "someone elses");
+    // 60 of ours over 60 days, a day apart, plus 12 in the last 12 hours,
+    // as `<prefix>_<UTC time>` names: the grid reads their times.
+    const H: u64 = 3600;
+    let now = 20_000 * 86_400 + 12 * H;
+    let mut times: Vec<u64> = (0..60).map(|i| now - (60 - i) * 86_400).collect();
+    times.extend((0..12).map(|i| now - (12 - i) * H + 60));
+    let at = |t: u64| UNIX_EPOCH + Duration::from_secs(t);
+    let names: Vec<String> = times
+        .iter()
+        .map(|t| new_snapshot_name("gr", at(*t)))
+        .collect();
+    let snaps: Vec<_> = names.iter().map(|n| fs.snapshot(n).unwrap()).collect();
+    for (i, snap) in snaps.iter().enumerate() {
+        // The same file written again before every tenth: the old blocks
+        // belong to the snapshots in between only (space a prune frees).
+        if i % 10 == 0 && i > 0 {
+            fill(&fs, 7, 1, 256 << 10);
+        }
+        p.zfs.snapshot(std::slice::from_ref(snap)).unwrap();
+    }
+    // One of the old ones is held: it stays whatever the grid says.
+    let held = snaps[3].clone();
+    p.zfs.hold(&[(held.clone(), "user:keep".into())]).unwrap();
+    let grid: Grid = "1h:6,1d:7".parse().unwrap();
+    let rule = Rule::Grid(grid.clone().at(at(now)));
+    // What the pure function decides is what the prune does.
+    let expected: Vec<bool> = rule.keeps_at(now, &times);
+    let retention = Retention::new("gr", rule);
+    let preview = prune_preview(&p.zfs, &fs, false, &retention, &[]).unwrap();
+    let report = prune(&p.zfs, &fs, false, &retention, &[]).unwrap();
+    assert_eq!(preview.report, report, "the preview is what the prune did");
+    // Four overwritten versions of 256 KiB among the destroyed (the fifth,
+    // from before snapshot 50, is still referenced by the kept ones).
+    assert!(
+        (4 * (256 << 10)..8 * (256 << 10)).contains(&preview.bytes_freed),
+        "{} bytes freed",
+        preview.bytes_freed
+    );
+    let left: Vec<String> = p.names(&fs);
+    for (i, name) in names.iter().enumerate() {
+        let kept = left.contains(name);
+        let want = expected[i] || snaps[i] == held;
+        assert_eq!(
+            kept, want,
+            "{name}: kept {kept}, the grid says {}",
+            expected[i]
+        );
+    }
+    assert_eq!(report.kept_held, vec![held.clone()]);
+    assert!(left.contains(&"someone elses".to_string()));
+    let kept = expected.iter().filter(|k| **k).count();
+    // 6 hourly slots and 7 daily ones at most, plus the newest.
+    assert!(kept <= 6 + 7 + 1, "{kept}");
+    assert_eq!(report.destroyed.len(), names.len() - kept - 1);
+    p.zfs.release(&[(held, "user:keep".into())]).unwrap();
+    zfs_replicate_tests::summary(&format!(
+        "prune: grid {grid} as of an injected clock kept {kept} of {} (and a held one)",
+        names.len()
+    ));
 }
 
 #[test]

@@ -134,6 +134,16 @@ grep -q ": full" /tmp/sync2.out && fail "the second sync sent a full stream"
 grep -q "incremental from" /tmp/sync2.out || fail "the second sync was not incremental"
 note "incremental: $(done_bytes /tmp/sync2.out) bytes this time, $(done_bytes /tmp/sync1.out) the first time"
 
+say "browse: the backup is read-only and mounts only on purpose; reading it changes nothing"
+run zfs get -H -o name,property,value,source readonly,canmount pipe/home
+run zfs mount pipe/home
+run wc -c /pipe/home/photo.raw
+touch /pipe/home/new-file 2>/dev/null && fail "the mounted backup was writable"
+note "writing into the mounted backup failed: it is read-only"
+run zfs umount pipe/home
+[ "$(zfs get -H -p -o value written pipe/home)" = 0 ] || fail "reading the backup changed it"
+note "written=0: the next sync applies without --rollback"
+
 say "prune: three more syncs; --keep 3 keeps the newest three on both sides"
 for i in 3 4 5; do
     fill "/tank/home/docs/day $i.txt" 16

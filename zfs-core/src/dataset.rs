@@ -169,6 +169,9 @@ pub struct Properties {
     /// [`Features::has_dataset_property`](crate::Features::has_dataset_property)`("snapshots_changed")`
     /// tells apart.
     pub snapshots_changed: Option<u64>,
+    /// A filesystem or a volume (for a snapshot: of which), from the
+    /// kernel's `type` entry; None when it lists none.
+    pub dataset_type: Option<DatasetType>,
     /// The kernel's full property list: `{name: {value, source}}`.
     pub raw: NvList,
 }
@@ -299,6 +302,11 @@ impl Properties {
             referenced: num("referenced")?,
             creation: num("creation")?,
             snapshots_changed: num("snapshots_changed")?,
+            dataset_type: match num("type")?.map(|t| t as u32) {
+                Some(DMU_OST_ZFS) => Some(DatasetType::Filesystem),
+                Some(DMU_OST_ZVOL) => Some(DatasetType::Volume),
+                _ => None,
+            },
             raw,
         })
     }

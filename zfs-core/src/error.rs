@@ -222,6 +222,9 @@ pub enum ErrorKind {
     UnexpectedShape,
     /// An I/O error outside ZFS (reading or writing a file or pipe).
     Io,
+    /// A wrong encryption key (or one of the wrong format) for
+    /// [`Zfs::load_key`](crate::Zfs::load_key); nothing was loaded.
+    WrongKey,
     /// Anything else; see the errno.
     Other,
 }
@@ -250,6 +253,8 @@ impl ErrorKind {
                 ErrorKind::NotSupported
             }
             _ if errno == Errno::RESUME_EXISTS => ErrorKind::ResumeExists,
+            // A value the module does not know for the property.
+            _ if errno == Errno::BADPROP => ErrorKind::InvalidArgument,
             _ if errno == Errno::STREAM_TRUNCATED => ErrorKind::BadStream,
             _ if errno == Errno::BOOKMARK_SOURCE_NOT_ANCESTOR => ErrorKind::NotAncestor,
             _ => ErrorKind::Other,
@@ -291,6 +296,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::UnexpectedShape => "unexpected nvlist shape",
             ErrorKind::Io => "I/O error",
+            ErrorKind::WrongKey => "wrong key",
             ErrorKind::Other => "failed",
         })
     }
@@ -300,7 +306,7 @@ impl fmt::Display for ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BatchFailure {
-    /// The snapshot, bookmark or hold target that failed.
+    /// The snapshot, bookmark, hold target or property that failed.
     pub name: String,
     pub errno: Errno,
     pub kind: ErrorKind,
@@ -387,6 +393,7 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "lzc_get_bookmarks",
     "lzc_get_holds",
     "lzc_hold",
+    "lzc_load_key",
     "lzc_promote",
     "lzc_receive",
     "lzc_release",
@@ -397,13 +404,17 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "lzc_send_resume",
     "lzc_send_space",
     "lzc_snapshot",
+    "lzc_snaprange_space",
+    "lzc_unload_key",
     // raw ioctls
     "ZFS_IOC_DATASET_LIST_NEXT",
+    "ZFS_IOC_INHERIT_PROP",
     "ZFS_IOC_OBJSET_STATS",
     "ZFS_IOC_POOL_CONFIGS",
     "ZFS_IOC_POOL_CREATE",
     "ZFS_IOC_POOL_DESTROY",
     "ZFS_IOC_SEND_PROGRESS",
+    "ZFS_IOC_SET_PROP",
     "ZFS_IOC_SNAPSHOT_LIST_NEXT",
     // nvlists, resume tokens, streams, sysfs
     "nvlist_pack",

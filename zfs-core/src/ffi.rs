@@ -477,10 +477,12 @@ pub(crate) mod profile {
 /// A name for an ioctl request, for the profile.
 fn ioctl_name(request: u32) -> &'static str {
     use zfs_sys::ioctl::{
-        ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS, ZFS_IOC_POOL_CONFIGS,
-        ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SNAPSHOT_LIST_NEXT,
+        ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_INHERIT_PROP, ZFS_IOC_OBJSET_STATS,
+        ZFS_IOC_POOL_CONFIGS, ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SET_PROP, ZFS_IOC_SNAPSHOT_LIST_NEXT,
     };
     match request {
+        ZFS_IOC_SET_PROP => "ZFS_IOC_SET_PROP",
+        ZFS_IOC_INHERIT_PROP => "ZFS_IOC_INHERIT_PROP",
         ZFS_IOC_OBJSET_STATS => "ZFS_IOC_OBJSET_STATS",
         ZFS_IOC_DATASET_LIST_NEXT => "ZFS_IOC_DATASET_LIST_NEXT",
         ZFS_IOC_SNAPSHOT_LIST_NEXT => "ZFS_IOC_SNAPSHOT_LIST_NEXT",
@@ -638,6 +640,25 @@ pub(crate) fn lzc_promote(name: &CStr) -> Result<(), (Errno, String)> {
     rc(r).map_err(|e| (e, c_buf_to_string(&buf)))
 }
 
+/// `lzc_load_key` with a 32-byte wrapping key; `noop` only checks it.
+pub(crate) fn lzc_load_key(name: &CStr, noop: bool, wrapping_key: &[u8; 32]) -> Result<(), Errno> {
+    let mut key = *wrapping_key;
+    // SAFETY: a NUL-terminated name; `key` is 32 bytes the call reads (it
+    // takes a non-const pointer but does not keep it).
+    let r = rc(profiled("lzc_load_key", || unsafe {
+        zfs_sys::lzc_load_key(name.as_ptr(), noop as u32, key.as_mut_ptr(), 32)
+    }));
+    key.fill(0);
+    r
+}
+
+pub(crate) fn lzc_unload_key(name: &CStr) -> Result<(), Errno> {
+    // SAFETY: a NUL-terminated name.
+    rc(profiled("lzc_unload_key", || unsafe {
+        zfs_sys::lzc_unload_key(name.as_ptr())
+    }))
+}
+
 pub(crate) fn lzc_destroy(name: &CStr) -> Result<(), Errno> {
     // SAFETY: NUL-terminated name.
     rc(profiled("lzc_destroy", || unsafe {
@@ -706,7 +727,19 @@ pub(crate) fn lzc_send_space(snap: &CStr, from: Option<&CStr>, flags: u32) -> Re
     Ok(space)
 }
 
-/// What `lzc_receive_one` reports besides its errno.
+/// `lzc_snaprange_space`: bytes freed by destroying `first` through `last`.
+pub(crate) fn lzc_snaprange_space(first: &CStr, last: &CStr) -> Result<u64, Errno> {
+    let mut space = 0u64;
+    // SAFETY: NUL-terminated names; `space` is a valid out slot.
+    retry_eintr(|| {
+        rc(profiled("lzc_snaprange_space", || unsafe {
+            zfs_sys::lzc_snaprange_space(first.as_ptr(), last.as_ptr(), &mut space)
+        }))
+    })?;
+    Ok(space)
+}
+
+/// What `lzc_receive_with_cmdprops` reports besides its errno.
 pub(crate) struct ReceiveOutcome {
     pub read_bytes: u64,
     /// Per-property errors of the received properties, if any.
@@ -714,7 +747,7 @@ pub(crate) struct ReceiveOutcome {
 }
 
 /// One stream record header (`dmu_replay_record_t`, 312 bytes) with the C
-/// type's 8-byte alignment: `lzc_receive_one` reads the BEGIN record through
+/// type's 8-byte alignment: `lzc_receive_with_cmdprops` reads the BEGIN record through
 /// a `dmu_replay_record_t *`.
 #[repr(C, align(8))]
 #[derive(Debug, Clone)]
@@ -733,11 +766,14 @@ fn replay_record_is_8_aligned() {
     assert_eq!(std::mem::align_of::<ReplayRecord>(), 8);
 }
 
-/// Receives one substream whose BEGIN record the caller already read.
+/// Receives one substream whose BEGIN record the caller already read, with
+/// `props` as received values and `cmdprops` as `zfs receive -o`/`-x`
+/// (`lzc_receive_with_cmdprops`).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn lzc_receive_one(
+pub(crate) fn lzc_receive_with_cmdprops(
     snap: &CStr,
     props: Option<&NvList>,
+    cmdprops: Option<&NvList>,
     origin: Option<&CStr>,
     force: bool,
     resumable: bool,
@@ -745,30 +781,39 @@ pub(crate) fn lzc_receive_one(
     fd: BorrowedFd<'_>,
     begin_record: &ReplayRecord,
 ) -> Result<ReceiveOutcome, (Errno, ReceiveOutcome)> {
-    let props = match props.map(CNvList::from_nvlist).transpose() {
-        Ok(p) => p,
-        Err(e) => {
-            return Err((
-                e,
-                ReceiveOutcome {
-                    read_bytes: 0,
-                    prop_errors: None,
-                },
-            ));
-        }
+    let nothing_read = |e| {
+        (
+            e,
+            ReceiveOutcome {
+                read_bytes: 0,
+                prop_errors: None,
+            },
+        )
     };
+    let props = props
+        .map(CNvList::from_nvlist)
+        .transpose()
+        .map_err(nothing_read)?;
+    let cmdprops = cmdprops
+        .map(CNvList::from_nvlist)
+        .transpose()
+        .map_err(nothing_read)?;
     let mut read_bytes = 0u64;
     let mut errflags = 0u64;
     let mut action_handle = 0u64;
     let mut errors = ptr::null_mut();
-    // SAFETY: NUL-terminated names (or NULL); `props` is NULL or a valid
-    // list; `begin_record` is 312 readable bytes, 8-aligned: the size and
-    // alignment of dmu_replay_record_t; the out slots are valid; `fd` is
-    // borrowed for the call; -1 means no cleanup fd.
+    // SAFETY: NUL-terminated names (or NULL); `props` and `cmdprops` are
+    // NULL or valid lists; no key (NULL, 0); `begin_record` is 312 readable
+    // bytes, 8-aligned: the size and alignment of dmu_replay_record_t; the
+    // out slots are valid; `fd` is borrowed for the call; -1 means no
+    // cleanup fd.
     let r = profiled("lzc_receive", || unsafe {
-        zfs_sys::lzc_receive_one(
+        zfs_sys::lzc_receive_with_cmdprops(
             snap.as_ptr(),
             props.as_ref().map_or(ptr::null_mut(), CNvList::as_ptr),
+            cmdprops.as_ref().map_or(ptr::null_mut(), CNvList::as_ptr),
+            ptr::null_mut(),
+            0,
             c_opt(origin),
             force as u32,
             resumable as u32,
@@ -841,6 +886,13 @@ impl IoctlCmd {
 
     pub(crate) fn set_cookie(&mut self, cookie: u64) {
         self.zc.zc_cookie = cookie;
+    }
+
+    /// `zc_value` (a property name): at most the field less its NUL; longer
+    /// input is cut, never overflows it.
+    pub(crate) fn set_value(&mut self, value: &[u8]) {
+        let n = value.len().min(self.zc.zc_value.len().saturating_sub(1));
+        self.zc.zc_value[..n].copy_from_slice(&value[..n]);
     }
 
     pub(crate) fn set_simple(&mut self, simple: bool) {

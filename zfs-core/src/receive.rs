@@ -23,12 +23,19 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 
+use zfs_sys::ioctl::{DMU_OST_ZFS, DMU_OST_ZVOL};
+
+use crate::dataset::{DatasetType, Properties};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::{self, ReplayRecord};
 use crate::name::AnyName;
 use crate::name::{DatasetName, SnapshotName};
-use crate::nvlist::NvList;
+use crate::nvlist::{NvList, NvValue};
+use crate::property;
 use crate::Zfs;
+
+/// The operation receive errors name.
+const RECEIVE: &str = "lzc_receive";
 
 /// Size of one stream record header (`dmu_replay_record_t`).
 pub const RECORD_SIZE: usize = 312;
@@ -59,6 +66,9 @@ pub struct BeginRecord {
     pub payload_len: u32,
     /// Whether the sender's byte order differs from ours.
     pub byteswapped: bool,
+    /// The sent dataset's type: a filesystem or a volume (None for another
+    /// objset type).
+    pub dataset_type: Option<DatasetType>,
 }
 
 impl BeginRecord {
@@ -124,6 +134,11 @@ impl BeginRecord {
             creation_time: u64_at(24, byteswapped),
             payload_len: u32_at(4, byteswapped),
             byteswapped,
+            dataset_type: match u32_at(32, byteswapped) {
+                DMU_OST_ZFS => Some(DatasetType::Filesystem),
+                DMU_OST_ZVOL => Some(DatasetType::Volume),
+                _ => None,
+            },
         })
     }
 
@@ -148,6 +163,8 @@ pub struct ReceiveOptions {
     resumable: bool,
     raw: bool,
     props: Option<NvList>,
+    /// `-o` (a typed value) and `-x` (a boolean) entries.
+    overrides: NvList,
     origin: Option<SnapshotName>,
 }
 
@@ -200,6 +217,97 @@ impl ReceiveOptions {
         self
     }
 
+    /// Sets `name=value` as a local property of the received dataset, as
+    /// `zfs receive -o name=value` does: it wins over a value the stream
+    /// carries or a received property, and stays through later receives.
+    /// Written as for `zfs set` ([`property::encode`]); a property that does
+    /// not apply to the stream's dataset type fails the receive before it
+    /// starts.
+    ///
+    /// ```
+    /// use zfs_core::ReceiveOptions;
+    ///
+    /// let opts = ReceiveOptions::new()
+    ///     .set("readonly", "on")?
+    ///     .set("canmount", "noauto")?
+    ///     .exclude("mountpoint")?;
+    /// # Ok::<(), zfs_core::Error>(())
+    /// ```
+    pub fn set(mut self, name: &str, value: &str) -> Result<Self> {
+        let (name, value) = property::encode_for(RECEIVE, name, value)?;
+        self.check_not_given(&name, "set")?;
+        self.overrides.insert(name, value);
+        Ok(self)
+    }
+
+    /// Keeps the received dataset's `name` as if the stream did not carry
+    /// it (inherited), as `zfs receive -x name` does. Ignored where it has
+    /// no effect: for a property the stream's dataset type lacks (such as
+    /// `mountpoint` on a volume), and when the target holds a local value
+    /// of it (that value already wins). For a property that cannot be
+    /// inherited (`canmount`, `quota`, …) the received value is dropped.
+    pub fn exclude(mut self, name: &str) -> Result<Self> {
+        if property::is_user_property(name) {
+            property::check_user_name(name)
+                .map_err(|r| Error::invalid(RECEIVE, name, ErrorKind::InvalidArgument, r))?;
+        } else if property::settable(name).is_none() {
+            return Err(Error::invalid(
+                RECEIVE,
+                name,
+                ErrorKind::NotSupported,
+                "not a property this library excludes (user properties need a ':')",
+            ));
+        }
+        self.check_not_given(name, "excluded")?;
+        self.overrides.insert_flag(name);
+        Ok(self)
+    }
+
+    fn check_not_given(&self, name: &str, now: &str) -> Result<()> {
+        match self.overrides.get(name) {
+            None => Ok(()),
+            Some(before) => Err(Error::invalid(
+                RECEIVE,
+                name,
+                ErrorKind::InvalidArgument,
+                format!(
+                    "{now}, but already {}",
+                    if *before == NvValue::Boolean {
+                        "excluded"
+                    } else {
+                        "set"
+                    }
+                ),
+            )),
+        }
+    }
+
+    /// The `-o`/`-x` entries as one list: typed values for
+    /// [`set`](Self::set), booleans for [`exclude`](Self::exclude). Empty
+    /// when none.
+    pub fn overrides(&self) -> &NvList {
+        &self.overrides
+    }
+
+    /// Checks every [`set`](Self::set) entry against a dataset of type
+    /// `on`, as the receive does before it starts.
+    pub fn check_overrides(&self, on: DatasetType) -> Result<()> {
+        for (name, value) in self.overrides.iter() {
+            if *value != NvValue::Boolean {
+                property::check_encoded(RECEIVE, name, value, on)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the `-o`/`-x` entries with `overrides` (as
+    /// [`overrides`](Self::overrides) gives them: from a peer, say). Each
+    /// entry is checked when the receive starts.
+    pub fn with_overrides(mut self, overrides: NvList) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
     /// Receive a full stream as a clone of `origin` (`zfs receive -o origin=`).
     pub fn origin(mut self, origin: SnapshotName) -> Self {
         self.origin = Some(origin);
@@ -247,7 +355,7 @@ pub struct Received {
 }
 
 /// Reads the 312-byte BEGIN record from `input`, 8-aligned as
-/// `lzc_receive_one` reads it.
+/// `lzc_receive_with_cmdprops` reads it.
 pub(crate) fn read_begin(input: &mut impl Read, target: &str) -> Result<ReplayRecord> {
     let mut record = ReplayRecord([0u8; RECORD_SIZE]);
     let mut got = 0;
@@ -317,10 +425,12 @@ impl Zfs {
         if opts.force {
             self.check_forced_receive(target, &begin)?;
         }
+        let (props, cmdprops) = self.receive_overrides(target, &begin, opts)?;
         let origin = opts.origin.as_ref().map(|o| o.to_c_name());
-        let result = ffi::lzc_receive_one(
+        let result = ffi::lzc_receive_with_cmdprops(
             &snapshot.to_c_name(),
-            opts.props.as_ref(),
+            props.as_ref(),
+            cmdprops.as_ref(),
             origin.as_deref(),
             opts.force,
             opts.resumable,
@@ -337,6 +447,70 @@ impl Zfs {
             }),
             Err((errno, _)) => Err(Error::from_receive_errno(OP, snapshot.as_str(), errno)),
         }
+    }
+
+    /// The received properties and the `-o`/`-x` list for this stream, as
+    /// `zfs receive` would send them (`zfs_setup_cmdline_props`): each
+    /// `-o` checked against the stream's type; an `-x` dropped where it
+    /// does nothing or would delete a local value, and for a property that
+    /// cannot be inherited the received value dropped instead.
+    fn receive_overrides(
+        &self,
+        target: &DatasetName,
+        begin: &BeginRecord,
+        opts: &ReceiveOptions,
+    ) -> Result<(Option<NvList>, Option<NvList>)> {
+        let mut props = opts.props.clone();
+        if opts.overrides.is_empty() {
+            return Ok((props, None));
+        }
+        let on = begin.dataset_type.ok_or_else(|| {
+            Error::invalid(
+                RECEIVE,
+                target.as_str(),
+                ErrorKind::NotSupported,
+                "properties given for a stream that is neither a filesystem nor a volume",
+            )
+        })?;
+        let mut local: Option<Option<Properties>> = None;
+        let mut cmdprops = NvList::new();
+        for (name, value) in opts.overrides.iter() {
+            if *value != NvValue::Boolean {
+                property::check_encoded(RECEIVE, name, value, on)?;
+                cmdprops.insert(name, value.clone());
+                continue;
+            }
+            if let Some(p) = property::settable(name) {
+                if !p.applies_to(on) {
+                    continue;
+                }
+                if !p.inheritable {
+                    if let Some(props) = &mut props {
+                        props.remove(name);
+                    }
+                    continue;
+                }
+            }
+            // A local value already wins; an inherit would delete it.
+            let target_props = match &local {
+                Some(known) => known,
+                None => local.insert(match self.properties(target) {
+                    Ok(p) => Some(p),
+                    Err(e) if e.kind() == ErrorKind::NotFound => None,
+                    Err(e) => return Err(e),
+                }),
+            };
+            // Set locally or inherited: not the stream's value (libzfs
+            // leaves those alone too).
+            let not_received = target_props
+                .as_ref()
+                .and_then(|p| p.source(name))
+                .is_some_and(|source| source != "$recvd");
+            if !not_received {
+                cmdprops.insert_flag(name);
+            }
+        }
+        Ok((props, Some(cmdprops).filter(|c| !c.is_empty())))
     }
 
     /// Keeps the promise of [`ReceiveOptions::force`]: refuses, before the
@@ -437,5 +611,63 @@ fn retarget(e: Error, target: &DatasetName) -> Error {
             reason,
         },
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BEGIN record as a little-endian sender writes it.
+    fn record(objset_type: u32, from_guid: u64) -> [u8; RECORD_SIZE] {
+        let mut r = [0u8; RECORD_SIZE];
+        r[8..16].copy_from_slice(&BACKUP_MAGIC.to_ne_bytes());
+        r[16..24].copy_from_slice(&DMU_SUBSTREAM.to_ne_bytes());
+        r[32..36].copy_from_slice(&objset_type.to_ne_bytes());
+        r[40..48].copy_from_slice(&7u64.to_ne_bytes());
+        r[48..56].copy_from_slice(&from_guid.to_ne_bytes());
+        r[56..70].copy_from_slice(b"tank/vol@snap1");
+        r
+    }
+
+    #[test]
+    fn the_begin_record_says_filesystem_or_volume() {
+        let fs = BeginRecord::parse(&record(DMU_OST_ZFS, 0)).unwrap();
+        assert_eq!(fs.dataset_type, Some(DatasetType::Filesystem));
+        assert_eq!(fs.from_guid, 0);
+        let vol = BeginRecord::parse(&record(DMU_OST_ZVOL, 5)).unwrap();
+        assert_eq!(vol.dataset_type, Some(DatasetType::Volume));
+        assert_eq!((vol.to_guid, vol.from_guid), (7, 5));
+        assert_eq!(vol.snapshot_short_name(), Some("snap1"));
+        let other = BeginRecord::parse(&record(9, 0)).unwrap();
+        assert_eq!(other.dataset_type, None);
+    }
+
+    #[test]
+    fn overrides_are_set_or_excluded_once() {
+        let opts = ReceiveOptions::new()
+            .set("readonly", "on")
+            .unwrap()
+            .exclude("mountpoint")
+            .unwrap()
+            .set("backup:job", "x")
+            .unwrap();
+        let o = opts.overrides();
+        assert_eq!(o.get("readonly"), Some(&NvValue::U64(1)));
+        assert_eq!(o.get("mountpoint"), Some(&NvValue::Boolean));
+        assert_eq!(o.get("backup:job"), Some(&NvValue::String("x".into())));
+        assert!(
+            opts.clone().exclude("readonly").is_err(),
+            "set, then excluded"
+        );
+        assert!(opts.clone().set("mountpoint", "/x").is_err());
+        assert!(opts.clone().exclude("used").is_err(), "read-only");
+        assert!(opts.clone().exclude("keyformat").is_err());
+        assert!(opts.check_overrides(DatasetType::Filesystem).is_ok());
+        let vol = ReceiveOptions::new().set("atime", "off").unwrap();
+        assert_eq!(
+            vol.check_overrides(DatasetType::Volume).unwrap_err().kind(),
+            ErrorKind::InvalidArgument
+        );
     }
 }

@@ -244,6 +244,15 @@ impl Zfs {
             .map_err(|e| send_error(OP, snapshot, opts, e))
     }
 
+    /// Bytes that destroying the snapshots `first` through `last` (of one
+    /// dataset, `first` not newer than `last`) would free: what `zfs
+    /// destroy -nv fs@first%last` reports (`lzc_snaprange_space`).
+    pub fn snaprange_space(&self, first: &SnapshotName, last: &SnapshotName) -> Result<u64> {
+        const OP: &str = "lzc_snaprange_space";
+        ffi::lzc_snaprange_space(&first.to_c_name(), &last.to_c_name())
+            .map_err(|e| Error::from_errno(OP, first.as_str(), e))
+    }
+
     /// Bytes written so far by a send of `snapshot` that this process
     /// started on descriptor number `fd` (the pipe write end it passed to
     /// [`send`](Self::send), typically owned by the sending thread). Another

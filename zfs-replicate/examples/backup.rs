@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
-//!             [--keep N] [--keep-source N] [--keep-target N] [REMOTE]
-//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [REMOTE]
+//!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
+//!             [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
+//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+//!             [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
-//! backup prune DATASET --keep N [-r|--recursive] [--prefix P]
+//! backup prune DATASET (--keep N | --retain GRID) [-r|--recursive] [--prefix P]
+//! backup load-key DATASET
 //! backup send SNAPSHOT [--from BASE] [--raw] -o FILE
 //! backup receive TARGET -i FILE
 //! backup verify FILE
@@ -20,10 +23,20 @@
 //!   from the newest common snapshot or bookmark, matched by GUID), leaves a
 //!   bookmark on the source and prunes our snapshots to the newest N:
 //!   `--keep N` on both sides, `--keep-source N` / `--keep-target N` on one
-//!   (a side's own option wins over `--keep`); never the new common base. A
+//!   (a side's own option wins over `--keep`); never the new common base.
+//!   `--retain GRID` (such as `1h:24,1d:30,1w:8,1m:12`: 24 hourly, 30
+//!   daily, 8 weekly, 12 monthly; units `min h d w m y`, a month is 30 days)
+//!   keeps one of ours per slot by the time in its name, and always the
+//!   newest; it replaces `--keep N`, and `--keep-source`/`--keep-target`
+//!   still win on their side. A
 //!   diverged target is refused, unchanged, unless `--rollback`; a target
 //!   with no common snapshot is always refused. The prefix defaults to
 //!   `backup`.
+//! - `--set PROP=VALUE` and `--exclude-property PROP` (repeatable) set or
+//!   exclude properties of the datasets the run creates on the target, as
+//!   `zfs receive -o`/`-x` (values as `zfs set` takes them); they replace the
+//!   defaults (`readonly=on`, `canmount=noauto`). A `:receive` server takes
+//!   only those defaults.
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw` and
 //!   `--rollback`), changes nothing, and exits 3 if the plan is blocked.
 //! - `serve` answers one remote client (`--stdio`: on stdin and stdout, for
@@ -46,17 +59,23 @@
 //!   `:receive` server, prune with `--keep-source N`, not `--keep N`.
 //!   `--token-file` gives the server's token (TCP).
 //! - `prune` destroys our snapshots (`<prefix>_<UTC time>`) of DATASET (and
-//!   its descendants with `-r`) beyond the newest N, here, without a sync:
+//!   its descendants with `-r`) beyond the newest N (or outside the grid),
+//!   here, without a sync:
 //!   never a held snapshot, nor another tool's. It is how a `:receive`
 //!   server, whose clients cannot destroy anything, keeps its backups
 //!   bounded (run it from the server's own cron). The newest of ours stays
 //!   (N is at least 1): it is the base the next incremental needs.
+//! - `load-key` loads the key of the encryption root DATASET (such as a raw
+//!   backup) from stdin, in the dataset's `keyformat` (32 raw bytes, 64 hex
+//!   digits, or a passphrase; a trailing newline is ignored). A wrong key
+//!   exits 6 and loads nothing.
 //! - `send` writes one stream of SNAPSHOT to a new FILE, incremental with
 //!   `--from`. BASE is a full name (`pool/fs@snap`, `pool/fs#mark`), or a
 //!   short one resolved in SNAPSHOT's dataset: `@snap` or a bare `snap`
 //!   means the snapshot `dataset@snap`, `#mark` the bookmark `dataset#mark`.
-//! - `receive` verifies FILE, then receives it into TARGET (never mounted:
-//!   `canmount=off`); a bad stream leaves no TARGET behind.
+//! - `receive` verifies FILE, then receives it into TARGET (a full stream
+//!   creates it `readonly=on`, `canmount=noauto`: never mounted by itself);
+//!   a bad stream leaves no TARGET behind.
 //! - `verify` checks every record checksum of FILE without any pool.
 //!
 //! Names are taken whole from their argument, spaces included. Options may
@@ -77,7 +96,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -89,17 +108,23 @@ use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBoo
 use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::prune::{PruneReport, Retention};
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
+use zfs_replicate::retention::{Grid, Rule};
 use zfs_replicate::{
     file, Action, Error, ErrorKind, ExecuteOptions, Keep, Observer, Op, Progress, Replication,
 };
 
 const USAGE: &str = "usage:
   backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
-              [--keep N] [--keep-source N] [--keep-target N] [REMOTE]
+              [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
+              [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
       snapshot SOURCE as <P>_<UTC time> (P defaults to \"backup\"), replicate it into
       TARGET, and prune our snapshots to the newest N: --keep on both sides,
-      --keep-source or --keep-target on one (it wins over --keep)
-  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [REMOTE]
+      --keep-source or --keep-target on one (it wins over --keep); --retain GRID
+      (e.g. 1h:24,1d:30,1w:8,1m:12) keeps one per time slot instead; datasets it
+      creates are readonly=on, canmount=noauto unless --set/--exclude-property
+      (zfs receive -o/-x) say otherwise
+  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+              [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
       print what sync would send; changes nothing
   backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] ...]
                [--token-file FILE]
@@ -108,9 +133,11 @@ const USAGE: &str = "usage:
       grants DATASET and below: send (be a source), receive (be a target,
       append-only: no destroy, no rollback), all (the default). No --allow:
       every request is refused. Beyond loopback, --listen needs --token-file.
-  backup prune DATASET --keep N [-r|--recursive] [--prefix P]
+  backup prune DATASET (--keep N | --retain GRID) [-r|--recursive] [--prefix P]
       destroy our snapshots of DATASET beyond the newest N, here (no sync): how a
       receive-only server keeps its backups bounded; never held ones, nor others'
+  backup load-key DATASET
+      load the key of the encryption root DATASET from stdin (its keyformat)
   backup send SNAPSHOT [--from BASE] [--raw] -o FILE
       write a stream of SNAPSHOT to a new FILE; BASE is pool/fs@snap, pool/fs#mark,
       or @snap, snap, #mark in SNAPSHOT's dataset
@@ -217,6 +244,7 @@ fn run(args: &[OsString]) -> Result<u8, Fail> {
         "verify" => verify(rest),
         "serve" => serve(rest),
         "prune" => prune(rest),
+        "load-key" => load_key(rest),
         _ => Err(usage(format!(
             "unknown command {:?}",
             args[0].to_string_lossy()
@@ -326,6 +354,24 @@ const STDIO: Opt = Opt {
     key: "stdio",
     takes_value: false,
     repeatable: false,
+};
+const RETAIN: Opt = Opt {
+    names: &["--retain"],
+    key: "retain",
+    takes_value: true,
+    repeatable: false,
+};
+const SET: Opt = Opt {
+    names: &["--set"],
+    key: "set",
+    takes_value: true,
+    repeatable: true,
+};
+const EXCLUDE_PROPERTY: Opt = Opt {
+    names: &["--exclude-property"],
+    key: "exclude-property",
+    takes_value: true,
+    repeatable: true,
 };
 const ALLOW: Opt = Opt {
     names: &["--allow"],
@@ -503,13 +549,21 @@ fn keep_arg(p: &Parsed, key: &str) -> Result<Option<usize>, Fail> {
     }
 }
 
-/// `--keep N` on both sides; `--keep-source N`, `--keep-target N` win on
-/// their side.
+/// `--keep N` or `--retain GRID` (which wins) on both sides;
+/// `--keep-source N`, `--keep-target N` win on their side.
 fn keep_args(p: &Parsed) -> Result<Keep, Fail> {
-    let both = keep_arg(p, "keep")?;
+    let mut both = keep_arg(p, "keep")?.map(Rule::Newest);
+    if let Some(grid) = p.value("retain") {
+        let grid: Grid = utf8("--retain", grid)?
+            .parse()
+            .map_err(|e: zfs_replicate::retention::GridError| usage(e))?;
+        both = Some(Rule::Grid(grid));
+    }
     Ok(Keep {
-        source: keep_arg(p, "keep-source")?.or(both),
-        target: keep_arg(p, "keep-target")?.or(both),
+        source: keep_arg(p, "keep-source")?
+            .map(Rule::Newest)
+            .or(both.clone()),
+        target: keep_arg(p, "keep-target")?.map(Rule::Newest).or(both),
     })
 }
 
@@ -786,16 +840,31 @@ fn shown(dataset: &DatasetName, endpoint: &dyn Endpoint) -> String {
 
 // ---------------------------------------------------------------- commands
 
-fn replication(p: &Parsed, sides: &Sides) -> Replication {
-    Replication::new(sides.source.clone(), sides.target.clone())
+fn replication(p: &Parsed, sides: &Sides) -> Result<Replication, Fail> {
+    let mut repl = Replication::new(sides.source.clone(), sides.target.clone())
         .recursive(p.has("recursive"))
         .raw(p.has("raw"))
-        .rollback(p.has("rollback"))
+        .rollback(p.has("rollback"));
+    // Receive overrides: a bad one is a usage error, before anything runs.
+    let bad = |e: Error| usage(e.to_string());
+    for arg in p.values("set") {
+        let text = utf8("--set", arg)?;
+        let (name, value) = text
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--set {text:?}: expected PROPERTY=VALUE")))?;
+        repl = repl.receive_override(name, value).map_err(bad)?;
+    }
+    for arg in p.values("exclude-property") {
+        repl = repl
+            .receive_exclude(utf8("--exclude-property", arg)?)
+            .map_err(bad)?;
+    }
+    Ok(repl)
 }
 
 /// A refusal to prune on a side whose server does not allow it, with the
 /// option that prunes the other side only.
-fn keep_refused(e: Error, keep: Keep, repl: &Replication) -> Fail {
+fn keep_refused(e: Error, keep: &Keep, repl: &Replication) -> Fail {
     if let Error::PermissionDenied {
         operation: Op::DestroySnapshot,
         dataset,
@@ -832,6 +901,9 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
             VIA_SOURCE,
             VIA_TARGET,
             TOKEN_FILE,
+            SET,
+            EXCLUDE_PROPERTY,
+            RETAIN,
         ],
     )?
     else {
@@ -841,7 +913,7 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
     let keep = keep_args(&p)?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let sides = sides(&p)?;
-    let repl = replication(&p, &sides).prefix(prefix.clone());
+    let repl = replication(&p, &sides)?.prefix(prefix.clone());
     let zfs = open()?;
     let local = Local::new(&zfs);
     let remote = sides.connect()?;
@@ -861,8 +933,8 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         ..ExecuteOptions::default()
     };
     let r = repl
-        .sync_with(source, target, &opts, keep)
-        .map_err(|e| keep_refused(e, keep, &repl))?;
+        .sync_with(source, target, &opts, keep.clone())
+        .map_err(|e| keep_refused(e, &keep, &repl))?;
 
     out!(
         "snapshot: took @{} on {} dataset(s)",
@@ -924,8 +996,8 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
         out!("bookmark: {b}");
     }
     for (side, kept, pruned) in [
-        ("source", keep.source, &r.pruned_source),
-        ("target", keep.target, &r.pruned_target),
+        ("source", &keep.source, &r.pruned_source),
+        ("target", &keep.target, &r.pruned_target),
     ] {
         if kept.is_some() {
             print_pruned(pruned, &format!(" on the {side}"));
@@ -935,20 +1007,49 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
     Ok(0)
 }
 
-fn prune(args: &[OsString]) -> Result<u8, Fail> {
-    let Some(p) = parse("prune", args, &["DATASET"], &[KEEP, RECURSIVE, PREFIX])? else {
+fn load_key(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse("load-key", args, &["DATASET"], &[])? else {
         out!("{USAGE}");
         return Ok(0);
     };
     let dataset = dataset_arg("DATASET", &p.positional[0])?;
-    let keep = keep_arg(&p, "keep")?.ok_or_else(|| usage("prune needs --keep N"))?;
+    // A key is at most 512 bytes (a passphrase); read a little more to
+    // tell a longer one apart.
+    let mut key = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(1024)
+        .read_to_end(&mut key)
+        .map_err(|e| Fail::Other(1, format!("reading the key from stdin: {e}")))?;
+    let zfs = open()?;
+    zfs.load_key(&dataset, &key).map_err(Error::from)?;
+    key.fill(0);
+    out!("key loaded for {dataset}");
+    Ok(0)
+}
+
+fn prune(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse(
+        "prune",
+        args,
+        &["DATASET"],
+        &[KEEP, RETAIN, RECURSIVE, PREFIX],
+    )?
+    else {
+        out!("{USAGE}");
+        return Ok(0);
+    };
+    let dataset = dataset_arg("DATASET", &p.positional[0])?;
+    let rule = keep_args(&p)?
+        .target
+        .ok_or_else(|| usage("prune needs --keep N or --retain GRID"))?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let zfs = open()?;
     let report = zfs_replicate::prune::prune(
         &zfs,
         &dataset,
         p.has("recursive"),
-        &Retention::keep_newest(prefix, keep),
+        &Retention::new(prefix, rule),
         &[],
     )?;
     print_pruned(&report, "");
@@ -994,14 +1095,23 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
         "plan",
         args,
         &["SOURCE", "TARGET"],
-        &[RECURSIVE, RAW, ROLLBACK, VIA_SOURCE, VIA_TARGET, TOKEN_FILE],
+        &[
+            RECURSIVE,
+            RAW,
+            ROLLBACK,
+            VIA_SOURCE,
+            VIA_TARGET,
+            TOKEN_FILE,
+            SET,
+            EXCLUDE_PROPERTY,
+        ],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
     let sides = sides(&p)?;
-    let repl = replication(&p, &sides);
+    let repl = replication(&p, &sides)?;
     let zfs = open()?;
     let local = Local::new(&zfs);
     let remote = sides.connect()?;

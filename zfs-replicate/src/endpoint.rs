@@ -39,8 +39,8 @@ pub enum Op {
     Rollback,
     /// Destroy a dataset.
     DestroyDataset,
-    /// Receive with properties other than the defaults
-    /// ([`safe_receive_props`](crate::execute::safe_receive_props)).
+    /// Receive with properties other than a backup's defaults
+    /// ([`BACKUP_DEFAULTS`](crate::plan::BACKUP_DEFAULTS)), or set them.
     SetProperty,
 }
 

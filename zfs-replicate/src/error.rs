@@ -229,7 +229,8 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
     match kind {
         K::NotFound => ErrorKind::NotFound,
         K::Busy | K::ResumeExists => ErrorKind::Busy,
-        K::PermissionDenied => ErrorKind::PermissionDenied,
+        // A wrong encryption key is a refusal too.
+        K::PermissionDenied | K::WrongKey => ErrorKind::PermissionDenied,
         K::NoSpace => ErrorKind::NoSpace,
         K::DestinationModified | K::StreamMismatch | K::HasNewerSnapshots | K::NotAncestor => {
             ErrorKind::Diverged

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
 use zfs_core::{
-    Bookmark, BookmarkName, DatasetName, Errno, ErrorKind, NvList, ReceiveOptions, SendOptions,
-    Snapshot, SnapshotName, SnapshotOrBookmark, Zfs,
+    Bookmark, BookmarkName, DatasetName, Errno, ErrorKind, ReceiveOptions, SendOptions, Snapshot,
+    SnapshotName, SnapshotOrBookmark, Zfs,
 };
 
 use crate::endpoint::{Endpoint, Lease, Local, Sides};
@@ -658,10 +658,15 @@ fn transfer_chain(
     let mut moved = 0u64;
     for link in &links {
         check_cancel()?;
-        let recv = ReceiveOptions::new()
-            .resumable(true)
-            .raw(repl.raw)
-            .properties(step.receive_props.clone());
+        let mut recv = ReceiveOptions::new().resumable(true).raw(repl.raw);
+        if !step.receive_props.is_empty() {
+            recv = recv.properties(step.receive_props.clone());
+        }
+        // Properties only where the target is created (a full stream, or a
+        // resumed one): later receives leave them as they are.
+        if link.base.is_none() {
+            recv = recv.with_overrides(step.receive_overrides.clone());
+        }
         let result = if link.resume {
             resume_transfer(sides, step, link.snapshot.name(), &recv, opts, moved)
         } else {
@@ -1140,10 +1145,4 @@ fn zfs_result<T>(r: Result<T>) -> Result<zfs_core::Result<T>> {
         Err(Error::Zfs(e)) => Ok(Err(e)),
         Err(other) => Err(other),
     }
-}
-
-/// Received-property defaults that keep a backup from mounting over live
-/// paths (`canmount=off`).
-pub fn safe_receive_props() -> NvList {
-    NvList::new().with("canmount", 0u64)
 }

@@ -16,10 +16,11 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use zfs_core::{
-    DatasetName, ReceiveOptions, Received, SendFlags, SendOptions, SnapshotName,
+    DatasetName, NvList, ReceiveOptions, Received, SendFlags, SendOptions, SnapshotName,
     SnapshotOrBookmark, Zfs,
 };
 
@@ -90,12 +91,19 @@ pub fn receive_file(zfs: &Zfs, target: &DatasetName, path: &Path) -> Result<Rece
         });
     }
     let existed = zfs.exists(target);
-    let file = File::open(path).map_err(|e| io("open", path, e))?;
-    match zfs.receive(
-        target,
-        &file,
-        &ReceiveOptions::new().properties(crate::execute::safe_receive_props()),
-    ) {
+    let mut file = File::open(path).map_err(|e| io("open", path, e))?;
+    // A full stream creates the target: a backup's defaults, where its
+    // type has them.
+    let mut record = [0u8; zfs_core::receive::RECORD_SIZE];
+    file.read_exact(&mut record)
+        .map_err(|e| io("read", path, e))?;
+    file.rewind().map_err(|e| io("seek", path, e))?;
+    let begin = zfs_core::receive::BeginRecord::parse(&record)?;
+    let mut opts = ReceiveOptions::new();
+    if let (0, Some(on)) = (begin.from_guid, begin.dataset_type) {
+        opts = opts.with_overrides(crate::plan::backup_defaults(on, &NvList::new())?);
+    }
+    match zfs.receive(target, &file, &opts) {
         Ok(r) => Ok(r),
         Err(e) => {
             // A non-resumable receive leaves nothing; make sure of it.

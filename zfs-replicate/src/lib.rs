@@ -24,9 +24,11 @@
 //! - [`mod@file`] and [`stream`]: streams kept in files, verified record by
 //!   record without a pool.
 //!
-//! Backups are received with `canmount=off`: a backup never mounts over live
-//! paths, and reading files in a mounted backup would change it (atime), which
-//! the next run reports as divergence.
+//! Backups are created `readonly=on` and `canmount=noauto`
+//! ([`BACKUP_DEFAULTS`](plan::BACKUP_DEFAULTS), local properties): a backup
+//! never mounts by itself over live paths, and mounted on purpose it is
+//! read-only, so reading its files changes nothing the next run would call
+//! divergence.
 
 pub use zfs_core as core;
 
@@ -46,6 +48,7 @@ pub mod plan;
 pub mod prune;
 #[cfg(feature = "remote")]
 pub mod remote;
+pub mod retention;
 pub mod stream;
 
 pub use endpoint::{Endpoint, Op};
@@ -58,20 +61,33 @@ pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 use endpoint::{Local, Sides};
 use zfs_core::{DatasetName, Zfs};
 
-/// How many of our snapshots [`Replication::sync_with`] keeps on each side
-/// (None: that side is not pruned).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What [`Replication::sync_with`] keeps of our snapshots on each side
+/// (None: that side is not pruned): the newest N, or a
+/// [`Grid`](retention::Grid).
+///
+/// ```
+/// use zfs_replicate::retention::Rule;
+/// use zfs_replicate::Keep;
+///
+/// // 48 hourly on the laptop; a grid on the backup drive.
+/// let keep = Keep {
+///     source: Some(Rule::Newest(48)),
+///     target: Some(Rule::Grid("1h:24,1d:30,1w:8,1m:12".parse()?)),
+/// };
+/// # Ok::<(), zfs_replicate::retention::GridError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Keep {
-    pub source: Option<usize>,
-    pub target: Option<usize>,
+    pub source: Option<retention::Rule>,
+    pub target: Option<retention::Rule>,
 }
 
 impl Keep {
-    /// The same count on both sides.
+    /// The newest `keep` on both sides (None: no pruning).
     pub fn both(keep: Option<usize>) -> Keep {
         Keep {
-            source: keep,
-            target: keep,
+            source: keep.map(retention::Rule::Newest),
+            target: keep.map(retention::Rule::Newest),
         }
     }
 }
@@ -95,7 +111,7 @@ impl Replication {
         &self,
         source: &dyn Endpoint,
         target: &dyn Endpoint,
-        keep: Keep,
+        keep: &Keep,
     ) -> Result<()> {
         use Op::*;
         let mut needs: Vec<(&dyn Endpoint, &DatasetName, Op)> = vec![
@@ -121,7 +137,7 @@ impl Replication {
         if self.destroy_removed {
             needs.push((target, &self.target, DestroyDataset));
         }
-        if self.properties {
+        if self.properties || !plan::only_backup_defaults(self.receive_overrides()) {
             needs.push((target, &self.target, SetProperty));
         }
         for (side, dataset, op) in needs {
@@ -163,7 +179,7 @@ impl Replication {
         opts: &ExecuteOptions,
         keep: Keep,
     ) -> Result<SyncReport> {
-        self.check_allowed(source, target, keep)?;
+        self.check_allowed(source, target, &keep)?;
         let sides = Sides { source, target };
         let _lock = target.lock(&self.target)?;
         let before = self.plan_with(source, target)?;
@@ -218,12 +234,12 @@ impl Replication {
             // Both sides at once: each waits on its own pool's listings and
             // transaction group.
             let work = [
-                (source, sources.as_slice(), keep.source),
-                (target, targets.as_slice(), keep.target),
+                (source, sources.as_slice(), &keep.source),
+                (target, targets.as_slice(), &keep.target),
             ];
-            let mut pruned = parallel::in_parallel(&work, |&(side, datasets, keep)| match keep {
-                Some(keep) => {
-                    let retention = prune::Retention::keep_newest(self.prefix.clone(), keep);
+            let mut pruned = parallel::in_parallel(&work, |&(side, datasets, rule)| match rule {
+                Some(rule) => {
+                    let retention = prune::Retention::new(self.prefix.clone(), rule.clone());
                     prune::prune_datasets(side, datasets, &retention, &protect)
                 }
                 None => Ok(prune::PruneReport::default()),

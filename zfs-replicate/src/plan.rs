@@ -30,11 +30,52 @@
 use std::fmt;
 
 use zfs_core::{
-    Bookmark, DatasetName, NvList, ResumeToken, SendFlags, SendOptions, Snapshot, SnapshotName, Zfs,
+    Bookmark, DatasetName, NvList, ReceiveOptions, ResumeToken, SendFlags, SendOptions, Snapshot,
+    SnapshotName, Zfs,
 };
 
 use crate::endpoint::{Endpoint, Local, Sides};
 use crate::error::{Error, Result};
+
+/// Local properties every dataset a replication creates on the target gets
+/// (`zfs receive -o`), unless the embedder overrides or excludes them:
+/// a backup that is read-only and never mounted by itself. Mounted on
+/// purpose (`zfs mount`), it is read-only, so reading its files changes
+/// nothing (no atime) and the next incremental receive still applies.
+/// Only new targets get them; later receives leave properties alone.
+pub const BACKUP_DEFAULTS: [(&str, &str); 2] = [("readonly", "on"), ("canmount", "noauto")];
+
+/// Whether `overrides` (`-o`/`-x` entries) only keep a backup read-only
+/// and unmounted: [`BACKUP_DEFAULTS`], or `canmount=off`. What a
+/// receive-only remote target accepts without granting property changes.
+pub(crate) fn only_backup_defaults(overrides: &NvList) -> bool {
+    use zfs_core::NvValue::U64;
+    overrides.iter().all(|(name, value)| {
+        matches!(
+            (name, value),
+            ("readonly", U64(1)) | ("canmount", U64(0) | U64(2))
+        )
+    })
+}
+
+/// Whether a dataset of type `on` has the property `name` (a user property:
+/// always).
+fn applies(name: &str, on: zfs_core::DatasetType) -> bool {
+    zfs_core::property::settable(name).is_none_or(|p| p.applies_to(on))
+}
+
+/// The [`BACKUP_DEFAULTS`] a dataset of type `on` has, but those named in
+/// `except`, encoded as `-o` entries.
+pub(crate) fn backup_defaults(on: zfs_core::DatasetType, except: &NvList) -> Result<NvList> {
+    let mut out = NvList::new();
+    for (name, value) in BACKUP_DEFAULTS {
+        if !except.contains_key(name) && applies(name, on) {
+            let (name, value) = zfs_core::property::encode(name, value)?;
+            out.insert(name, value);
+        }
+    }
+    Ok(out)
+}
 
 /// Default stream flags: what `zfs send -L -e -c` gives.
 pub const DEFAULT_FLAGS: SendFlags = SendFlags::LARGE_BLOCK
@@ -54,6 +95,9 @@ pub struct Replication {
     pub(crate) parallelism: usize,
     pub(crate) prefix: String,
     pub(crate) cursor_planning: bool,
+    /// The embedder's `-o`/`-x` entries (only these: the rest of the
+    /// options is per transfer).
+    pub(crate) overrides: ReceiveOptions,
 }
 
 /// What one step is decided from: the source's snapshots (all, or those
@@ -79,6 +123,7 @@ impl Replication {
             parallelism: 2,
             prefix: "zfs-replicate".to_owned(),
             cursor_planning: true,
+            overrides: ReceiveOptions::new(),
         }
     }
 
@@ -100,6 +145,44 @@ impl Replication {
     pub fn properties(mut self, yes: bool) -> Self {
         self.properties = yes;
         self
+    }
+
+    /// Sets `name=value` on each dataset this creates on the target, as a
+    /// local property (`zfs receive -o`), written as for `zfs set`. It
+    /// replaces the default for the same property (see
+    /// [`BACKUP_DEFAULTS`]). A property that the source's dataset type
+    /// lacks is skipped with `recursive` and refused by the plan without
+    /// it (`compression` applies to both, `atime` to filesystems only).
+    ///
+    /// ```
+    /// use zfs_replicate::Replication;
+    ///
+    /// let repl = Replication::new("tank/home".parse()?, "pipe/home".parse()?)
+    ///     .receive_override("compression", "zstd")?
+    ///     .receive_override("backup:origin", "laptop")?
+    ///     .receive_exclude("mountpoint")?;
+    /// # Ok::<(), zfs_replicate::Error>(())
+    /// ```
+    pub fn receive_override(mut self, name: &str, value: &str) -> crate::Result<Self> {
+        self.overrides = self.overrides.set(name, value)?;
+        Ok(self)
+    }
+
+    /// Keeps `name` out of the datasets this creates on the target, as if
+    /// the stream did not carry it (`zfs receive -x`): it is inherited
+    /// from the target's parent. Also drops the default for it (see
+    /// [`BACKUP_DEFAULTS`]): `receive_exclude("readonly")` makes new
+    /// backups writable.
+    pub fn receive_exclude(mut self, name: &str) -> crate::Result<Self> {
+        self.overrides = self.overrides.exclude(name)?;
+        Ok(self)
+    }
+
+    /// The `-o`/`-x` entries given with
+    /// [`receive_override`](Self::receive_override) and
+    /// [`receive_exclude`](Self::receive_exclude).
+    pub fn receive_overrides(&self) -> &NvList {
+        self.overrides.overrides()
     }
 
     /// Resolve divergence by rolling the target back to the common base,
@@ -293,9 +376,11 @@ impl Replication {
             estimated_bytes: 0,
             flags,
             receive_props: NvList::new(),
+            receive_overrides: NvList::new(),
             listing: Listing::Full,
         };
         step.receive_props = self.receive_props(&src_props, &source);
+        step.receive_overrides = self.overrides_for(&src_props)?;
         let view = match self.cursor_view(sides, &source, &target, &src_marks, &src_props) {
             Some(view) => {
                 step.listing = Listing::Cursor;
@@ -567,8 +652,29 @@ impl Replication {
         Ok(step)
     }
 
-    /// Received properties for a full receive: the backup is never mounted
-    /// (`canmount=off`), plus the source's local properties when asked.
+    /// The `-o`/`-x` entries for a dataset created from `source`: the
+    /// embedder's, and the [`BACKUP_DEFAULTS`] it did not name, each where
+    /// the source's type has it (an embedder's entry the type lacks is
+    /// refused without `recursive`).
+    fn overrides_for(&self, src: &zfs_core::Properties) -> Result<NvList> {
+        let Some(on) = src.dataset_type else {
+            return Ok(NvList::new());
+        };
+        let mine = self.overrides.overrides();
+        if !self.recursive {
+            self.overrides.check_overrides(on)?;
+        }
+        let mut out = backup_defaults(on, mine)?;
+        for (name, value) in mine.iter() {
+            if applies(name, on) {
+                out.insert(name, value.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Received properties for a full receive: the source's local
+    /// properties when asked (the defaults are local: [`BACKUP_DEFAULTS`]).
     fn receive_props(&self, src: &zfs_core::Properties, source: &DatasetName) -> NvList {
         let mut props = NvList::new();
         if self.properties {
@@ -589,7 +695,6 @@ impl Replication {
                 }
             }
         }
-        props.insert("canmount", 0u64);
         props
     }
 }
@@ -848,6 +953,11 @@ pub struct Step {
     pub flags: SendFlags,
     /// Received properties set on a full receive.
     pub receive_props: NvList,
+    /// Local properties (`-o`, typed values) and exclusions (`-x`,
+    /// booleans) for the receive that creates the target: the
+    /// [`BACKUP_DEFAULTS`] and the embedder's overrides, where this
+    /// dataset's type has them.
+    pub receive_overrides: NvList,
     /// How the step was planned (the plan is the same either way).
     pub listing: Listing,
 }

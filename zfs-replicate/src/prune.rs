@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use zfs_core::{BookmarkName, DatasetName, Snapshot, SnapshotName, SnapshotOrBookmark, Zfs};
 
 use crate::endpoint::{Endpoint, Local};
+pub use crate::retention::Rule;
 
 use crate::error::Result;
 
@@ -124,21 +125,58 @@ pub(crate) fn snapshot_datasets(
     side.snapshot(&snaps)
 }
 
-/// Which of our snapshots to keep.
+/// Which of our snapshots to keep: those named `<prefix>_<UTC time>`, by
+/// `rule`, per dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retention {
     pub prefix: String,
-    /// Keep the newest `keep` of our snapshots per dataset.
-    pub keep: usize,
+    pub rule: Rule,
 }
 
 impl Retention {
-    pub fn keep_newest(prefix: impl Into<String>, keep: usize) -> Self {
+    pub fn new(prefix: impl Into<String>, rule: impl Into<Rule>) -> Self {
         Retention {
             prefix: prefix.into(),
-            keep,
+            rule: rule.into(),
         }
     }
+
+    /// The newest `keep` of ours per dataset.
+    pub fn keep_newest(prefix: impl Into<String>, keep: usize) -> Self {
+        Self::new(prefix, Rule::Newest(keep))
+    }
+}
+
+/// The creation time our snapshot name `short` records (seconds since the
+/// epoch, UTC), if it is one of ours for `prefix`.
+pub fn snapshot_time(short: &str, prefix: &str) -> Option<u64> {
+    if !is_ours(short, prefix) {
+        return None;
+    }
+    let stamp = short.get(prefix.len() + 1..)?;
+    let num = |r: std::ops::Range<usize>| stamp.get(r)?.parse::<u64>().ok();
+    let (y, m, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
+    let (hh, mm, ss) = (num(9..11)?, num(11..13)?, num(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, m as u32, d as u32);
+    u64::try_from(days)
+        .ok()?
+        .checked_mul(86_400)?
+        .checked_add(hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm, the inverse of `civil_from_days`).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// What a prune did.
@@ -152,7 +190,7 @@ pub struct PruneReport {
 }
 
 /// Prunes our snapshots on `dataset` (and descendants if `recursive`):
-/// keeps the newest `retention.keep`, every held snapshot, and every
+/// keeps what `retention.rule` keeps, every held snapshot, and every
 /// snapshot whose GUID is in `protect` (the common bases). Destroys the rest
 /// in one batch per dataset.
 ///
@@ -182,6 +220,55 @@ pub fn prune_with(
     protect: &[u64],
 ) -> Result<PruneReport> {
     prune_datasets(side, &tree(side, dataset, recursive)?, retention, protect)
+}
+
+/// What [`prune`] would do, changing nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrunePreview {
+    /// `destroyed`: what the prune would destroy.
+    pub report: PruneReport,
+    /// The space destroying them would free, in bytes (`zfs destroy -nv`).
+    pub bytes_freed: u64,
+}
+
+/// What [`prune`] would destroy with these arguments, and the space that
+/// would free (`lzc_snaprange_space` over each run of neighbouring
+/// snapshots), changing nothing. Without `protect`, it keeps what a prune
+/// would keep but for the common bases a `sync` passes: give their GUIDs
+/// to see exactly what `sync` would prune.
+pub fn prune_preview(
+    zfs: &Zfs,
+    dataset: &DatasetName,
+    recursive: bool,
+    retention: &Retention,
+    protect: &[u64],
+) -> Result<PrunePreview> {
+    let side = Local::new(zfs);
+    let datasets = tree(&side, dataset, recursive)?;
+    let views = crate::parallel::in_parallel(&datasets, |d| {
+        DatasetView::list(&side, d, retention, protect)
+    })?;
+    let mut preview = PrunePreview::default();
+    for v in views {
+        // Each run of neighbours in the listing is one range to ask about.
+        let mut run: Option<(&Snapshot, &Snapshot)> = None;
+        for s in &v.listed {
+            if v.doomed.contains(s.name()) {
+                run = Some((run.map_or(s, |(first, _)| first), s));
+                continue;
+            }
+            if let Some((first, last)) = run.take() {
+                preview.bytes_freed += zfs.snaprange_space(first.name(), last.name())?;
+            }
+        }
+        if let Some((first, last)) = run {
+            preview.bytes_freed += zfs.snaprange_space(first.name(), last.name())?;
+        }
+        preview.report.destroyed.extend(v.doomed);
+        preview.report.kept_held.extend(v.kept_held);
+        preview.report.kept_base.extend(v.kept_base);
+    }
+    Ok(preview)
 }
 
 /// [`prune`] over a known list of datasets (all in one pool).
@@ -289,8 +376,13 @@ impl DatasetView {
             .cloned()
             .collect();
         let (mut kept_base, mut kept_held, mut doomed) = (Vec::new(), Vec::new(), Vec::new());
-        let cut = ours.len().saturating_sub(retention.keep);
-        for s in &ours[..cut] {
+        // Creation times from our names (every one of ours has one).
+        let times: Vec<u64> = ours
+            .iter()
+            .map(|s| snapshot_time(s.name().short_name(), &retention.prefix).unwrap_or(u64::MAX))
+            .collect();
+        let keep = retention.rule.keeps(&times);
+        for (s, _) in ours.iter().zip(keep).filter(|(_, keep)| !keep) {
             if protect.contains(&s.guid()) {
                 kept_base.push(s.name().clone());
             } else if !side.holds(s.name())?.is_empty() {
@@ -378,6 +470,16 @@ mod tests {
         assert!(!is_ours("backup_20251126T0901010042Z", "backup"));
         assert!(!is_ours("backup", "backup"));
         assert_eq!(utc_timestamp(UNIX_EPOCH), "19700101T000000.000Z");
+        // And back: the time our name records, to the second.
+        for secs in [0, 951_782_400, 1_764_147_661, 4_102_444_800 + 86_399] {
+            let name = format!(
+                "backup_{}",
+                utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs))
+            );
+            assert_eq!(snapshot_time(&name, "backup"), Some(secs), "{name}");
+        }
+        assert_eq!(snapshot_time("backup_20251326T090101.042Z", "backup"), None);
+        assert_eq!(snapshot_time("other_20251126T090101.042Z", "backup"), None);
         // Leap day.
         assert_eq!(
             &utc_timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400))[..8],

@@ -344,6 +344,7 @@ fn data_beyond_credit_ends_the_session() {
                 resumable: true,
                 raw: false,
                 props: None,
+                overrides: Default::default(),
             },
         ))
         .unwrap();

@@ -182,6 +182,7 @@ pub const ZFS_IOC_OBJSET_STATS: zfs_ioc_t = 0x5a12;
 pub const ZFS_IOC_DATASET_LIST_NEXT: zfs_ioc_t = 0x5a14;
 pub const ZFS_IOC_SNAPSHOT_LIST_NEXT: zfs_ioc_t = 0x5a15;
 pub const ZFS_IOC_SET_PROP: zfs_ioc_t = 0x5a16;
+pub const ZFS_IOC_INHERIT_PROP: zfs_ioc_t = 0x5a2b;
 pub const ZFS_IOC_SEND_PROGRESS: zfs_ioc_t = 0x5a3e;
 
 /// The ZFS-specific errno values (`zfs_errno_t`), which start at 1024.

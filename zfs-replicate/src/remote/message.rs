@@ -64,6 +64,8 @@ pub struct ReceiveSpec {
     pub raw: bool,
     /// Received properties (`$recvd`), when any.
     pub props: Option<NvList>,
+    /// `-o` (typed values) and `-x` (booleans) entries; empty when none.
+    pub overrides: NvList,
 }
 
 impl ReceiveSpec {
@@ -77,6 +79,7 @@ impl ReceiveSpec {
             resumable: opts.is_resumable(),
             raw: opts.is_raw(),
             props: opts.received_properties().cloned(),
+            overrides: opts.overrides().clone(),
         })
     }
 
@@ -88,7 +91,7 @@ impl ReceiveSpec {
         if let Some(props) = &self.props {
             opts = opts.properties(props.clone());
         }
-        opts
+        opts.with_overrides(self.overrides.clone())
     }
 }
 
@@ -126,7 +129,8 @@ impl Request {
             }
             R::Receive(d, spec) => {
                 let mut v = one(Op::Receive, d);
-                let only_safe = spec.props.as_ref().is_none_or(is_safe_receive_props);
+                let only_safe = spec.props.as_ref().is_none_or(NvList::is_empty)
+                    && crate::plan::only_backup_defaults(&spec.overrides);
                 if !only_safe {
                     v.push((Op::SetProperty, d.clone()));
                 }
@@ -159,14 +163,6 @@ impl Request {
             Request::Send(..) | Request::SendResume(_) | Request::Receive(..)
         )
     }
-}
-
-/// Received properties that need no more than `receive`: `canmount=off`,
-/// what every run sets ([`safe_receive_props`](crate::execute::safe_receive_props)).
-fn is_safe_receive_props(props: &NvList) -> bool {
-    props
-        .iter()
-        .all(|(name, value)| name == "canmount" && *value == zfs_core::NvValue::from(0u64))
 }
 
 /// A successful result.

@@ -1,0 +1,253 @@
+//! Encryption keys: loading, checking and unloading the key of an
+//! encryption root, as `zfs load-key` and `zfs unload-key` do
+//! (`lzc_load_key`, `lzc_unload_key`).
+//!
+//! The key is given as the dataset's `keyformat` says: 32 raw bytes, 64
+//! hex digits, or a passphrase (8 to 512 bytes), which is turned into the
+//! wrapping key with PBKDF2-HMAC-SHA1 over the dataset's `pbkdf2salt` and
+//! `pbkdf2iters`, as libzfs does (feature `passphrase`, on by default).
+//!
+//! ```no_run
+//! use zfs_core::Zfs;
+//!
+//! let zfs = Zfs::open()?;
+//! let backup = "pipe/backups/vault".parse()?;
+//! // A raw replication arrives without its key; load it to read the files.
+//! zfs.load_key(&backup, b"correct horse battery staple")?;
+//! zfs.unload_key(&backup)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ffi;
+use crate::name::{AnyName, DatasetName};
+use crate::Zfs;
+
+/// Bytes in a wrapping key (`WRAPPING_KEY_LEN`).
+pub const WRAPPING_KEY_LEN: usize = 32;
+
+/// A dataset's `keyformat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyFormat {
+    /// 32 raw bytes.
+    Raw,
+    /// 64 hexadecimal digits.
+    Hex,
+    /// A passphrase of 8 to 512 bytes.
+    Passphrase,
+}
+
+const LOAD: &str = "lzc_load_key";
+
+impl Zfs {
+    /// Loads the key of the encryption root `dataset` (`zfs load-key`):
+    /// its encrypted datasets become readable and mountable. `key` is
+    /// what the dataset's `keyformat` asks for; a trailing newline is
+    /// ignored (as when a key is read from a terminal or a file).
+    ///
+    /// A wrong key is [`ErrorKind::WrongKey`] and changes nothing; a key
+    /// already loaded is [`ErrorKind::AlreadyExists`].
+    pub fn load_key(&self, dataset: &DatasetName, key: &[u8]) -> Result<()> {
+        self.load_key_impl(dataset, key, false)
+    }
+
+    /// Checks `key` against the encryption root `dataset` without loading
+    /// it (`zfs load-key -n`): Ok, or [`ErrorKind::WrongKey`].
+    pub fn check_key(&self, dataset: &DatasetName, key: &[u8]) -> Result<()> {
+        self.load_key_impl(dataset, key, true)
+    }
+
+    /// Unloads the key of the encryption root `dataset` (`zfs
+    /// unload-key`); its datasets must be unmounted
+    /// ([`ErrorKind::Busy`] otherwise).
+    pub fn unload_key(&self, dataset: &DatasetName) -> Result<()> {
+        ffi::lzc_unload_key(&dataset.to_c_name())
+            .map_err(|e| Error::from_errno("lzc_unload_key", dataset.as_str(), e))
+    }
+
+    /// The `keyformat` of `dataset` (None: not encrypted).
+    pub fn key_format(&self, dataset: &DatasetName) -> Result<Option<KeyFormat>> {
+        let props = self.properties(dataset)?;
+        let num = |name: &str| {
+            props
+                .raw
+                .get_nvlist(name)
+                .ok()
+                .and_then(|v| v.get_u64("value").ok())
+        };
+        Ok(match num("keyformat") {
+            Some(1) => Some(KeyFormat::Raw),
+            Some(2) => Some(KeyFormat::Hex),
+            Some(3) => Some(KeyFormat::Passphrase),
+            _ => None,
+        })
+    }
+
+    fn load_key_impl(&self, dataset: &DatasetName, key: &[u8], noop: bool) -> Result<()> {
+        let bad = |kind, reason: String| Error::invalid(LOAD, dataset.as_str(), kind, reason);
+        let props = self.properties(dataset)?;
+        let num = |name: &str| {
+            props
+                .raw
+                .get_nvlist(name)
+                .ok()
+                .and_then(|v| v.get_u64("value").ok())
+        };
+        if !props.encryption.is_encrypted() {
+            return Err(bad(ErrorKind::InvalidArgument, "not encrypted".into()));
+        }
+        if props.encryption_root.as_deref() != Some(dataset.as_str()) {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "not an encryption root: its key is {}'s",
+                    props.encryption_root.as_deref().unwrap_or("?")
+                ),
+            ));
+        }
+        let key = key.strip_suffix(b"\n").unwrap_or(key);
+        let wrapping = match num("keyformat") {
+            Some(1) => raw_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            Some(2) => hex_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            Some(3) => {
+                let (Some(salt), Some(iters)) = (num("pbkdf2salt"), num("pbkdf2iters")) else {
+                    return Err(bad(
+                        ErrorKind::UnexpectedShape,
+                        "a passphrase key without pbkdf2salt or pbkdf2iters".into(),
+                    ));
+                };
+                passphrase_key(key, salt, iters).map_err(|(kind, r)| bad(kind, r))?
+            }
+            other => {
+                return Err(bad(
+                    ErrorKind::NotSupported,
+                    format!("keyformat {other:?} is not raw, hex or passphrase"),
+                ))
+            }
+        };
+        ffi::lzc_load_key(&dataset.to_c_name(), noop, &wrapping).map_err(|e| {
+            let e = Error::from_errno(LOAD, dataset.as_str(), e);
+            match e {
+                Error::Zfs {
+                    operation,
+                    target,
+                    errno,
+                    ..
+                } if errno.0 == libc::EACCES => Error::Zfs {
+                    operation,
+                    target,
+                    kind: ErrorKind::WrongKey,
+                    errno,
+                },
+                e => e,
+            }
+        })
+    }
+}
+
+fn raw_key(key: &[u8]) -> std::result::Result<[u8; WRAPPING_KEY_LEN], String> {
+    key.try_into()
+        .map_err(|_| format!("a raw key is {WRAPPING_KEY_LEN} bytes, not {}", key.len()))
+}
+
+fn hex_key(key: &[u8]) -> std::result::Result<[u8; WRAPPING_KEY_LEN], String> {
+    if key.len() != 2 * WRAPPING_KEY_LEN {
+        return Err(format!(
+            "a hex key is {} digits, not {}",
+            2 * WRAPPING_KEY_LEN,
+            key.len()
+        ));
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; WRAPPING_KEY_LEN];
+    for (o, pair) in out.iter_mut().zip(key.chunks_exact(2)) {
+        let (Some(h), Some(l)) = (digit(pair[0]), digit(pair[1])) else {
+            return Err("a hex key has only the digits 0-9, a-f".into());
+        };
+        *o = h << 4 | l;
+    }
+    Ok(out)
+}
+
+/// PBKDF2-HMAC-SHA1 over the passphrase, with the dataset's salt (as its
+/// little-endian bytes) and iterations: libzfs's `derive_key`.
+#[cfg(feature = "passphrase")]
+fn passphrase_key(
+    key: &[u8],
+    salt: u64,
+    iters: u64,
+) -> std::result::Result<[u8; WRAPPING_KEY_LEN], (ErrorKind, String)> {
+    if !(8..=512).contains(&key.len()) {
+        return Err((
+            ErrorKind::WrongKey,
+            format!("a passphrase is 8 to 512 bytes, not {}", key.len()),
+        ));
+    }
+    // libzfs stops at the first NUL (strlen).
+    let key = key.split(|b| *b == 0).next().unwrap_or(key);
+    let iters = u32::try_from(iters).map_err(|_| {
+        (
+            ErrorKind::UnexpectedShape,
+            format!("pbkdf2iters {iters} is out of range"),
+        )
+    })?;
+    let mut out = [0u8; WRAPPING_KEY_LEN];
+    pbkdf2::pbkdf2_hmac::<sha1::Sha1>(key, &salt.to_le_bytes(), iters, &mut out);
+    Ok(out)
+}
+
+#[cfg(not(feature = "passphrase"))]
+fn passphrase_key(
+    _key: &[u8],
+    _salt: u64,
+    _iters: u64,
+) -> std::result::Result<[u8; WRAPPING_KEY_LEN], (ErrorKind, String)> {
+    Err((
+        ErrorKind::NotSupported,
+        "a passphrase needs zfs-core's `passphrase` feature".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_read_as_their_format_says() {
+        assert_eq!(raw_key(&[7u8; 32]).unwrap(), [7u8; 32]);
+        assert!(raw_key(&[7u8; 31]).is_err());
+        let hex = "00ff".repeat(16);
+        let k = hex_key(hex.as_bytes()).unwrap();
+        assert_eq!(&k[..2], &[0x00, 0xff]);
+        assert!(hex_key(b"xyz").is_err());
+        assert!(hex_key("0g".repeat(32).as_bytes()).is_err());
+    }
+
+    /// RFC 6070's PBKDF2-HMAC-SHA1 vector (`password`/`salt`, 2
+    /// iterations), through the salt as libzfs passes it: 8 bytes, here
+    /// `salt` and 4 NULs read as a little-endian u64.
+    #[cfg(feature = "passphrase")]
+    #[test]
+    fn passphrases_are_derived_as_libzfs_derives_them() {
+        let salt = u64::from_le_bytes(*b"salt\0\0\0\0");
+        let k = passphrase_key(b"password", salt, 2).unwrap();
+        let mut want = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha1::Sha1>(b"password", b"salt\0\0\0\0", 2, &mut want);
+        assert_eq!(k, want);
+        // RFC 6070 itself, with its 4-byte salt: the first 20 bytes.
+        let mut rfc = [0u8; 20];
+        pbkdf2::pbkdf2_hmac::<sha1::Sha1>(b"password", b"salt", 2, &mut rfc);
+        assert_eq!(
+            rfc,
+            [
+                0xea, 0x6c, 0x01, 0x4d, 0xc7, 0x2d, 0x6f, 0x8c, 0xcd, 0x1e, 0xd9, 0x2a, 0xce, 0x1d,
+                0x41, 0xf0, 0xd8, 0xde, 0x89, 0x57
+            ]
+        );
+        assert_eq!(
+            passphrase_key(b"short", salt, 2).unwrap_err().0,
+            ErrorKind::WrongKey
+        );
+    }
+}
