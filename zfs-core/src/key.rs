@@ -18,6 +18,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use crate::dataset::Properties;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::{AnyName, DatasetName};
@@ -69,14 +70,7 @@ impl Zfs {
     /// The `keyformat` of `dataset` (None: not encrypted).
     pub fn key_format(&self, dataset: &DatasetName) -> Result<Option<KeyFormat>> {
         let props = self.properties(dataset)?;
-        let num = |name: &str| {
-            props
-                .raw
-                .get_nvlist(name)
-                .ok()
-                .and_then(|v| v.get_u64("value").ok())
-        };
-        Ok(match num("keyformat") {
+        Ok(match number(&props, "keyformat") {
             Some(1) => Some(KeyFormat::Raw),
             Some(2) => Some(KeyFormat::Hex),
             Some(3) => Some(KeyFormat::Passphrase),
@@ -87,13 +81,7 @@ impl Zfs {
     fn load_key_impl(&self, dataset: &DatasetName, key: &[u8], noop: bool) -> Result<()> {
         let bad = |kind, reason: String| Error::invalid(LOAD, dataset.as_str(), kind, reason);
         let props = self.properties(dataset)?;
-        let num = |name: &str| {
-            props
-                .raw
-                .get_nvlist(name)
-                .ok()
-                .and_then(|v| v.get_u64("value").ok())
-        };
+        let num = |name: &str| number(&props, name);
         if !props.encryption.is_encrypted() {
             return Err(bad(ErrorKind::InvalidArgument, "not encrypted".into()));
         }
@@ -144,6 +132,15 @@ impl Zfs {
             }
         })
     }
+}
+
+/// A numeric property's value from the kernel's list.
+fn number(props: &Properties, name: &str) -> Option<u64> {
+    props
+        .raw
+        .get_nvlist(name)
+        .ok()
+        .and_then(|v| v.get_u64("value").ok())
 }
 
 fn raw_key(key: &[u8]) -> std::result::Result<[u8; WRAPPING_KEY_LEN], String> {
