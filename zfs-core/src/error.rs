@@ -222,6 +222,9 @@ pub enum ErrorKind {
     UnexpectedShape,
     /// An I/O error outside ZFS (reading or writing a file or pipe).
     Io,
+    /// ZFS is not there: no module loaded, no `/dev/zfs` (from
+    /// [`Zfs::open`](crate::Zfs::open)).
+    Unavailable,
     /// A wrong encryption key (or one of the wrong format) for
     /// [`Zfs::load_key`](crate::Zfs::load_key); nothing was loaded.
     WrongKey,
@@ -297,6 +300,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnexpectedShape => "unexpected nvlist shape",
             ErrorKind::Io => "I/O error",
             ErrorKind::WrongKey => "wrong key",
+            ErrorKind::Unavailable => "ZFS is not available (no module loaded, no /dev/zfs)",
             ErrorKind::Other => "failed",
         })
     }
@@ -644,6 +648,21 @@ impl Error {
             | Error::Shape { operation, .. }
             | Error::Invalid { operation, .. }
             | Error::Io { operation, .. } => Some(operation),
+        }
+    }
+
+    /// The dataset, snapshot, bookmark, pool or file the failing call acted
+    /// on (None when none, or for a batch: see
+    /// [`batch_failures`](Self::batch_failures)).
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Error::Name(_) | Error::Batch { .. } => None,
+            Error::Zfs { target, .. }
+            | Error::Shape { target, .. }
+            | Error::Invalid { target, .. }
+            | Error::Io { target, .. } => {
+                Some(target).filter(|t| !t.is_empty()).map(|t| t.as_str())
+            }
         }
     }
 

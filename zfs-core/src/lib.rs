@@ -96,14 +96,14 @@ pub struct Zfs {
 
 impl Zfs {
     /// Initialises libzfs_core (once per process) and opens `/dev/zfs` for
-    /// the raw ioctls. Fails with [`ErrorKind::NotFound`] when the ZFS module
-    /// is not loaded.
+    /// the raw ioctls. Fails with [`ErrorKind::Unavailable`] when the ZFS
+    /// module is not loaded (no `/dev/zfs`), and with
+    /// [`ErrorKind::PermissionDenied`] when this user may not open it.
     ///
     /// A failure is not remembered: a later `open` tries again, so a daemon
     /// started before the module loaded can open once it has.
     pub fn open() -> Result<Zfs> {
-        ffi::init_libzfs_core()
-            .map_err(|e| Error::from_errno("libzfs_core_init", "/dev/zfs", e))?;
+        ffi::init_libzfs_core().map_err(|e| unavailable("libzfs_core_init", e))?;
         Ok(Zfs {
             dev: open_dev_zfs()?,
             features: Features::new(),
@@ -138,7 +138,25 @@ pub(crate) fn open_dev_zfs() -> Result<OwnedFd> {
         .write(true)
         .open("/dev/zfs")
         .map(OwnedFd::from)
-        .map_err(|e| Error::io("open", "/dev/zfs", e))
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) => unavailable("open", Errno(code)),
+            None => Error::io("open", "/dev/zfs", e),
+        })
+}
+
+/// Opening ZFS failed: without the module (no `/dev/zfs`: ENOENT, ENXIO,
+/// ENODEV) that is [`ErrorKind::Unavailable`], not a missing dataset.
+fn unavailable(operation: &'static str, errno: Errno) -> Error {
+    let kind = match errno.0 {
+        libc::ENOENT | libc::ENXIO | libc::ENODEV => ErrorKind::Unavailable,
+        _ => ErrorKind::of(errno),
+    };
+    Error::Zfs {
+        operation,
+        target: "/dev/zfs".into(),
+        kind,
+        errno,
+    }
 }
 
 #[cfg(test)]
@@ -162,7 +180,8 @@ mod tests {
         }
         for _ in 0..2 {
             let err = super::Zfs::open().unwrap_err();
-            assert_eq!(err.kind(), super::ErrorKind::NotFound, "{err}");
+            assert_eq!(err.kind(), super::ErrorKind::Unavailable, "{err}");
+            assert_eq!(err.target(), Some("/dev/zfs"));
             assert_eq!(err.operation(), Some("libzfs_core_init"));
             assert!(err.to_string().contains("/dev/zfs"), "{err}");
         }

@@ -171,6 +171,11 @@ pub enum ErrorKind {
     Io,
     /// A bug in this library (a panicked thread).
     Bug,
+    /// Bad input that is not a name: a property value, an option, a key
+    /// of the wrong format.
+    InvalidArgument,
+    /// ZFS is not available here (no module loaded, no `/dev/zfs`).
+    Unavailable,
     /// Anything else; see the error's message.
     Other,
 }
@@ -240,6 +245,8 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
         K::InvalidName => ErrorKind::InvalidName,
         K::Interrupted => ErrorKind::Interrupted,
         K::Io => ErrorKind::Io,
+        K::InvalidArgument => ErrorKind::InvalidArgument,
+        K::Unavailable => ErrorKind::Unavailable,
         _ => ErrorKind::Other,
     }
 }
