@@ -587,6 +587,13 @@ fn pruning_keeps_the_base_and_others_snapshots() {
     };
     assert_eq!(ours(&src).len(), 2, "{:?}", p.names(&src));
     assert_eq!(ours(&dst).len(), 2, "{:?}", p.names(&dst));
+    // `sync` syncs the target's pool before pruning the source; by hand:
+    p.zfs.sync_pool(&dst).unwrap();
+    let e = p
+        .zfs
+        .sync_pool(&"nosuchpool/x".parse().unwrap())
+        .unwrap_err();
+    assert_eq!(e.kind(), zfs_core::ErrorKind::NotFound, "{e}");
     assert!(
         p.names(&src).contains(&"someone elses".to_string()),
         "never touches others' snapshots"

@@ -409,6 +409,7 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "lzc_send_space",
     "lzc_snapshot",
     "lzc_snaprange_space",
+    "lzc_sync",
     "lzc_unload_key",
     // raw ioctls
     "ZFS_IOC_DATASET_LIST_NEXT",

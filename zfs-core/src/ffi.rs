@@ -600,6 +600,20 @@ pub(crate) fn lzc_get_holds(snap: &CStr) -> Result<NvList, Errno> {
     Ok(take_list(out)?.unwrap_or_default())
 }
 
+/// `lzc_sync`: writes out the pool's open transaction group and waits for
+/// it (`zpool sync`).
+pub(crate) fn lzc_sync(pool: &CStr) -> Result<(), Errno> {
+    let innvl = CNvList::from_nvlist(&NvList::new())?;
+    let mut out = ptr::null_mut();
+    // SAFETY: a NUL-terminated pool name; `innvl` is a valid empty list (no
+    // `force`); `out` receives an owned list or stays NULL.
+    let r = rc(profiled("lzc_sync", || unsafe {
+        zfs_sys::lzc_sync(pool.as_ptr(), innvl.as_ptr(), &mut out)
+    }));
+    let _ = take_list(out);
+    r
+}
+
 pub(crate) fn lzc_create(
     name: &CStr,
     volume: bool,

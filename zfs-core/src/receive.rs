@@ -569,6 +569,15 @@ impl Zfs {
         ))
     }
 
+    /// Makes everything written to `dataset`'s pool durable: writes out the
+    /// open transaction group and waits for it (`lzc_sync`, what `zpool
+    /// sync` does).
+    pub fn sync_pool(&self, dataset: &DatasetName) -> Result<()> {
+        let pool = dataset.pool();
+        ffi::lzc_sync(&pool.to_c_name())
+            .map_err(|e| Error::from_errno("lzc_sync", pool.as_str(), e))
+    }
+
     /// Discards the partial state of an interrupted resumable receive into
     /// `target` (`zfs receive -A`): the hidden `%recv` child of an
     /// incremental, or the inconsistent dataset a full receive created.

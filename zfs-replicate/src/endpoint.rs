@@ -167,6 +167,10 @@ pub trait Endpoint: Send + Sync {
     /// Discards the partial state of an interrupted receive into `target`;
     /// false when there was none.
     fn abort_resumable_receive(&self, target: &DatasetName) -> Result<bool>;
+    /// Makes what was received into `target`'s pool durable (`zpool
+    /// sync`): [`sync`](crate::Replication::sync) calls it before pruning
+    /// the source.
+    fn sync_pool(&self, target: &DatasetName) -> Result<()>;
 
     /// Takes these snapshots, atomically.
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()>;
@@ -324,6 +328,9 @@ impl Endpoint for Local<'_> {
     }
     fn abort_resumable_receive(&self, target: &DatasetName) -> Result<bool> {
         Ok(self.zfs.abort_resumable_receive(target)?)
+    }
+    fn sync_pool(&self, target: &DatasetName) -> Result<()> {
+        Ok(self.zfs.sync_pool(target)?)
     }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         Ok(self.zfs.snapshot(snapshots)?)

@@ -209,6 +209,11 @@ impl Replication {
                     done: Box::new(report),
                 });
             }
+            // What was received is on disk before the source loses any of
+            // its snapshots.
+            if keep.source.is_some() {
+                target.sync_pool(&self.target)?;
+            }
             let protect: Vec<u64> = plan
                 .steps
                 .iter()

@@ -85,6 +85,9 @@ impl Endpoint for Nothing {
     fn abort_resumable_receive(&self, _: &DatasetName) -> Result<bool> {
         Ok(false)
     }
+    fn sync_pool(&self, _: &DatasetName) -> Result<()> {
+        Ok(())
+    }
     fn snapshot(&self, _: &[SnapshotName]) -> Result<()> {
         none("snapshot")
     }
@@ -451,6 +454,9 @@ impl Endpoint for Pattern {
     }
     fn abort_resumable_receive(&self, d: &DatasetName) -> Result<bool> {
         Nothing.abort_resumable_receive(d)
+    }
+    fn sync_pool(&self, d: &DatasetName) -> Result<()> {
+        Nothing.sync_pool(d)
     }
     fn snapshot(&self, s: &[SnapshotName]) -> Result<()> {
         Nothing.snapshot(s)

@@ -471,6 +471,9 @@ impl Endpoint for Client {
             r => Err(self.unexpected(r)),
         }
     }
+    fn sync_pool(&self, target: &DatasetName) -> Result<()> {
+        self.unit(&Request::SyncPool(target.clone()))
+    }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         self.unit(&Request::Snapshot(snapshots.to_vec()))
     }

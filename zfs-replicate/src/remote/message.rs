@@ -43,6 +43,8 @@ pub enum Request {
     /// Receive a stream: data flows client → server on this request's id.
     Receive(DatasetName, ReceiveSpec),
     AbortResumableReceive(DatasetName),
+    /// Sync the pool of this dataset (receive access to it suffices).
+    SyncPool(DatasetName),
     Snapshot(Vec<SnapshotName>),
     Bookmark(Vec<(BookmarkName, SnapshotOrBookmark)>),
     DestroyBookmarks(Vec<BookmarkName>),
@@ -136,7 +138,7 @@ impl Request {
                 }
                 v
             }
-            R::AbortResumableReceive(d) | R::Lock(d) => one(Op::Receive, d),
+            R::AbortResumableReceive(d) | R::Lock(d) | R::SyncPool(d) => one(Op::Receive, d),
             R::Snapshot(s) => s.iter().map(|s| (Op::Snapshot, s.dataset())).collect(),
             R::Bookmark(b) => b
                 .iter()

@@ -398,6 +398,7 @@ impl<'a> Session<'a> {
                 Response::Resolved(s, o)
             }
             R::AbortResumableReceive(d) => Response::Bool(e.abort_resumable_receive(&d)?),
+            R::SyncPool(d) => e.sync_pool(&d).map(|()| Response::Unit)?,
             R::Snapshot(s) => e.snapshot(&s).map(|()| Response::Unit)?,
             R::Bookmark(b) => e.bookmark(&b).map(|()| Response::Unit)?,
             R::DestroyBookmarks(b) => e.destroy_bookmarks(&b).map(|()| Response::Unit)?,
