@@ -332,3 +332,37 @@ fn a_backup_mounted_and_read_still_takes_the_next_incremental() {
         "properties: a backup mounted and read ({read} bytes), written=0, then synced incrementally without rollback"
     ));
 }
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_property_the_kernel_refuses_during_a_receive_is_reported() {
+    let p = pair();
+    let src = p.src("big");
+    p.create(&src);
+    fill(&src, 3, 2, 400_000);
+    p.snap(&src, "s1");
+    let dst = p.dst("big");
+    // A refquota below what the stream brings: the kernel sets it after the
+    // data arrived, and refuses it; the receive itself succeeds.
+    let repl = Replication::new(src.clone(), dst.clone())
+        .receive_override("refquota", "64K")
+        .unwrap();
+    let e = execute(
+        &p.zfs,
+        &repl.plan(&p.zfs).unwrap(),
+        &ExecuteOptions::default(),
+    )
+    .unwrap_err();
+    match &e {
+        zfs_replicate::Error::PropertiesNotSet { snapshot, failures } => {
+            assert_eq!(snapshot, &dst.snapshot("s1").unwrap(), "{e}");
+            assert_eq!(failures.len(), 1, "{e}");
+            assert_eq!(failures[0].name, "refquota", "{e}");
+        }
+        other => panic!("expected PropertiesNotSet, got {other}"),
+    }
+    assert!(e.to_string().contains("was received"), "{e}");
+    // The data is there; the next plan is up to date.
+    assert_eq!(p.guids(&src), p.guids(&dst));
+    assert!(repl.plan(&p.zfs).unwrap().is_up_to_date());
+}

@@ -26,7 +26,7 @@ use std::os::fd::AsFd;
 use zfs_sys::ioctl::{DMU_OST_ZFS, DMU_OST_ZVOL};
 
 use crate::dataset::{DatasetType, Properties};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{BatchFailure, Errno, Error, ErrorKind, Result};
 use crate::ffi::{self, ReplayRecord};
 use crate::name::AnyName;
 use crate::name::{DatasetName, SnapshotName};
@@ -352,6 +352,21 @@ pub struct Received {
     pub begin: BeginRecord,
     /// Received properties the kernel refused, `{property: errno}`.
     pub property_errors: Option<NvList>,
+}
+
+impl Received {
+    /// The properties the kernel refused during the receive (overrides and
+    /// received properties), each with its errno: the stream itself was
+    /// received.
+    pub fn property_failures(&self) -> Vec<BatchFailure> {
+        let Some(list) = &self.property_errors else {
+            return Vec::new();
+        };
+        match Error::from_batch(RECEIVE, Errno(0), Some(list.clone())) {
+            Error::Batch { failures, .. } => failures,
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Reads the 312-byte BEGIN record from `input`, 8-aligned as

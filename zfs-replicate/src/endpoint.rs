@@ -321,6 +321,13 @@ impl Endpoint for Local<'_> {
         opts: &ReceiveOptions,
     ) -> Result<Receipt> {
         let received = self.zfs.receive(target, &from, opts)?;
+        let failures = received.property_failures();
+        if !failures.is_empty() {
+            return Err(crate::Error::PropertiesNotSet {
+                snapshot: received.snapshot,
+                failures,
+            });
+        }
         Ok(Receipt {
             snapshot: received.snapshot,
             bytes: received.bytes,

@@ -131,6 +131,18 @@ pub enum Error {
     #[error("protocol error with {peer}: {reason}")]
     Protocol { peer: String, reason: String },
 
+    /// The stream was received (`snapshot` exists), but the kernel refused
+    /// these properties of the receive (an override or a received
+    /// property): each with its errno. The run stops here, so that no one
+    /// takes the backup for what was asked; the next run finds it up to
+    /// date, and the properties can be set with
+    /// [`Zfs::set_properties`](zfs_core::Zfs::set_properties).
+    #[error("{snapshot} was received, but its properties were not set: {}", describe_failures(.failures))]
+    PropertiesNotSet {
+        snapshot: zfs_core::SnapshotName,
+        failures: Vec<zfs_core::BatchFailure>,
+    },
+
     /// A remote endpoint failed in a way that has no variant here (its
     /// message says what).
     #[error("{peer}: {message}")]
@@ -180,6 +192,14 @@ pub enum ErrorKind {
     Other,
 }
 
+fn describe_failures(failures: &[zfs_core::BatchFailure]) -> String {
+    let parts: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{} ({}: {})", f.name, f.kind, f.errno))
+        .collect();
+    parts.join(", ")
+}
+
 fn describe_divergence(items: &[(DatasetName, Divergence)]) -> String {
     let parts: Vec<String> = items.iter().map(|(t, d)| format!("{t}: {d}")).collect();
     parts.join("; ")
@@ -216,6 +236,9 @@ impl Error {
             Error::Disconnected { .. } => ErrorKind::Disconnected,
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::Remote { .. } => ErrorKind::Other,
+            Error::PropertiesNotSet { failures, .. } => failures
+                .first()
+                .map_or(ErrorKind::Other, |f| core_kind(f.kind)),
         }
     }
 
