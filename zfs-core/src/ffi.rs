@@ -603,10 +603,12 @@ pub(crate) fn lzc_get_holds(snap: &CStr) -> Result<NvList, Errno> {
 /// `lzc_sync`: writes out the pool's open transaction group and waits for
 /// it (`zpool sync`).
 pub(crate) fn lzc_sync(pool: &CStr) -> Result<(), Errno> {
-    let innvl = CNvList::from_nvlist(&NvList::new())?;
+    // `force` is required (ZFS_ERR_IOC_ARG_REQUIRED without it, 2.1–2.4);
+    // false: sync only when there is something to write.
+    let innvl = CNvList::from_nvlist(&NvList::new().with("force", NvValue::BoolValue(false)))?;
     let mut out = ptr::null_mut();
-    // SAFETY: a NUL-terminated pool name; `innvl` is a valid empty list (no
-    // `force`); `out` receives an owned list or stays NULL.
+    // SAFETY: a NUL-terminated pool name; `innvl` is a valid list; `out`
+    // receives an owned list or stays NULL.
     let r = rc(profiled("lzc_sync", || unsafe {
         zfs_sys::lzc_sync(pool.as_ptr(), innvl.as_ptr(), &mut out)
     }));
