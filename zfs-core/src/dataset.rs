@@ -42,6 +42,19 @@ pub enum DatasetType {
     Bookmark,
 }
 
+impl DatasetType {
+    /// The type of an objset of `dmu_objset_type_t` `t` (as a send
+    /// stream's BEGIN record or the `type` property gives it): a filesystem
+    /// or a volume, None for another.
+    pub fn of_objset(t: u64) -> Option<DatasetType> {
+        match u32::try_from(t).ok()? {
+            DMU_OST_ZFS => Some(DatasetType::Filesystem),
+            DMU_OST_ZVOL => Some(DatasetType::Volume),
+            _ => None,
+        }
+    }
+}
+
 /// A filesystem: its name, GUID and creation txg at lookup time.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Filesystem {
@@ -302,11 +315,7 @@ impl Properties {
             referenced: num("referenced")?,
             creation: num("creation")?,
             snapshots_changed: num("snapshots_changed")?,
-            dataset_type: match num("type")?.map(|t| t as u32) {
-                Some(DMU_OST_ZFS) => Some(DatasetType::Filesystem),
-                Some(DMU_OST_ZVOL) => Some(DatasetType::Volume),
-                _ => None,
-            },
+            dataset_type: num("type")?.and_then(DatasetType::of_objset),
             raw,
         })
     }

@@ -207,6 +207,13 @@ pub fn settable(name: &str) -> Option<&'static Settable> {
     SETTABLE.iter().find(|p| p.name == name)
 }
 
+/// Whether a dataset of type `on` has the property `name`: a user
+/// property always, a native one by its table entry (one this crate does
+/// not know: assumed so).
+pub fn applies(name: &str, on: DatasetType) -> bool {
+    settable(name).is_none_or(|p| p.applies_to(on))
+}
+
 /// Whether `name` is a user property name (it has a `:`).
 pub fn is_user_property(name: &str) -> bool {
     name.contains(':')

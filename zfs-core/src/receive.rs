@@ -23,8 +23,6 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
 
-use zfs_sys::ioctl::{DMU_OST_ZFS, DMU_OST_ZVOL};
-
 use crate::dataset::{DatasetType, Properties};
 use crate::error::{BatchFailure, Errno, Error, ErrorKind, Result};
 use crate::ffi::{self, ReplayRecord};
@@ -134,11 +132,7 @@ impl BeginRecord {
             creation_time: u64_at(24, byteswapped),
             payload_len: u32_at(4, byteswapped),
             byteswapped,
-            dataset_type: match u32_at(32, byteswapped) {
-                DMU_OST_ZFS => Some(DatasetType::Filesystem),
-                DMU_OST_ZVOL => Some(DatasetType::Volume),
-                _ => None,
-            },
+            dataset_type: DatasetType::of_objset(u64::from(u32_at(32, byteswapped))),
         })
     }
 
@@ -487,18 +481,18 @@ impl Zfs {
                 "properties given for a stream that is neither a filesystem nor a volume",
             )
         })?;
+        opts.check_overrides(on)?;
         let mut local: Option<Option<Properties>> = None;
         let mut cmdprops = NvList::new();
         for (name, value) in opts.overrides.iter() {
             if *value != NvValue::Boolean {
-                property::check_encoded(RECEIVE, name, value, on)?;
                 cmdprops.insert(name, value.clone());
                 continue;
             }
+            if !property::applies(name, on) {
+                continue;
+            }
             if let Some(p) = property::settable(name) {
-                if !p.applies_to(on) {
-                    continue;
-                }
                 if !p.inheritable {
                     if let Some(props) = &mut props {
                         props.remove(name);
@@ -641,6 +635,7 @@ fn retarget(e: Error, target: &DatasetName) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zfs_sys::ioctl::{DMU_OST_ZFS, DMU_OST_ZVOL};
 
     /// A BEGIN record as a little-endian sender writes it.
     fn record(objset_type: u32, from_guid: u64) -> [u8; RECORD_SIZE] {

@@ -16,7 +16,6 @@
 //! ```
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek};
 use std::path::Path;
 
 use zfs_core::{
@@ -91,17 +90,14 @@ pub fn receive_file(zfs: &Zfs, target: &DatasetName, path: &Path) -> Result<Rece
         });
     }
     let existed = zfs.exists(target);
-    let mut file = File::open(path).map_err(|e| io("open", path, e))?;
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
     // A full stream creates the target: a backup's defaults, where its
-    // type has them.
-    let mut record = [0u8; zfs_core::receive::RECORD_SIZE];
-    file.read_exact(&mut record)
-        .map_err(|e| io("read", path, e))?;
-    file.rewind().map_err(|e| io("seek", path, e))?;
-    let begin = zfs_core::receive::BeginRecord::parse(&record)?;
+    // type has them (the verification read its BEGIN record).
     let mut opts = ReceiveOptions::new();
-    if let (0, Some(on)) = (begin.from_guid, begin.dataset_type) {
-        opts = opts.with_overrides(crate::plan::backup_defaults(on, &NvList::new())?);
+    if let Some(s) = summary.substreams.first() {
+        if let (0, Some(on)) = (s.from_guid, s.dataset_type) {
+            opts = opts.with_overrides(crate::plan::backup_defaults(on, &NvList::new())?);
+        }
     }
     match zfs.receive(target, &file, &opts) {
         Ok(r) => Ok(r),

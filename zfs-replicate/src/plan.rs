@@ -58,18 +58,12 @@ pub(crate) fn only_backup_defaults(overrides: &NvList) -> bool {
     })
 }
 
-/// Whether a dataset of type `on` has the property `name` (a user property:
-/// always).
-fn applies(name: &str, on: zfs_core::DatasetType) -> bool {
-    zfs_core::property::settable(name).is_none_or(|p| p.applies_to(on))
-}
-
 /// The [`BACKUP_DEFAULTS`] a dataset of type `on` has, but those named in
 /// `except`, encoded as `-o` entries.
 pub(crate) fn backup_defaults(on: zfs_core::DatasetType, except: &NvList) -> Result<NvList> {
     let mut out = NvList::new();
     for (name, value) in BACKUP_DEFAULTS {
-        if !except.contains_key(name) && applies(name, on) {
+        if !except.contains_key(name) && zfs_core::property::applies(name, on) {
             let (name, value) = zfs_core::property::encode(name, value)?;
             out.insert(name, value);
         }
@@ -666,7 +660,7 @@ impl Replication {
         }
         let mut out = backup_defaults(on, mine)?;
         for (name, value) in mine.iter() {
-            if applies(name, on) {
+            if zfs_core::property::applies(name, on) {
                 out.insert(name, value.clone());
             }
         }

@@ -138,6 +138,7 @@ mod off {
     pub const BEGIN_MAGIC: usize = 8;
     pub const BEGIN_VERSIONINFO: usize = 16;
     pub const BEGIN_CREATION_TIME: usize = 24;
+    pub const BEGIN_TYPE: usize = 32;
     pub const BEGIN_TOGUID: usize = 40;
     pub const BEGIN_FROMGUID: usize = 48;
     pub const BEGIN_TONAME: usize = 56;
@@ -296,6 +297,8 @@ pub struct SubstreamSummary {
     pub byteswapped: bool,
     /// `drr_creation_time` (seconds since the epoch).
     pub creation_time: u64,
+    /// `drr_type`: a filesystem or a volume (None for another objset type).
+    pub dataset_type: Option<zfs_core::DatasetType>,
     /// Number of records, including BEGIN and END.
     pub records: u64,
     /// Number of records of each type, indexed by `drr_type` (BEGIN 0, OBJECT
@@ -953,6 +956,9 @@ impl StreamVerifier {
                 features: StreamFeatures((versioninfo >> 2) & ((1 << 56) - 1)),
                 byteswapped: order != Order::HOST,
                 creation_time: order.u64_at(h, off::BEGIN_CREATION_TIME),
+                dataset_type: zfs_core::DatasetType::of_objset(u64::from(
+                    order.u32_at(h, off::BEGIN_TYPE),
+                )),
                 records: 1,
                 record_counts,
                 payload_bytes: payload,
@@ -1433,6 +1439,7 @@ mod tests {
             assert_eq!(sub.to_guid, 0x1234_5678_9abc_def0);
             assert_eq!(sub.from_guid, 0);
             assert_eq!(sub.creation_time, 1_700_000_000);
+            assert_eq!(sub.dataset_type, Some(zfs_core::DatasetType::Filesystem));
             assert_eq!(sub.byteswapped, big == cfg!(target_endian = "little"));
             assert_eq!(sub.features.names(), ["SA_SPILL", "EMBED_DATA", "LZ4"]);
             assert_eq!(sub.records, 12);
