@@ -69,13 +69,7 @@ impl Zfs {
 
     /// The `keyformat` of `dataset` (None: not encrypted).
     pub fn key_format(&self, dataset: &DatasetName) -> Result<Option<KeyFormat>> {
-        let props = self.properties(dataset)?;
-        Ok(match number(&props, "keyformat") {
-            Some(1) => Some(KeyFormat::Raw),
-            Some(2) => Some(KeyFormat::Hex),
-            Some(3) => Some(KeyFormat::Passphrase),
-            _ => None,
-        })
+        Ok(key_format_of(&self.properties(dataset)?))
     }
 
     fn load_key_impl(&self, dataset: &DatasetName, key: &[u8], noop: bool) -> Result<()> {
@@ -95,10 +89,10 @@ impl Zfs {
             ));
         }
         let key = key.strip_suffix(b"\n").unwrap_or(key);
-        let wrapping = match num("keyformat") {
-            Some(1) => raw_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
-            Some(2) => hex_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
-            Some(3) => {
+        let wrapping = match key_format_of(&props) {
+            Some(KeyFormat::Raw) => raw_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            Some(KeyFormat::Hex) => hex_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            Some(KeyFormat::Passphrase) => {
                 let (Some(salt), Some(iters)) = (num("pbkdf2salt"), num("pbkdf2iters")) else {
                     return Err(bad(
                         ErrorKind::UnexpectedShape,
@@ -107,10 +101,13 @@ impl Zfs {
                 };
                 passphrase_key(key, salt, iters).map_err(|(kind, r)| bad(kind, r))?
             }
-            other => {
+            None => {
                 return Err(bad(
                     ErrorKind::NotSupported,
-                    format!("keyformat {other:?} is not raw, hex or passphrase"),
+                    format!(
+                        "keyformat {:?} is not raw, hex or passphrase",
+                        num("keyformat")
+                    ),
                 ))
             }
         };
@@ -131,6 +128,16 @@ impl Zfs {
                 e => e,
             }
         })
+    }
+}
+
+/// The `keyformat` the kernel lists (none, 0, for an unencrypted dataset).
+fn key_format_of(props: &Properties) -> Option<KeyFormat> {
+    match number(props, "keyformat")? {
+        1 => Some(KeyFormat::Raw),
+        2 => Some(KeyFormat::Hex),
+        3 => Some(KeyFormat::Passphrase),
+        _ => None,
     }
 }
 
