@@ -549,16 +549,22 @@ fn keep_arg(p: &Parsed, key: &str) -> Result<Option<usize>, Fail> {
     }
 }
 
+/// `--retain GRID`, or else `--keep N` (both checked).
+fn rule_arg(p: &Parsed) -> Result<Option<Rule>, Fail> {
+    let keep = keep_arg(p, "keep")?.map(Rule::Newest);
+    let Some(grid) = p.value("retain") else {
+        return Ok(keep);
+    };
+    let grid: Grid = utf8("--retain", grid)?
+        .parse()
+        .map_err(|e: zfs_replicate::retention::GridError| usage(e))?;
+    Ok(Some(Rule::Grid(grid)))
+}
+
 /// `--keep N` or `--retain GRID` (which wins) on both sides;
 /// `--keep-source N`, `--keep-target N` win on their side.
 fn keep_args(p: &Parsed) -> Result<Keep, Fail> {
-    let mut both = keep_arg(p, "keep")?.map(Rule::Newest);
-    if let Some(grid) = p.value("retain") {
-        let grid: Grid = utf8("--retain", grid)?
-            .parse()
-            .map_err(|e: zfs_replicate::retention::GridError| usage(e))?;
-        both = Some(Rule::Grid(grid));
-    }
+    let both = rule_arg(p)?;
     Ok(Keep {
         source: keep_arg(p, "keep-source")?
             .map(Rule::Newest)
@@ -1040,9 +1046,7 @@ fn prune(args: &[OsString]) -> Result<u8, Fail> {
         return Ok(0);
     };
     let dataset = dataset_arg("DATASET", &p.positional[0])?;
-    let rule = keep_args(&p)?
-        .target
-        .ok_or_else(|| usage("prune needs --keep N or --retain GRID"))?;
+    let rule = rule_arg(&p)?.ok_or_else(|| usage("prune needs --keep N or --retain GRID"))?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let zfs = open()?;
     let report = zfs_replicate::prune::prune(
