@@ -2,14 +2,17 @@
 //! VM): a raw backup arrives without its key; `load_key` with the key in
 //! each `keyformat` (raw, hex, a passphrase made by the `zfs` CLI) makes
 //! it readable, with the source's files; a wrong key is `WrongKey` and
-//! loads nothing; `backup load-key` does the same from stdin.
+//! loads nothing; `backup load-key` does the same from stdin. Keys change
+//! (`change_key`, `inherit_key`); a raw recursive replication keeps the
+//! source's encryption roots; a non-raw one goes into an encrypted parent,
+//! full and incremental.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use zfs_core::{DatasetName, ErrorKind, KeyStatus, NvList};
-use zfs_replicate::{execute, ExecuteOptions, Replication};
-use zfs_replicate_tests::{contents, fill, summary, Pair};
+use zfs_core::{DatasetName, ErrorKind, KeyFormat, KeyStatus, NvList, SendFlags};
+use zfs_replicate::{execute, Divergence, ExecuteOptions, Replication};
+use zfs_replicate_tests::{contents, fill, mount, summary, unmount, write_file, Pair};
 
 fn pair() -> Pair {
     Pair::new("ktank", "kpipe", 256 << 20, 256 << 20)
@@ -166,4 +169,251 @@ fn backup_load_key_reads_the_key_from_stdin() {
         contents(&src.snapshot("s1").unwrap()),
         contents(&dst.snapshot("s1").unwrap())
     );
+}
+
+const HEX_KEY: &[u8] = b"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// An encryption root with a hex key, made by the library.
+fn create_with_hex_key(p: &Pair, fs: &DatasetName) {
+    let props = NvList::new()
+        .with("encryption", 8u64)
+        .with("keyformat", 2u64)
+        .with("keylocation", "prompt");
+    let hex = std::str::from_utf8(HEX_KEY).unwrap();
+    let wrapping: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    p.zfs
+        .create_encrypted_filesystem(fs, &props, &wrapping)
+        .unwrap();
+}
+
+fn encryption_root(p: &Pair, d: &DatasetName) -> Option<String> {
+    p.zfs.properties(d).unwrap().encryption_root
+}
+
+fn sync(p: &Pair, repl: &Replication) {
+    execute(
+        &p.zfs,
+        &repl.plan(&p.zfs).unwrap(),
+        &ExecuteOptions::default(),
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn change_key_rewraps_and_inherit_key_joins_the_parent() {
+    let p = pair();
+    let fs = p.src("vault");
+    create_with_passphrase(&fs, "the first passphrase");
+    unmount(fs.as_str());
+    fill(&fs, 1, 2, 50_000);
+    let before = {
+        let s = p.snap(&fs, "s1");
+        contents(&s)
+    };
+
+    // A new passphrase: the old one no longer loads, the new one does.
+    p.zfs
+        .change_key(&fs, KeyFormat::Passphrase, b"the second passphrase\n")
+        .unwrap();
+    p.zfs.unload_key(&fs).unwrap();
+    let e = p.zfs.load_key(&fs, b"the first passphrase").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
+    p.zfs.load_key(&fs, b"the second passphrase").unwrap();
+    assert_eq!(p.zfs.key_format(&fs).unwrap(), Some(KeyFormat::Passphrase));
+
+    // To a hex key; the data is the same.
+    p.zfs.change_key(&fs, KeyFormat::Hex, HEX_KEY).unwrap();
+    p.zfs.unload_key(&fs).unwrap();
+    p.zfs.load_key(&fs, HEX_KEY).unwrap();
+    assert_eq!(p.zfs.key_format(&fs).unwrap(), Some(KeyFormat::Hex));
+    assert_eq!(contents(&fs.snapshot("s1").unwrap()), before);
+
+    // A key that does not fit its format changes nothing.
+    let e = p.zfs.change_key(&fs, KeyFormat::Raw, &[1; 31]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
+    let e = p
+        .zfs
+        .change_key(&fs, KeyFormat::Passphrase, b"short")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::WrongKey, "{e}");
+    assert_eq!(p.zfs.key_format(&fs).unwrap(), Some(KeyFormat::Hex));
+
+    // Without the current key loaded: typed, nothing changed.
+    p.zfs.unload_key(&fs).unwrap();
+    let e = p.zfs.change_key(&fs, KeyFormat::Raw, &[7; 32]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::KeyNotLoaded, "{e}");
+    p.zfs.load_key(&fs, HEX_KEY).unwrap();
+
+    // A child with a key of its own joins its parent's key...
+    let child = p.src("vault/child");
+    let props = NvList::new()
+        .with("encryption", 8u64)
+        .with("keyformat", 1u64)
+        .with("keylocation", "prompt");
+    p.zfs
+        .create_encrypted_filesystem(&child, &props, &[9; 32])
+        .unwrap();
+    assert_eq!(encryption_root(&p, &child).as_deref(), Some(child.as_str()));
+    p.zfs.inherit_key(&child).unwrap();
+    assert_eq!(encryption_root(&p, &child).as_deref(), Some(fs.as_str()));
+    // ... and loads with it.
+    p.zfs.unload_key(&fs).unwrap();
+    assert_eq!(key_status(&p, &child), Some(KeyStatus::Unavailable));
+    p.zfs.load_key(&fs, HEX_KEY).unwrap();
+    assert_eq!(key_status(&p, &child), Some(KeyStatus::Available));
+    // It is no longer an encryption root; the parent of an unencrypted
+    // dataset has no key to give.
+    let e = p.zfs.inherit_key(&child).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let e = p.zfs.inherit_key(&fs).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    let plain = p.src("plain");
+    p.create(&plain);
+    let e = p
+        .zfs
+        .change_key(&plain, KeyFormat::Raw, &[7; 32])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    summary("keys: change_key to a passphrase and to hex, inherit_key; refusals typed");
+}
+
+/// A raw recursive backup of a tree with two encryption roots: the target
+/// has the same two (children that inherit their key on the source inherit
+/// it on the target), so one load-key per root opens it, after the full
+/// and after an incremental.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn raw_recursive_replication_keeps_the_encryption_roots() {
+    let p = pair();
+    let tree = p.src("tree");
+    create_with_passphrase(&tree, "the tree passphrase");
+    unmount(tree.as_str());
+    let (a, c, b) = (p.src("tree/a"), p.src("tree/a/c"), p.src("tree/b"));
+    p.create(&a);
+    p.create(&c);
+    create_with_hex_key(&p, &b);
+    let all = [&tree, &a, &c, &b];
+    for (i, d) in all.iter().enumerate() {
+        fill(d, i as u64 + 1, 2, 100_000);
+        p.snap(d, "s1");
+    }
+    let dst = p.dst("tree");
+    let repl = Replication::new(tree.clone(), dst.clone())
+        .recursive(true)
+        .raw(true);
+    sync(&p, &repl);
+    let (da, dc, db) = (p.dst("tree/a"), p.dst("tree/a/c"), p.dst("tree/b"));
+    let roots = |p: &Pair| [&dst, &da, &dc, &db].map(|d| encryption_root(p, d).unwrap_or_default());
+    let want = [dst.as_str(), dst.as_str(), dst.as_str(), db.as_str()].map(String::from);
+    assert_eq!(roots(&p), want);
+    p.zfs.load_key(&dst, b"the tree passphrase").unwrap();
+    assert_eq!(key_status(&p, &dc), Some(KeyStatus::Available));
+    assert_eq!(key_status(&p, &db), Some(KeyStatus::Unavailable));
+    p.zfs.load_key(&db, HEX_KEY).unwrap();
+    for (s, d) in [(&tree, &dst), (&a, &da), (&c, &dc), (&b, &db)] {
+        assert_eq!(
+            contents(&s.snapshot("s1").unwrap()),
+            contents(&d.snapshot("s1").unwrap()),
+            "{d}"
+        );
+    }
+    p.zfs.unload_key(&db).unwrap();
+    p.zfs.unload_key(&dst).unwrap();
+
+    // An incremental keeps them; the keys open the new snapshots.
+    for (i, d) in all.iter().enumerate() {
+        fill(d, i as u64 + 10, 1, 100_000);
+        p.snap(d, "s2");
+    }
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(plan.divergences().is_empty(), "{plan}");
+    execute(&p.zfs, &plan, &ExecuteOptions::default()).unwrap();
+    assert_eq!(roots(&p), want);
+    p.zfs.load_key(&dst, b"the tree passphrase").unwrap();
+    p.zfs.load_key(&db, HEX_KEY).unwrap();
+    for (s, d) in [(&tree, &dst), (&c, &dc), (&b, &db)] {
+        assert_eq!(
+            contents(&s.snapshot("s2").unwrap()),
+            contents(&d.snapshot("s2").unwrap()),
+            "{d}"
+        );
+    }
+    summary("keys: a raw recursive backup keeps the source's two encryption roots, full and incremental");
+}
+
+/// Writes a file small enough to be stored in its block pointer (an
+/// embedded block, which a non-raw stream may carry but an encrypted
+/// dataset refuses).
+fn write_tiny_file(fs: &DatasetName, name: &str) {
+    let dir = mount(fs.as_str());
+    std::fs::write(dir.join(name), b"tiny\n").unwrap();
+    write_file(&dir.join(format!("{name}.big")), 3, 300_000);
+    unmount(fs.as_str());
+}
+
+/// A non-raw backup of an unencrypted source under an encrypted parent:
+/// the backup is encrypted with the parent's key, full and incremental;
+/// without that key loaded the plan says so and nothing moves.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn non_raw_replication_into_an_encrypted_parent() {
+    let p = pair();
+    let vault = p.dst("vault");
+    create_with_passphrase(&vault, "the vault passphrase");
+    unmount(vault.as_str());
+    let src = p.src("plain");
+    p.create(&src);
+    write_tiny_file(&src, "one");
+    p.snap(&src, "s1");
+    let dst = p.dst("vault/plain");
+    let repl = Replication::new(src.clone(), dst.clone());
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(
+        !plan.steps[0].flags.contains(SendFlags::EMBED_DATA),
+        "{:?}",
+        plan.steps[0].flags
+    );
+    execute(&p.zfs, &plan, &ExecuteOptions::default()).unwrap();
+    assert_eq!(encryption_root(&p, &dst).as_deref(), Some(vault.as_str()));
+    assert_eq!(
+        contents(&src.snapshot("s1").unwrap()),
+        contents(&dst.snapshot("s1").unwrap())
+    );
+
+    write_tiny_file(&src, "two");
+    p.snap(&src, "s2");
+    sync(&p, &repl);
+    assert_eq!(p.guids(&src), p.guids(&dst));
+    assert_eq!(
+        contents(&src.snapshot("s2").unwrap()),
+        contents(&dst.snapshot("s2").unwrap())
+    );
+
+    // Without the key: a divergence naming the encryption root, and a
+    // typed refusal from execute; nothing received.
+    p.zfs.unload_key(&vault).unwrap();
+    p.snap(&src, "s3");
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert_eq!(
+        plan.divergences(),
+        vec![(
+            dst.clone(),
+            Divergence::KeyNotLoaded {
+                encryption_root: vault.to_string()
+            }
+        )]
+    );
+    assert!(execute(&p.zfs, &plan, &ExecuteOptions::default()).is_err());
+    assert_eq!(p.names(&dst), ["s1", "s2"]);
+    // A new dataset under the vault: the same.
+    let other = p.dst("vault/other");
+    let plan = Replication::new(src.clone(), other).plan(&p.zfs).unwrap();
+    assert_eq!(plan.divergences().len(), 1, "{plan}");
+    p.zfs.load_key(&vault, b"the vault passphrase").unwrap();
+    sync(&p, &repl);
+    assert_eq!(p.guids(&src), p.guids(&dst));
+    summary("keys: non-raw backups go into an encrypted parent, full and incremental; a missing key is a divergence");
 }

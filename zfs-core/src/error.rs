@@ -228,6 +228,10 @@ pub enum ErrorKind {
     /// A wrong encryption key (or one of the wrong format) for
     /// [`Zfs::load_key`](crate::Zfs::load_key); nothing was loaded.
     WrongKey,
+    /// The encryption key needed is not loaded: load it first
+    /// ([`Zfs::load_key`](crate::Zfs::load_key)). From a key change, and
+    /// from a non-raw receive into an encrypted dataset.
+    KeyNotLoaded,
     /// Anything else; see the errno.
     Other,
 }
@@ -300,6 +304,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::UnexpectedShape => "unexpected nvlist shape",
             ErrorKind::Io => "I/O error",
             ErrorKind::WrongKey => "wrong key",
+            ErrorKind::KeyNotLoaded => "the encryption key is not loaded",
             ErrorKind::Unavailable => "ZFS is not available (no module loaded, no /dev/zfs)",
             ErrorKind::Other => "failed",
         })

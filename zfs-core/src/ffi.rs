@@ -668,6 +668,55 @@ pub(crate) fn lzc_load_key(name: &CStr, noop: bool, wrapping_key: &[u8; 32]) -> 
     r
 }
 
+/// `lzc_change_key`: `cmd` is a `dcp_cmd_t`; `props` the new key's
+/// properties and `wrapping_key` the new 32-byte key, both only for a new
+/// key.
+pub(crate) fn lzc_change_key(
+    name: &CStr,
+    cmd: u64,
+    props: Option<&NvList>,
+    wrapping_key: Option<&[u8; 32]>,
+) -> Result<(), Errno> {
+    let props = props.map(CNvList::from_nvlist).transpose()?;
+    let props_ptr = props.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr());
+    let mut key = wrapping_key.copied();
+    let (key_ptr, key_len) = match key.as_mut() {
+        Some(k) => (k.as_mut_ptr(), 32),
+        None => (std::ptr::null_mut(), 0),
+    };
+    // SAFETY: a NUL-terminated name; `props_ptr` is a valid list or NULL;
+    // `key_ptr` points to `key_len` bytes the call reads (or is NULL with
+    // 0); neither is kept after the call.
+    let r = rc(profiled("lzc_change_key", || unsafe {
+        zfs_sys::lzc_change_key(name.as_ptr(), cmd, props_ptr, key_ptr, key_len)
+    }));
+    if let Some(k) = key.as_mut() {
+        k.fill(0);
+    }
+    r
+}
+
+/// 8 random bytes from the kernel (`getrandom`), as a u64.
+pub(crate) fn random_u64() -> Result<u64, Errno> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: `rest` is writable for the length passed.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match usize::try_from(n) {
+            Ok(n) => got += n,
+            Err(_) => {
+                let e = last_errno();
+                if e.0 != libc::EINTR {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(u64::from_le_bytes(buf))
+}
+
 pub(crate) fn lzc_unload_key(name: &CStr) -> Result<(), Errno> {
     // SAFETY: a NUL-terminated name.
     rc(profiled("lzc_unload_key", || unsafe {

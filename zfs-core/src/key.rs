@@ -1,6 +1,6 @@
-//! Encryption keys: loading, checking and unloading the key of an
-//! encryption root, as `zfs load-key` and `zfs unload-key` do
-//! (`lzc_load_key`, `lzc_unload_key`).
+//! Encryption keys: loading, checking, unloading and changing the key of
+//! an encryption root, as `zfs load-key`, `zfs unload-key` and `zfs
+//! change-key` do (`lzc_load_key`, `lzc_unload_key`, `lzc_change_key`).
 //!
 //! The key is given as the dataset's `keyformat` says: 32 raw bytes, 64
 //! hex digits, or a passphrase (8 to 512 bytes), which is turned into the
@@ -18,10 +18,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::dataset::Properties;
+use crate::dataset::{KeyStatus, Properties};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi;
 use crate::name::{AnyName, DatasetName};
+use crate::nvlist::NvList;
 use crate::Zfs;
 
 /// Bytes in a wrapping key (`WRAPPING_KEY_LEN`).
@@ -39,7 +40,30 @@ pub enum KeyFormat {
     Passphrase,
 }
 
+impl KeyFormat {
+    /// The kernel's number for it (`zfs_keyformat_t`).
+    fn index(self) -> u64 {
+        match self {
+            KeyFormat::Raw => 1,
+            KeyFormat::Hex => 2,
+            KeyFormat::Passphrase => 3,
+        }
+    }
+}
+
 const LOAD: &str = "lzc_load_key";
+const CHANGE: &str = "lzc_change_key";
+
+/// PBKDF2 iterations for a new passphrase (libzfs's
+/// `DEFAULT_PBKDF2_ITERATIONS`).
+pub const DEFAULT_PBKDF2_ITERATIONS: u64 = 350_000;
+
+/// `dcp_cmd_t`: rewrap with a new key, as an encryption root.
+const DCP_CMD_NEW_KEY: u64 = 2;
+/// `dcp_cmd_t`: rewrap with the parent's key.
+const DCP_CMD_INHERIT: u64 = 3;
+/// `dcp_cmd_t`: use the parent's key without rewrapping.
+const DCP_CMD_FORCE_INHERIT: u64 = 5;
 
 impl Zfs {
     /// Loads the key of the encryption root `dataset` (`zfs load-key`):
@@ -65,6 +89,147 @@ impl Zfs {
     pub fn unload_key(&self, dataset: &DatasetName) -> Result<()> {
         ffi::lzc_unload_key(&dataset.to_c_name())
             .map_err(|e| Error::from_errno("lzc_unload_key", dataset.as_str(), e))
+    }
+
+    /// Wraps the key of `dataset` with a new one (`zfs change-key -o
+    /// keyformat=… -o keylocation=prompt`): `dataset` becomes (or stays) an
+    /// encryption root, with `keylocation=prompt`; its data is not
+    /// rewritten. Its current key must be loaded
+    /// ([`ErrorKind::KeyNotLoaded`] otherwise); it stays loaded.
+    ///
+    /// `key` is given as for [`load_key`](Zfs::load_key) in the new
+    /// `format`; a passphrase gets a fresh random salt and
+    /// [`DEFAULT_PBKDF2_ITERATIONS`]. A key that does not fit its format is
+    /// [`ErrorKind::WrongKey`] and changes nothing. A clone cannot change
+    /// its key (its origin's).
+    ///
+    /// ```no_run
+    /// use zfs_core::{KeyFormat, Zfs};
+    ///
+    /// let zfs = Zfs::open()?;
+    /// let vault = "tank/vault".parse()?;
+    /// zfs.change_key(&vault, KeyFormat::Passphrase, b"a new and longer passphrase")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn change_key(&self, dataset: &DatasetName, format: KeyFormat, key: &[u8]) -> Result<()> {
+        let bad = |kind, reason: String| Error::invalid(CHANGE, dataset.as_str(), kind, reason);
+        let props = self.properties(dataset)?;
+        self.check_key_change(dataset, &props)?;
+        let key = key.strip_suffix(b"\n").unwrap_or(key);
+        let mut list = NvList::new().with("keyformat", format.index());
+        if props.encryption_root.as_deref() != Some(dataset.as_str()) {
+            list.insert("keylocation", "prompt");
+        }
+        let wrapping = match format {
+            KeyFormat::Raw => raw_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            KeyFormat::Hex => hex_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
+            KeyFormat::Passphrase => {
+                let salt = ffi::random_u64()
+                    .map_err(|e| Error::from_errno(CHANGE, dataset.as_str(), e))?;
+                let iters = DEFAULT_PBKDF2_ITERATIONS;
+                list.insert("pbkdf2salt", salt);
+                list.insert("pbkdf2iters", iters);
+                passphrase_key(key, salt, iters).map_err(|(kind, r)| bad(kind, r))?
+            }
+        };
+        ffi::lzc_change_key(
+            &dataset.to_c_name(),
+            DCP_CMD_NEW_KEY,
+            Some(&list),
+            Some(&wrapping),
+        )
+        .map_err(|e| change_error(dataset, e))
+    }
+
+    /// Makes the encryption root `dataset` use its parent's key (`zfs
+    /// change-key -i`): its key is rewrapped with the parent's, so both
+    /// keys must be loaded ([`ErrorKind::KeyNotLoaded`] otherwise).
+    pub fn inherit_key(&self, dataset: &DatasetName) -> Result<()> {
+        let props = self.properties(dataset)?;
+        self.check_key_change(dataset, &props)?;
+        self.check_parent_key(dataset, true)?;
+        ffi::lzc_change_key(&dataset.to_c_name(), DCP_CMD_INHERIT, None, None)
+            .map_err(|e| change_error(dataset, e))
+    }
+
+    /// Makes the encryption root `dataset` use its parent's key *without*
+    /// rewrapping it, so no key need be loaded: what `zfs receive -R` does
+    /// to a raw-received dataset whose source inherits its key, whose
+    /// wrapping key is therefore the parent's already.
+    ///
+    /// Only for that case: a dataset whose key is not wrapped with its
+    /// parent's cannot be loaded afterwards (until it is made an
+    /// encryption root again; nothing is lost).
+    pub fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
+        let props = self.properties(dataset)?;
+        if !props.encryption.is_encrypted() {
+            return Err(Error::invalid(
+                CHANGE,
+                dataset.as_str(),
+                ErrorKind::InvalidArgument,
+                "not encrypted",
+            ));
+        }
+        self.check_parent_key(dataset, false)?;
+        ffi::lzc_change_key(&dataset.to_c_name(), DCP_CMD_FORCE_INHERIT, None, None)
+            .map_err(|e| change_error(dataset, e))
+    }
+
+    /// What every key change needs: an encrypted dataset, not a clone,
+    /// with its key loaded.
+    fn check_key_change(&self, dataset: &DatasetName, props: &Properties) -> Result<()> {
+        let bad = |kind, reason: &str| Error::invalid(CHANGE, dataset.as_str(), kind, reason);
+        if !props.encryption.is_encrypted() {
+            return Err(bad(ErrorKind::InvalidArgument, "not encrypted"));
+        }
+        let origin = props
+            .raw
+            .get_nvlist("origin")
+            .ok()
+            .and_then(|v| v.get_str("value").ok());
+        if origin.is_some_and(|o| !o.is_empty()) {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                "a clone uses its origin's key and cannot change it",
+            ));
+        }
+        if props.key_status == Some(KeyStatus::Unavailable) {
+            return Err(bad(ErrorKind::KeyNotLoaded, "load its key first"));
+        }
+        Ok(())
+    }
+
+    /// Checks that `dataset` is an encryption root whose parent is
+    /// encrypted (and has its key loaded, when `loaded`).
+    fn check_parent_key(&self, dataset: &DatasetName, loaded: bool) -> Result<()> {
+        let bad = |kind, reason: String| Error::invalid(CHANGE, dataset.as_str(), kind, reason);
+        let props = self.properties(dataset)?;
+        if props.encryption_root.as_deref() != Some(dataset.as_str()) {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                "not an encryption root: it inherits its key already".into(),
+            ));
+        }
+        let Some(parent) = dataset.parent() else {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                "a pool's root dataset has no parent to inherit from".into(),
+            ));
+        };
+        let parent_props = self.properties(&parent)?;
+        if !parent_props.encryption.is_encrypted() {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                format!("its parent {parent} is not encrypted"),
+            ));
+        }
+        if loaded && parent_props.key_status == Some(KeyStatus::Unavailable) {
+            return Err(bad(
+                ErrorKind::KeyNotLoaded,
+                format!("load the key of its parent {parent} first"),
+            ));
+        }
+        Ok(())
     }
 
     /// The `keyformat` of `dataset` (None: not encrypted).
@@ -131,14 +296,31 @@ impl Zfs {
     }
 }
 
+/// A key change's errno: a key that is not loaded (EACCES) is said so.
+fn change_error(dataset: &DatasetName, errno: crate::Errno) -> Error {
+    let e = Error::from_errno(CHANGE, dataset.as_str(), errno);
+    match e {
+        Error::Zfs {
+            operation,
+            target,
+            errno,
+            ..
+        } if errno.0 == libc::EACCES => Error::Zfs {
+            operation,
+            target,
+            kind: ErrorKind::KeyNotLoaded,
+            errno,
+        },
+        e => e,
+    }
+}
+
 /// The `keyformat` the kernel lists (none, 0, for an unencrypted dataset).
 fn key_format_of(props: &Properties) -> Option<KeyFormat> {
-    match number(props, "keyformat")? {
-        1 => Some(KeyFormat::Raw),
-        2 => Some(KeyFormat::Hex),
-        3 => Some(KeyFormat::Passphrase),
-        _ => None,
-    }
+    let n = number(props, "keyformat")?;
+    [KeyFormat::Raw, KeyFormat::Hex, KeyFormat::Passphrase]
+        .into_iter()
+        .find(|f| f.index() == n)
 }
 
 /// A numeric property's value from the kernel's list.

@@ -75,6 +75,7 @@ pub use dataset::{Dataset, DatasetType, Encryption, Filesystem, KeyStatus, Prope
 pub use error::{BatchFailure, Errno, Error, ErrorKind, Result};
 pub use features::{Features, PoolFeature};
 pub use hold::HoldGuard;
+pub use key::KeyFormat;
 pub use name::{AnyName, BookmarkName, DatasetName, NameError, PoolName, SnapshotName};
 pub use nvlist::{NvList, NvValue};
 pub use pool::Pool;

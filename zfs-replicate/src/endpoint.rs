@@ -171,6 +171,10 @@ pub trait Endpoint: Send + Sync {
     /// sync`): [`sync`](crate::Replication::sync) calls it before pruning
     /// the source.
     fn sync_pool(&self, target: &DatasetName) -> Result<()>;
+    /// Makes the encryption root `dataset` use its parent's key without
+    /// rewrapping ([`Zfs::force_inherit_key`](zfs_core::Zfs::force_inherit_key)):
+    /// after a raw receive, for a dataset whose source inherits its key.
+    fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()>;
 
     /// Takes these snapshots, atomically.
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()>;
@@ -338,6 +342,9 @@ impl Endpoint for Local<'_> {
     }
     fn sync_pool(&self, target: &DatasetName) -> Result<()> {
         Ok(self.zfs.sync_pool(target)?)
+    }
+    fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
+        Ok(self.zfs.force_inherit_key(dataset)?)
     }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         Ok(self.zfs.snapshot(snapshots)?)

@@ -258,7 +258,7 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
         K::NotFound => ErrorKind::NotFound,
         K::Busy | K::ResumeExists => ErrorKind::Busy,
         // A wrong encryption key is a refusal too.
-        K::PermissionDenied | K::WrongKey => ErrorKind::PermissionDenied,
+        K::PermissionDenied | K::WrongKey | K::KeyNotLoaded => ErrorKind::PermissionDenied,
         K::NoSpace => ErrorKind::NoSpace,
         K::DestinationModified | K::StreamMismatch | K::HasNewerSnapshots | K::NotAncestor => {
             ErrorKind::Diverged

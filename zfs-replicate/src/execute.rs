@@ -642,7 +642,7 @@ fn transfer_chain(
     }
     let links = chain(&step.action);
     if links.is_empty() {
-        return Ok(());
+        return inherit_key(sides.target, step);
     }
     // Temporary holds: released on drop, and by the kernel if we die.
     let mut _guards = (None, None);
@@ -691,6 +691,45 @@ fn transfer_chain(
             bytes,
         });
         *newest = Some(link.snapshot.clone());
+    }
+    inherit_key(sides.target, step)
+}
+
+/// Makes the step's target use its parent's key, when the plan says so
+/// ([`Step::inherit_key`]) and its key is wrapped as its parent's
+/// encryption root's is: the same `keyformat`, `pbkdf2salt` and
+/// `pbkdf2iters`. (A passphrase gets a new salt at every key change, so a
+/// parent whose key was changed on the target is told apart, and the
+/// dataset stays an encryption root with the source's key; raw and hex
+/// keys have no salt to compare.)
+fn inherit_key(target: &dyn Endpoint, step: &Step) -> Result<()> {
+    if !step.inherit_key {
+        return Ok(());
+    }
+    let Some(parent) = step.target.parent() else {
+        return Ok(());
+    };
+    let own = target.properties(&step.target)?;
+    let parent_props = target.properties(&parent)?;
+    let Some(root) = parent_props.encryption_root.as_deref() else {
+        return Ok(());
+    };
+    let root = if root == parent.as_str() {
+        parent_props
+    } else {
+        target.properties(&DatasetName::new(root)?)?
+    };
+    let wrapping = |p: &zfs_core::Properties| {
+        ["keyformat", "pbkdf2salt", "pbkdf2iters"].map(|name| {
+            p.raw
+                .get_nvlist(name)
+                .ok()
+                .and_then(|v| v.get_u64("value").ok())
+        })
+    };
+    let is_root = own.encryption_root.as_deref() == Some(step.target.as_str());
+    if is_root && wrapping(&own) == wrapping(&root) {
+        target.force_inherit_key(&step.target)?;
     }
     Ok(())
 }

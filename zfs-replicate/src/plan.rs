@@ -30,8 +30,8 @@
 use std::fmt;
 
 use zfs_core::{
-    Bookmark, DatasetName, NvList, ReceiveOptions, ResumeToken, SendFlags, SendOptions, Snapshot,
-    SnapshotName, Zfs,
+    Bookmark, DatasetName, KeyStatus, NvList, ReceiveOptions, ResumeToken, SendFlags, SendOptions,
+    Snapshot, SnapshotName, Zfs,
 };
 
 use crate::endpoint::{Endpoint, Local, Sides};
@@ -372,6 +372,7 @@ impl Replication {
             receive_props: NvList::new(),
             receive_overrides: NvList::new(),
             listing: Listing::Full,
+            inherit_key: false,
         };
         step.receive_props = self.receive_props(&src_props, &source);
         step.receive_overrides = self.overrides_for(&src_props)?;
@@ -490,13 +491,30 @@ impl Replication {
             source: src,
             target: tgt,
         } = sides;
-        let flags = step.flags;
         let target = step.target.clone();
         if src_snaps.is_empty() {
             // Nothing to send yet (sync takes the first snapshot after planning).
             step.action = Action::NoSourceSnapshot;
             return Ok(step);
         }
+        if self.raw {
+            step.inherit_key = self.inherits_key_on_target(src_props, &step, tgt_props.as_ref());
+        } else {
+            let existing = tgt_props.as_ref().filter(|_| target_exists);
+            if let Some(crypt) = target_encryption(tgt, &target, existing)? {
+                // The receive encrypts a non-raw stream with the target's
+                // key, and refuses embedded blocks into an encrypted
+                // dataset.
+                step.flags.remove(SendFlags::EMBED_DATA);
+                if crypt.key_status == Some(KeyStatus::Unavailable) {
+                    step.divergence = Some(Divergence::KeyNotLoaded {
+                        encryption_root: crypt.encryption_root.unwrap_or_default(),
+                    });
+                    return Ok(step);
+                }
+            }
+        }
+        let flags = step.flags;
 
         // A pending resumable receive: resume it if it fits, clear it if not.
         if let Some(token) = tgt_props
@@ -562,18 +580,14 @@ impl Replication {
             None => tgt.properties(&target)?,
         };
 
-        // Encryption lineage.
+        // Encryption lineage: a raw stream of encrypted data cannot go
+        // onto unencrypted data. (A non-raw one onto encrypted data can: it
+        // is encrypted with the target's key, checked above.)
         let src_enc = src_props.encryption.is_encrypted();
         let tgt_enc = tgt_props.encryption.is_encrypted();
         if src_enc && self.raw && !tgt_enc {
             step.divergence = Some(Divergence::EncryptionMismatch {
                 reason: "the source is encrypted and the stream raw, but the target holds unencrypted (non-raw) data".into(),
-            });
-            return Ok(step);
-        }
-        if tgt_enc && !self.raw {
-            step.divergence = Some(Divergence::EncryptionMismatch {
-                reason: "the target holds encrypted data: replicate it raw".into(),
             });
             return Ok(step);
         }
@@ -646,6 +660,28 @@ impl Replication {
         Ok(step)
     }
 
+    /// Whether, after a raw transfer, the step's target should use its
+    /// parent's key, as `zfs receive -R` arranges
+    /// (`recv_fix_encryption_hierarchy`): a raw receive makes every new
+    /// dataset an encryption root, but this one inherits its key on the
+    /// source. Never the replication's own target, whose parent is not
+    /// the source's.
+    fn inherits_key_on_target(
+        &self,
+        src: &zfs_core::Properties,
+        step: &Step,
+        tgt: Option<&zfs_core::Properties>,
+    ) -> bool {
+        let source_inherits = src.encryption.is_encrypted()
+            && src.encryption_root.as_deref() != Some(step.source.as_str());
+        // A new target is created as an encryption root.
+        let target_is_root = tgt.is_none_or(|t| {
+            t.encryption.is_encrypted()
+                && t.encryption_root.as_deref() == Some(step.target.as_str())
+        });
+        source_inherits && target_is_root && step.target != self.target
+    }
+
     /// The `-o`/`-x` entries for a dataset created from `source`: the
     /// embedder's, and the [`BACKUP_DEFAULTS`] it did not name, each where
     /// the source's type has it (an embedder's entry the type lacks is
@@ -691,6 +727,31 @@ impl Replication {
         }
         props
     }
+}
+
+/// The encryption a non-raw receive into `target` meets: its own when it
+/// exists (`existing`), else that of its nearest existing ancestor, which
+/// it will inherit; None when unencrypted.
+fn target_encryption(
+    tgt: &dyn Endpoint,
+    target: &DatasetName,
+    existing: Option<&zfs_core::Properties>,
+) -> Result<Option<zfs_core::Properties>> {
+    let props = match existing {
+        Some(p) => p.clone(),
+        None => {
+            let mut at = target.parent();
+            loop {
+                let Some(d) = at else { return Ok(None) };
+                match tgt.properties(&d) {
+                    Ok(p) => break p,
+                    Err(e) if e.kind() == crate::ErrorKind::NotFound => at = d.parent(),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+    Ok(props.encryption.is_encrypted().then_some(props))
 }
 
 /// A filesystem's or volume's newest snapshot, as the kernel names it in
@@ -889,6 +950,10 @@ pub enum Divergence {
     },
     /// Encryption or raw lineage does not match.
     EncryptionMismatch { reason: String },
+    /// A non-raw stream would be encrypted with the target's key (the
+    /// target, or the parent it is created under, is encrypted), and that
+    /// key is not loaded.
+    KeyNotLoaded { encryption_root: String },
 }
 
 impl fmt::Display for Divergence {
@@ -906,6 +971,10 @@ impl fmt::Display for Divergence {
                 write!(f, "target has snapshots newer than the common base {base}: {}; use rollback to destroy them", names.join(", "))
             }
             Divergence::EncryptionMismatch { reason } => write!(f, "encryption mismatch: {reason}"),
+            Divergence::KeyNotLoaded { encryption_root } => write!(
+                f,
+                "the target is encrypted with the key of {encryption_root}, which is not loaded: load it to receive a non-raw stream"
+            ),
         }
     }
 }
@@ -954,6 +1023,9 @@ pub struct Step {
     pub receive_overrides: NvList,
     /// How the step was planned (the plan is the same either way).
     pub listing: Listing,
+    /// After its transfers, the target (made an encryption root by a raw
+    /// receive) is made to use its parent's key, as its source does.
+    pub inherit_key: bool,
 }
 
 /// How a step's snapshots were found.

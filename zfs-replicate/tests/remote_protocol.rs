@@ -88,6 +88,9 @@ impl Endpoint for Nothing {
     fn sync_pool(&self, _: &DatasetName) -> Result<()> {
         Ok(())
     }
+    fn force_inherit_key(&self, _: &DatasetName) -> Result<()> {
+        Ok(())
+    }
     fn snapshot(&self, _: &[SnapshotName]) -> Result<()> {
         none("snapshot")
     }
@@ -457,6 +460,9 @@ impl Endpoint for Pattern {
     }
     fn sync_pool(&self, d: &DatasetName) -> Result<()> {
         Nothing.sync_pool(d)
+    }
+    fn force_inherit_key(&self, d: &DatasetName) -> Result<()> {
+        Nothing.force_inherit_key(d)
     }
     fn snapshot(&self, s: &[SnapshotName]) -> Result<()> {
         Nothing.snapshot(s)

@@ -474,6 +474,9 @@ impl Endpoint for Client {
     fn sync_pool(&self, target: &DatasetName) -> Result<()> {
         self.unit(&Request::SyncPool(target.clone()))
     }
+    fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
+        self.unit(&Request::ForceInheritKey(dataset.clone()))
+    }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         self.unit(&Request::Snapshot(snapshots.to_vec()))
     }

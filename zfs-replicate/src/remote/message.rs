@@ -45,6 +45,9 @@ pub enum Request {
     AbortResumableReceive(DatasetName),
     /// Sync the pool of this dataset (receive access to it suffices).
     SyncPool(DatasetName),
+    /// Make a raw-received encryption root use its parent's key (receive
+    /// access to it suffices).
+    ForceInheritKey(DatasetName),
     Snapshot(Vec<SnapshotName>),
     Bookmark(Vec<(BookmarkName, SnapshotOrBookmark)>),
     DestroyBookmarks(Vec<BookmarkName>),
@@ -138,7 +141,9 @@ impl Request {
                 }
                 v
             }
-            R::AbortResumableReceive(d) | R::Lock(d) | R::SyncPool(d) => one(Op::Receive, d),
+            R::AbortResumableReceive(d) | R::Lock(d) | R::SyncPool(d) | R::ForceInheritKey(d) => {
+                one(Op::Receive, d)
+            }
             R::Snapshot(s) => s.iter().map(|s| (Op::Snapshot, s.dataset())).collect(),
             R::Bookmark(b) => b
                 .iter()
