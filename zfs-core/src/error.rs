@@ -393,6 +393,7 @@ pub(crate) static OPERATIONS: &[&str] = &[
     // libzfs_core calls
     "libzfs_core_init",
     "lzc_bookmark",
+    "lzc_change_key",
     "lzc_clone",
     "lzc_create",
     "lzc_destroy",
