@@ -784,13 +784,15 @@ fn transfer_failure_reports_the_receivers_error() {
     let src = p.src("a");
     p.create(&src);
     p.snap(&src, "s1");
-    let dst = p.dst("missing parent/deeper");
-    let err = execute(
-        &p.zfs,
-        &Replication::new(src, dst).plan(&p.zfs).unwrap(),
-        &opts(),
-    )
-    .unwrap_err();
+    // The target's parent goes away after planning (a missing parent is
+    // caught by the plan itself: Divergence::MissingParent).
+    let parent = p.dst("gone parent");
+    p.create(&parent);
+    let plan = Replication::new(src, parent.child("deeper").unwrap())
+        .plan(&p.zfs)
+        .unwrap();
+    p.zfs.destroy(&parent).unwrap();
+    let err = execute(&p.zfs, &plan, &opts()).unwrap_err();
     let Error::Transfer { source, .. } = &err else {
         panic!("{err}")
     };
@@ -937,14 +939,15 @@ fn sigpipe_never_kills_a_host_with_the_default_disposition() {
         p.create(&src);
         fill(&src, 3, 8, 1 << 20);
         let s1 = p.snap(&src, "s1");
-        // The receive fails at once (no parent) while 8 MiB are on their way.
-        let dst = p.dst("missing parent/deeper");
-        let err = execute(
-            &p.zfs,
-            &Replication::new(src, dst).plan(&p.zfs).unwrap(),
-            &opts(),
-        )
-        .unwrap_err();
+        // The receive fails at once (its parent went away after planning)
+        // while 8 MiB are on their way.
+        let parent = p.dst("gone parent");
+        p.create(&parent);
+        let plan = Replication::new(src, parent.child("deeper").unwrap())
+            .plan(&p.zfs)
+            .unwrap();
+        p.zfs.destroy(&parent).unwrap();
+        let err = execute(&p.zfs, &plan, &opts()).unwrap_err();
         assert_eq!(err.kind(), zfs_replicate::ErrorKind::NotFound, "{err}");
         // The kernel's own write into a pipe without reader.
         let pipe = zfs_core::pipe::Pipe::new(1 << 16).unwrap();

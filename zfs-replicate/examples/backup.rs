@@ -3,8 +3,8 @@
 //! ```text
 //! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
-//!             [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
-//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+//!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
+//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
 //!             [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
@@ -14,6 +14,8 @@
 //! backup receive TARGET -i FILE
 //! backup verify FILE
 //!
+//! SELECTION: [--exclude GLOB]… [--only-property PROP=VALUE]
+//!            [--initial all|most-recent] [--create-parents]
 //! REMOTE: SOURCE or TARGET written as tcp://HOST:PORT/DATASET [--token-file FILE],
 //!         or --via-target 'COMMAND' | --via-source 'COMMAND' [--token-file FILE]
 //! ```
@@ -37,6 +39,15 @@
 //!   `zfs receive -o`/`-x` (values as `zfs set` takes them); they replace the
 //!   defaults (`readonly=on`, `canmount=noauto`). A `:receive` server takes
 //!   only those defaults.
+//! - Selection: `--exclude GLOB` (repeatable) skips the datasets whose name
+//!   relative to SOURCE matches (`*` within a name, `**` across `/`, `?`)
+//!   and everything below them; `--only-property PROP=VALUE` keeps only the
+//!   datasets whose user property PROP, set there or inherited, is VALUE
+//!   (skipped datasets are not snapshotted, sent, pruned or destroyed);
+//!   `--initial most-recent` starts a new target from the newest snapshot
+//!   only; `--create-parents` creates a new target's missing parents as
+//!   empty `canmount=off` filesystems (without it a missing parent blocks
+//!   the plan, exit 3).
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw` and
 //!   `--rollback`), changes nothing, and exits 3 if the plan is blocked.
 //! - `serve` answers one remote client (`--stdio`: on stdin and stdout, for
@@ -110,20 +121,21 @@ use zfs_replicate::prune::{PruneReport, Retention};
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::retention::{Grid, Rule};
 use zfs_replicate::{
-    file, Action, Error, ErrorKind, ExecuteOptions, Keep, Observer, Op, Progress, Replication,
+    file, Action, DatasetFilter, Error, ErrorKind, ExecuteOptions, Initial, Keep, Observer, Op,
+    Progress, Replication,
 };
 
 const USAGE: &str = "usage:
   backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
               [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
-              [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
+              [SELECTION] [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
       snapshot SOURCE as <P>_<UTC time> (P defaults to \"backup\"), replicate it into
       TARGET, and prune our snapshots to the newest N: --keep on both sides,
       --keep-source or --keep-target on one (it wins over --keep); --retain GRID
       (e.g. 1h:24,1d:30,1w:8,1m:12) keeps one per time slot instead; datasets it
       creates are readonly=on, canmount=noauto unless --set/--exclude-property
       (zfs receive -o/-x) say otherwise
-  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback]
+  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
               [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
       print what sync would send; changes nothing
   backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] ...]
@@ -145,6 +157,14 @@ const USAGE: &str = "usage:
       verify FILE, then receive it into TARGET
   backup verify FILE
       check every record of FILE; exit 0 only for an intact stream
+
+SELECTION (sync and plan):
+  --exclude GLOB              skip datasets whose name relative to SOURCE matches
+                              (* within a name, ** across /, ?), and below them
+  --only-property PROP=VALUE  only datasets whose user property PROP (set there or
+                              inherited) is VALUE
+  --initial all|most-recent   what the first full send carries (default: all)
+  --create-parents            create missing parents of new targets (canmount=off)
 
 REMOTE (one side at most):
   SOURCE or TARGET as tcp://HOST:PORT/DATASET   a backup serve --listen (plain TCP,
@@ -372,6 +392,30 @@ const EXCLUDE_PROPERTY: Opt = Opt {
     key: "exclude-property",
     takes_value: true,
     repeatable: true,
+};
+const EXCLUDE: Opt = Opt {
+    names: &["--exclude"],
+    key: "exclude",
+    takes_value: true,
+    repeatable: true,
+};
+const ONLY_PROPERTY: Opt = Opt {
+    names: &["--only-property"],
+    key: "only-property",
+    takes_value: true,
+    repeatable: false,
+};
+const INITIAL: Opt = Opt {
+    names: &["--initial"],
+    key: "initial",
+    takes_value: true,
+    repeatable: false,
+};
+const CREATE_PARENTS: Opt = Opt {
+    names: &["--create-parents"],
+    key: "create-parents",
+    takes_value: false,
+    repeatable: false,
 };
 const ALLOW: Opt = Opt {
     names: &["--allow"],
@@ -851,8 +895,37 @@ fn replication(p: &Parsed, sides: &Sides) -> Result<Replication, Fail> {
         .recursive(p.has("recursive"))
         .raw(p.has("raw"))
         .rollback(p.has("rollback"));
-    // Receive overrides: a bad one is a usage error, before anything runs.
+    // Filters and overrides: a bad one is a usage error, before anything
+    // runs.
     let bad = |e: Error| usage(e.to_string());
+    let mut filter = DatasetFilter::new();
+    for arg in p.values("exclude") {
+        filter = filter.exclude(utf8("--exclude", arg)?).map_err(bad)?;
+    }
+    if let Some(arg) = p.value("only-property") {
+        let text = utf8("--only-property", arg)?;
+        let (name, value) = text
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--only-property {text:?}: expected PROPERTY=VALUE")))?;
+        filter = filter.only_property(name, value).map_err(bad)?;
+    }
+    let initial = match p
+        .value("initial")
+        .map(|a| utf8("--initial", a))
+        .transpose()?
+    {
+        None | Some("all") => Initial::All,
+        Some("most-recent") => Initial::MostRecent,
+        Some(other) => {
+            return Err(usage(format!(
+                "--initial {other:?}: expected all or most-recent"
+            )))
+        }
+    };
+    repl = repl
+        .filter(filter)
+        .initial(initial)
+        .create_parents(p.has("create-parents"));
     for arg in p.values("set") {
         let text = utf8("--set", arg)?;
         let (name, value) = text
@@ -907,6 +980,10 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
             VIA_SOURCE,
             VIA_TARGET,
             TOKEN_FILE,
+            EXCLUDE,
+            ONLY_PROPERTY,
+            INITIAL,
+            CREATE_PARENTS,
             SET,
             EXCLUDE_PROPERTY,
             RETAIN,
@@ -1106,6 +1183,10 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
             VIA_SOURCE,
             VIA_TARGET,
             TOKEN_FILE,
+            EXCLUDE,
+            ONLY_PROPERTY,
+            INITIAL,
+            CREATE_PARENTS,
             SET,
             EXCLUDE_PROPERTY,
         ],

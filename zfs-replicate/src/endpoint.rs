@@ -175,6 +175,12 @@ pub trait Endpoint: Send + Sync {
     /// rewrapping ([`Zfs::force_inherit_key`](zfs_core::Zfs::force_inherit_key)):
     /// after a raw receive, for a dataset whose source inherits its key.
     fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()>;
+    /// Creates `dataset`, an empty filesystem with `canmount=off`, to hold
+    /// backups below it ([`Replication::create_parents`]); one that exists
+    /// already is left as it is.
+    ///
+    /// [`Replication::create_parents`]: crate::Replication::create_parents
+    fn create_placeholder(&self, dataset: &DatasetName) -> Result<()>;
 
     /// Takes these snapshots, atomically.
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()>;
@@ -345,6 +351,13 @@ impl Endpoint for Local<'_> {
     }
     fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
         Ok(self.zfs.force_inherit_key(dataset)?)
+    }
+    fn create_placeholder(&self, dataset: &DatasetName) -> Result<()> {
+        let props = zfs_core::PropertyList::new().set("canmount", "off")?;
+        match self.zfs.create_filesystem(dataset, props.nvlist()) {
+            Err(e) if e.kind() == zfs_core::ErrorKind::AlreadyExists => Ok(()),
+            r => Ok(r?),
+        }
     }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         Ok(self.zfs.snapshot(snapshots)?)

@@ -78,6 +78,17 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A dataset or snapshot filter is unusable (a malformed pattern, a
+    /// property name that is not a user property's).
+    #[error("filter {filter:?}: {reason}")]
+    InvalidFilter { filter: String, reason: String },
+
+    /// A [`DatasetFilter`](crate::DatasetFilter) selects none of the
+    /// source's datasets: [`sync`](crate::Replication::sync) does nothing
+    /// rather than report a backup of nothing as a success.
+    #[error("{dataset}: the filter selects none of its datasets")]
+    NothingSelected { dataset: DatasetName },
+
     /// A stream file holds a compound (`zfs send -R`) stream, which
     /// libzfs_core cannot receive.
     #[error("{}: a compound (zfs send -R) stream; receive each dataset's stream separately", path.display())]
@@ -228,6 +239,8 @@ impl Error {
             Error::Panicked { .. } => ErrorKind::Bug,
             Error::Thread { .. } | Error::Lock { .. } => ErrorKind::Other,
             Error::InvalidPrefix { .. } => ErrorKind::InvalidName,
+            Error::InvalidFilter { .. } => ErrorKind::InvalidArgument,
+            Error::NothingSelected { .. } => ErrorKind::NotFound,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

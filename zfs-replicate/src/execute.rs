@@ -644,6 +644,9 @@ fn transfer_chain(
     if links.is_empty() {
         return inherit_key(sides.target, step);
     }
+    for parent in &step.create_parents {
+        sides.target.create_placeholder(parent)?;
+    }
     // Temporary holds: released on drop, and by the kernel if we die.
     let mut _guards = (None, None);
     if !bases_held {

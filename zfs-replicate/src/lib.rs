@@ -49,6 +49,7 @@ pub mod prune;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod retention;
+pub mod select;
 pub mod stream;
 
 pub use endpoint::{Endpoint, Op};
@@ -57,6 +58,7 @@ pub use execute::{
     execute, execute_with, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer,
 };
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
+pub use select::{DatasetFilter, Initial, SnapshotFilter};
 
 use endpoint::{Local, Sides};
 use zfs_core::{DatasetName, Zfs};
@@ -183,6 +185,11 @@ impl Replication {
         let sides = Sides { source, target };
         let _lock = target.lock(&self.target)?;
         let before = self.plan_with(source, target)?;
+        if before.steps.is_empty() {
+            return Err(Error::NothingSelected {
+                dataset: self.source.clone(),
+            });
+        }
         let divergences = before.divergences();
         if !divergences.is_empty() {
             return Err(Error::Diverged(divergences));

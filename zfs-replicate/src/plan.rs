@@ -36,6 +36,7 @@ use zfs_core::{
 
 use crate::endpoint::{Endpoint, Local, Sides};
 use crate::error::{Error, Result};
+use crate::select::{DatasetFilter, Initial, SnapshotFilter};
 
 /// Local properties every dataset a replication creates on the target gets
 /// (`zfs receive -o`), unless the embedder overrides or excludes them:
@@ -92,6 +93,10 @@ pub struct Replication {
     /// The embedder's `-o`/`-x` entries (only these: the rest of the
     /// options is per transfer).
     pub(crate) overrides: ReceiveOptions,
+    pub(crate) filter: DatasetFilter,
+    pub(crate) snapshot_filter: Option<SnapshotFilter>,
+    pub(crate) initial: Initial,
+    pub(crate) create_parents: bool,
 }
 
 /// What one step is decided from: the source's snapshots (all, or those
@@ -118,7 +123,49 @@ impl Replication {
             prefix: "zfs-replicate".to_owned(),
             cursor_planning: true,
             overrides: ReceiveOptions::new(),
+            filter: DatasetFilter::new(),
+            snapshot_filter: None,
+            initial: Initial::All,
+            create_parents: false,
         }
+    }
+
+    /// Replicates only the datasets `filter` selects (with `recursive`;
+    /// the source itself is subject to its property test, not to its
+    /// exclude patterns). See [`DatasetFilter`].
+    pub fn filter(mut self, filter: DatasetFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Sends only the snapshots `admit` returns true for; the others are
+    /// hopped over (the next one sent is an incremental from the previous
+    /// one sent). A snapshot already on the target stays usable as the
+    /// common base whatever the filter says.
+    pub fn snapshot_filter(
+        mut self,
+        admit: impl Fn(&Snapshot) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.snapshot_filter = Some(SnapshotFilter::new(admit));
+        self
+    }
+
+    /// What the first transfer to a new target carries (default
+    /// [`Initial::All`]).
+    pub fn initial(mut self, initial: Initial) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Creates the missing ancestors of a new target (default: off, and
+    /// the plan reports [`Divergence::MissingParent`] before anything
+    /// changes). They are empty filesystems, `canmount=off`: placeholders
+    /// that hold the backups, such as `pipe/backups` for
+    /// `pipe/backups/home`, or the parent of a selected dataset whose own
+    /// parent a [`DatasetFilter`] left out.
+    pub fn create_parents(mut self, yes: bool) -> Self {
+        self.create_parents = yes;
+        self
     }
 
     /// Include every descendant filesystem and volume, dataset by dataset.
@@ -288,12 +335,20 @@ impl Replication {
             };
             pairs.push((source.clone(), target));
         }
+        // Excluded by name: neither planned nor listed.
+        pairs.retain(|(source, _)| {
+            !self
+                .filter
+                .excludes_name(source.relative_to(&self.source).unwrap_or(""))
+        });
         let steps = crate::parallel::in_parallel(&pairs, |(source, target)| {
             self.plan_one(sides, source.clone(), target.clone())
         })?;
+        let mut steps: Vec<Step> = steps.into_iter().flatten().collect();
         for step in &steps {
             self.check_names(step)?;
         }
+        self.check_parents(sides.target, &mut steps)?;
         Ok(Plan {
             replication: self.clone(),
             steps,
@@ -352,13 +407,54 @@ impl Replication {
         Ok(())
     }
 
-    fn plan_one(&self, sides: Sides<'_>, source: DatasetName, target: DatasetName) -> Result<Step> {
+    /// For each step that creates its target, checks that the target's
+    /// parent exists or is created before it (by the step of its parent):
+    /// else, with [`create_parents`](Self::create_parents), the step
+    /// creates the missing ancestors; without, it cannot run.
+    fn check_parents(&self, tgt: &dyn Endpoint, steps: &mut [Step]) -> Result<()> {
+        let created: std::collections::BTreeSet<DatasetName> = steps
+            .iter()
+            .filter(|s| s.creates_target())
+            .map(|s| s.target.clone())
+            .collect();
+        for step in steps.iter_mut().filter(|s| s.creates_target()) {
+            let mut missing = Vec::new();
+            let mut at = step.target.parent();
+            while let Some(parent) = at {
+                if created.contains(&parent) || tgt.exists(&parent)? {
+                    break;
+                }
+                at = parent.parent();
+                missing.push(parent);
+            }
+            let Some(nearest) = missing.first().cloned() else {
+                continue;
+            };
+            if self.create_parents {
+                missing.reverse();
+                step.create_parents = missing;
+            } else {
+                step.divergence = Some(Divergence::MissingParent { parent: nearest });
+            }
+        }
+        Ok(())
+    }
+
+    fn plan_one(
+        &self,
+        sides: Sides<'_>,
+        source: DatasetName,
+        target: DatasetName,
+    ) -> Result<Option<Step>> {
         let Sides {
             source: src,
             target: tgt,
         } = sides;
-        let src_marks = src.bookmarks(&source)?;
         let src_props = src.properties(&source)?;
+        if !self.filter.admits(&src_props) {
+            return Ok(None);
+        }
+        let src_marks = src.bookmarks(&source)?;
         let flags = self.send_flags();
         let mut step = Step {
             source: source.clone(),
@@ -373,6 +469,7 @@ impl Replication {
             receive_overrides: NvList::new(),
             listing: Listing::Full,
             inherit_key: false,
+            create_parents: Vec::new(),
         };
         step.receive_props = self.receive_props(&src_props, &source);
         step.receive_overrides = self.overrides_for(&src_props)?;
@@ -399,6 +496,7 @@ impl Replication {
             }
         };
         self.decide(sides, step, &src_props, &src_marks, view)
+            .map(Some)
     }
 
     /// What the source and target look like from this target's cursor
@@ -515,6 +613,19 @@ impl Replication {
             }
         }
         let flags = step.flags;
+        // What may be sent: the snapshots the filter admits. The common
+        // base is looked for among all of them.
+        let admitted: Vec<Snapshot> = match &self.snapshot_filter {
+            Some(f) => src_snaps.iter().filter(|s| f.admits(s)).cloned().collect(),
+            None => src_snaps.clone(),
+        };
+        let newer_than = |txg: u64| -> Vec<Snapshot> {
+            admitted
+                .iter()
+                .filter(|s| s.createtxg() > txg)
+                .cloned()
+                .collect()
+        };
 
         // A pending resumable receive: resume it if it fits, clear it if not.
         if let Some(token) = tgt_props
@@ -537,7 +648,7 @@ impl Replication {
                         matches,
                     });
                     if let (true, Some(i)) = (matches, to_idx) {
-                        let rest: Vec<Snapshot> = src_snaps[i + 1..].to_vec();
+                        let rest = newer_than(src_snaps[i].createtxg());
                         step.estimated_bytes = estimate_remaining(src, &src_snaps[i], &t, flags)
                             + estimate_chain(src, Some(&src_snaps[i]), &rest, flags);
                         step.action = Action::Resume {
@@ -565,8 +676,16 @@ impl Replication {
                 !r.matches && r.token.as_ref().is_none_or(|t| t.from_guid.is_none())
             });
         if !target_exists || target_is_partial_full {
-            let first = src_snaps[0].clone();
-            let rest = src_snaps[1..].to_vec();
+            let (first, rest) = match (self.initial, admitted.split_first()) {
+                (_, None) => {
+                    step.action = Action::NoSourceSnapshot;
+                    return Ok(step);
+                }
+                (Initial::MostRecent, Some(_)) => {
+                    (admitted[admitted.len() - 1].clone(), Vec::new())
+                }
+                (_, Some((first, rest))) => (first.clone(), rest.to_vec()),
+            };
             step.estimated_bytes =
                 estimate_full(src, &first, flags) + estimate_chain(src, Some(&first), &rest, flags);
             step.action = Action::Full {
@@ -641,12 +760,7 @@ impl Replication {
             }
         }
 
-        let base_txg = base.createtxg();
-        let to_send: Vec<Snapshot> = src_snaps
-            .iter()
-            .filter(|s| s.createtxg() > base_txg)
-            .cloned()
-            .collect();
+        let to_send = newer_than(base.createtxg());
         if to_send.is_empty() {
             step.action = Action::UpToDate;
             return Ok(step);
@@ -950,6 +1064,9 @@ pub enum Divergence {
     },
     /// Encryption or raw lineage does not match.
     EncryptionMismatch { reason: String },
+    /// The target's parent does not exist and the run would not create
+    /// it (see [`Replication::create_parents`]).
+    MissingParent { parent: DatasetName },
     /// A non-raw stream would be encrypted with the target's key (the
     /// target, or the parent it is created under, is encrypted), and that
     /// key is not loaded.
@@ -971,6 +1088,10 @@ impl fmt::Display for Divergence {
                 write!(f, "target has snapshots newer than the common base {base}: {}; use rollback to destroy them", names.join(", "))
             }
             Divergence::EncryptionMismatch { reason } => write!(f, "encryption mismatch: {reason}"),
+            Divergence::MissingParent { parent } => write!(
+                f,
+                "the target's parent {parent} does not exist (create it, or let the run create it: create_parents)"
+            ),
             Divergence::KeyNotLoaded { encryption_root } => write!(
                 f,
                 "the target is encrypted with the key of {encryption_root}, which is not loaded: load it to receive a non-raw stream"
@@ -1026,6 +1147,17 @@ pub struct Step {
     /// After its transfers, the target (made an encryption root by a raw
     /// receive) is made to use its parent's key, as its source does.
     pub inherit_key: bool,
+    /// Missing ancestors of the target, created (parents first) before
+    /// the step's first transfer ([`Replication::create_parents`]).
+    pub create_parents: Vec<DatasetName>,
+}
+
+impl Step {
+    /// Whether the step creates its target: a full transfer, when it can
+    /// run.
+    pub fn creates_target(&self) -> bool {
+        matches!(self.action, Action::Full { .. }) && self.divergence.is_none()
+    }
 }
 
 /// How a step's snapshots were found.
@@ -1093,6 +1225,10 @@ impl fmt::Display for Plan {
                 if !r.matches {
                     write!(f, "clear stale resume token; ")?;
                 }
+            }
+            if !s.create_parents.is_empty() {
+                let names: Vec<&str> = s.create_parents.iter().map(|d| d.as_str()).collect();
+                write!(f, "create parent(s) {}; ", names.join(", "))?;
             }
             if let Some(r) = &s.rollback {
                 write!(f, "roll back to {}", r.to)?;

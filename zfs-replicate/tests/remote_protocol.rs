@@ -91,6 +91,9 @@ impl Endpoint for Nothing {
     fn force_inherit_key(&self, _: &DatasetName) -> Result<()> {
         Ok(())
     }
+    fn create_placeholder(&self, _: &DatasetName) -> Result<()> {
+        Ok(())
+    }
     fn snapshot(&self, _: &[SnapshotName]) -> Result<()> {
         none("snapshot")
     }
@@ -463,6 +466,9 @@ impl Endpoint for Pattern {
     }
     fn force_inherit_key(&self, d: &DatasetName) -> Result<()> {
         Nothing.force_inherit_key(d)
+    }
+    fn create_placeholder(&self, d: &DatasetName) -> Result<()> {
+        Nothing.create_placeholder(d)
     }
     fn snapshot(&self, s: &[SnapshotName]) -> Result<()> {
         Nothing.snapshot(s)

@@ -477,6 +477,9 @@ impl Endpoint for Client {
     fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
         self.unit(&Request::ForceInheritKey(dataset.clone()))
     }
+    fn create_placeholder(&self, dataset: &DatasetName) -> Result<()> {
+        self.unit(&Request::CreatePlaceholder(dataset.clone()))
+    }
     fn snapshot(&self, snapshots: &[SnapshotName]) -> Result<()> {
         self.unit(&Request::Snapshot(snapshots.to_vec()))
     }

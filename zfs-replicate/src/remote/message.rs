@@ -48,6 +48,9 @@ pub enum Request {
     /// Make a raw-received encryption root use its parent's key (receive
     /// access to it suffices).
     ForceInheritKey(DatasetName),
+    /// Create an empty `canmount=off` filesystem to hold backups (receive
+    /// access to it suffices).
+    CreatePlaceholder(DatasetName),
     Snapshot(Vec<SnapshotName>),
     Bookmark(Vec<(BookmarkName, SnapshotOrBookmark)>),
     DestroyBookmarks(Vec<BookmarkName>),
@@ -141,9 +144,11 @@ impl Request {
                 }
                 v
             }
-            R::AbortResumableReceive(d) | R::Lock(d) | R::SyncPool(d) | R::ForceInheritKey(d) => {
-                one(Op::Receive, d)
-            }
+            R::AbortResumableReceive(d)
+            | R::Lock(d)
+            | R::SyncPool(d)
+            | R::ForceInheritKey(d)
+            | R::CreatePlaceholder(d) => one(Op::Receive, d),
             R::Snapshot(s) => s.iter().map(|s| (Op::Snapshot, s.dataset())).collect(),
             R::Bookmark(b) => b
                 .iter()

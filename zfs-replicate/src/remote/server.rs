@@ -400,6 +400,7 @@ impl<'a> Session<'a> {
             R::AbortResumableReceive(d) => Response::Bool(e.abort_resumable_receive(&d)?),
             R::SyncPool(d) => e.sync_pool(&d).map(|()| Response::Unit)?,
             R::ForceInheritKey(d) => e.force_inherit_key(&d).map(|()| Response::Unit)?,
+            R::CreatePlaceholder(d) => e.create_placeholder(&d).map(|()| Response::Unit)?,
             R::Snapshot(s) => e.snapshot(&s).map(|()| Response::Unit)?,
             R::Bookmark(b) => e.bookmark(&b).map(|()| Response::Unit)?,
             R::DestroyBookmarks(b) => e.destroy_bookmarks(&b).map(|()| Response::Unit)?,
