@@ -28,6 +28,8 @@ fn sources(repl: &Replication, p: &Pair) -> Vec<String> {
         .steps
         .iter()
         .map(|s| s.source.relative_to(repl.source()).unwrap_or("").to_owned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
@@ -71,16 +73,23 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
     assert_eq!(sources(&repl, &p), ["a", "b/deep"]);
     // Their targets' parents do not exist: said before anything changes.
     let plan = repl.plan(&p.zfs).unwrap();
-    let blocked: Vec<_> = plan.divergences().into_iter().map(|(_, d)| d).collect();
+    let mut blocked = plan.divergences();
+    blocked.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         blocked,
         [
-            Divergence::MissingParent {
-                parent: dst.clone()
-            },
-            Divergence::MissingParent {
-                parent: p.dst("root/b")
-            }
+            (
+                p.dst("root/a"),
+                Divergence::MissingParent {
+                    parent: dst.clone()
+                }
+            ),
+            (
+                p.dst("root/b/deep"),
+                Divergence::MissingParent {
+                    parent: p.dst("root/b")
+                }
+            )
         ]
     );
     let e = execute(&p.zfs, &plan, &ExecuteOptions::default()).unwrap_err();
@@ -89,7 +98,12 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
 
     let repl = repl.create_parents(true);
     let plan = repl.plan(&p.zfs).unwrap();
-    assert_eq!(plan.steps[1].create_parents, [dst.clone(), p.dst("root/b")]);
+    let deep = plan
+        .steps
+        .iter()
+        .find(|s| s.target == p.dst("root/b/deep"))
+        .unwrap();
+    assert_eq!(deep.create_parents, [dst.clone(), p.dst("root/b")]);
     run(&p, &repl);
     for (rel, there) in [
         ("a", true),
@@ -113,7 +127,7 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
     set(p.src("root/c").as_str(), &[("backup:job", "offsite")]);
     snap_all("s2");
     let plan = repl.plan(&p.zfs).unwrap();
-    let actions: Vec<(&str, bool)> = plan
+    let mut actions: Vec<(&str, bool)> = plan
         .steps
         .iter()
         .map(|s| {
@@ -123,6 +137,7 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
             )
         })
         .collect();
+    actions.sort();
     assert_eq!(actions, [("a", false), ("b/deep", false), ("c", true)]);
     run(&p, &repl);
     for rel in ["a", "b/deep", "c"] {
