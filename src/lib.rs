@@ -526,3 +526,27 @@ pub fn unstick_receive(pid: u32) -> usize {
     }
     fed
 }
+
+/// An observer of a run's [`Progress`](zfs_replicate::Progress) events
+/// only.
+pub fn progress_observer(
+    f: impl Fn(&zfs_replicate::Progress<'_>) + Send + Sync + 'static,
+) -> zfs_replicate::Observer {
+    std::sync::Arc::new(move |event: &zfs_replicate::Event<'_>| {
+        if let zfs_replicate::Event::Progress(p) = event {
+            f(p)
+        }
+    })
+}
+
+/// Execute options with `cancel` and, if given, `observer`.
+pub fn options(
+    cancel: zfs_replicate::CancelToken,
+    observer: Option<zfs_replicate::Observer>,
+) -> zfs_replicate::ExecuteOptions {
+    let opts = zfs_replicate::ExecuteOptions::new().cancel_token(cancel);
+    match observer {
+        Some(observer) => opts.on_event(move |event| observer(event)),
+        None => opts,
+    }
+}

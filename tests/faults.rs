@@ -31,7 +31,9 @@ use zfs_core::{DatasetName, SnapshotName, Zfs};
 use zfs_replicate::{
     execute, Action, CancelToken, Error, ErrorKind, ExecuteOptions, Observer, Progress, Replication,
 };
-use zfs_replicate_tests::{mount, setting, summary, unmount, unstick_receive, zfs_cli, Pair};
+use zfs_replicate_tests::{
+    mount, options, setting, summary, unmount, unstick_receive, zfs_cli, Pair,
+};
 
 const MIB: u64 = 1 << 20;
 /// Cancel and kill points per transfer.
@@ -214,7 +216,7 @@ fn big_source(p: &Pair, name: &str, half: usize) -> (DatasetName, SnapshotName, 
 }
 
 fn observe(f: impl Fn(&Progress<'_>) + Send + Sync + 'static) -> Observer {
-    Arc::new(f)
+    zfs_replicate_tests::progress_observer(f)
 }
 
 fn opts() -> ExecuteOptions {
@@ -338,11 +340,7 @@ fn cancel_at_20_points_then_resume() {
                 }
             })
         };
-        let cancelling = ExecuteOptions {
-            cancel: cancel.clone(),
-            observer: Some(observer),
-            ..Default::default()
-        };
+        let cancelling = options(cancel.clone(), Some(observer));
         let plan = repl.plan(&p.zfs).unwrap();
         let finished = AtomicBool::new(false);
         let interrupted_at = Instant::now();
@@ -488,10 +486,10 @@ fn kill_child(spec: &str) {
     let (source, target) = spec.split_once('\n').unwrap();
     let zfs = Zfs::open().unwrap();
     let repl = Replication::new(source.parse().unwrap(), target.parse().unwrap());
-    let opts = ExecuteOptions {
-        observer: Some(observe(|pr| println!("PROGRESS {}", pr.bytes))),
-        ..Default::default()
-    };
+    let opts = options(
+        CancelToken::new(),
+        Some(observe(|pr| println!("PROGRESS {}", pr.bytes))),
+    );
     let r = execute(&zfs, &repl.plan(&zfs).unwrap(), &opts);
     println!("CHILD-RESULT {:?}", r.map(|r| r.bytes()));
 }
@@ -680,13 +678,13 @@ fn enospc_mid_receive_then_resume() {
     let before = p.guids(&dst);
 
     let seen = Arc::new(AtomicU64::new(0));
-    let opts_seen = ExecuteOptions {
-        observer: Some({
+    let opts_seen = options(
+        CancelToken::new(),
+        Some({
             let seen = seen.clone();
             observe(move |pr| seen.store(pr.bytes, Ordering::SeqCst))
         }),
-        ..Default::default()
-    };
+    );
     let plan = repl.plan(&p.zfs).unwrap();
     let err = execute(&p.zfs, &plan, &opts_seen).expect_err("the pool is full");
     assert_eq!(err.kind(), ErrorKind::NoSpace, "{err:?}");
@@ -989,15 +987,14 @@ fn leak_soak() {
             Run::Cancel => {
                 let cancel = CancelToken::new();
                 let trigger = cancel.clone();
-                let o = ExecuteOptions {
+                let o = options(
                     cancel,
-                    observer: Some(observe(move |pr| {
+                    Some(observe(move |pr| {
                         if pr.bytes >= MIB {
                             trigger.cancel();
                         }
                     })),
-                    ..Default::default()
-                };
+                );
                 let err = repl
                     .sync(&p.zfs, &o, Some(3))
                     .expect_err("cancelled after 1 MiB of >= 4 MiB");
@@ -1029,13 +1026,13 @@ fn leak_soak() {
             Run::Destroy => {
                 let go = Arc::new(AtomicBool::new(false));
                 let finished = AtomicBool::new(false);
-                let o = ExecuteOptions {
-                    observer: Some({
+                let o = options(
+                    CancelToken::new(),
+                    Some({
                         let go = go.clone();
                         observe(move |_| go.store(true, Ordering::SeqCst))
                     }),
-                    ..Default::default()
-                };
+                );
                 let (r, refused, during) = std::thread::scope(|scope| {
                     let destroyer = scope.spawn(|| {
                         let mut refused = 0;

@@ -25,6 +25,7 @@ use zfs_replicate_tests::below as ds;
 use zfs_replicate_tests::{
     contents, fill, mount, summary, unmount, unstick_receive, write_file, Pair,
 };
+use zfs_replicate_tests::{options, progress_observer};
 
 const SIZE: u64 = 256 << 20;
 
@@ -340,15 +341,12 @@ fn connection_cut_mid_stream_then_resume() {
             let socket = Arc::new(socket.try_clone().expect("clone"));
             let cancel = CancelToken::new();
             let observer: zfs_replicate::Observer =
-                Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
+                progress_observer(move |pr: &zfs_replicate::Progress<'_>| {
                     if pr.bytes >= threshold {
                         let _ = socket.shutdown(std::net::Shutdown::Both);
                     }
                 });
-            let cut = ExecuteOptions {
-                cancel,
-                observer: Some(observer),
-            };
+            let cut = options(cancel, Some(observer));
             match repl.sync_with(&local, nas, &cut, Keep::default()) {
                 Ok(r) => summary(&format!(
                     "remote cut {point}: completed before the cut ({} bytes)",
@@ -535,15 +533,13 @@ fn signal(pid: u32, sig: &str) {
 /// Options whose observer runs `act` once, when a transfer passed `at` bytes.
 fn act_at(at: u64, act: impl Fn() + Send + Sync + 'static) -> ExecuteOptions {
     let done = std::sync::atomic::AtomicBool::new(false);
-    let observer: zfs_replicate::Observer = Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
-        if pr.bytes >= at && !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            act();
-        }
-    });
-    ExecuteOptions {
-        observer: Some(observer),
-        ..ExecuteOptions::default()
-    }
+    let observer: zfs_replicate::Observer =
+        progress_observer(move |pr: &zfs_replicate::Progress<'_>| {
+            if pr.bytes >= at && !done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                act();
+            }
+        });
+    options(CancelToken::new(), Some(observer))
 }
 
 /// Waits up to `secs` for `f` to hold.

@@ -16,6 +16,7 @@ use zfs_replicate::{
 };
 use zfs_replicate_tests::below as ds;
 use zfs_replicate_tests::{contents, fill, ChildRun, KernelErrorLog, Pair};
+use zfs_replicate_tests::{options, progress_observer};
 
 const SIZE: u64 = 256 << 20;
 
@@ -33,15 +34,13 @@ fn cancel_when(
 ) -> ExecuteOptions {
     let cancel = CancelToken::new();
     let trigger = cancel.clone();
-    let observer: zfs_replicate::Observer = Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
-        if when(pr) {
-            trigger.cancel();
-        }
-    });
-    ExecuteOptions {
-        cancel,
-        observer: Some(observer),
-    }
+    let observer: zfs_replicate::Observer =
+        progress_observer(move |pr: &zfs_replicate::Progress<'_>| {
+            if when(pr) {
+                trigger.cancel();
+            }
+        });
+    options(cancel, Some(observer))
 }
 
 // ---------------------------------------------------------------------------
@@ -861,10 +860,7 @@ fn a_cancel_before_the_start_changes_nothing() {
     let kid_backup = p.dst("home").child("kid").unwrap();
     let cancel = CancelToken::new();
     cancel.cancel();
-    let cancelled = ExecuteOptions {
-        cancel,
-        observer: None,
-    };
+    let cancelled = options(cancel, None);
     let plan = repl.plan(&p.zfs).unwrap();
     assert_eq!(plan.removed_on_source, [kid_backup.clone()], "{plan}");
     let err = execute(&p.zfs, &plan, &cancelled).unwrap_err();
@@ -1100,25 +1096,18 @@ fn a_resume_holds_its_bases() {
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let (z, s) = (zfs.clone(), seen.clone());
     let (src_base, dst_base) = (src.snapshot("s1").unwrap(), dst.snapshot("s1").unwrap());
-    let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
-        let mut s = s.lock().unwrap();
-        if s.is_empty() {
-            for snap in [&src_base, &dst_base] {
-                for tag in z.holds(snap).unwrap().keys() {
-                    s.push(format!("{}:{tag}", snap.dataset()));
+    let observer: zfs_replicate::Observer =
+        progress_observer(move |_: &zfs_replicate::Progress<'_>| {
+            let mut s = s.lock().unwrap();
+            if s.is_empty() {
+                for snap in [&src_base, &dst_base] {
+                    for tag in z.holds(snap).unwrap().keys() {
+                        s.push(format!("{}:{tag}", snap.dataset()));
+                    }
                 }
             }
-        }
-    });
-    execute(
-        &p.zfs,
-        &plan,
-        &ExecuteOptions {
-            cancel: CancelToken::new(),
-            observer: Some(observer),
-        },
-    )
-    .unwrap();
+        });
+    execute(&p.zfs, &plan, &options(CancelToken::new(), Some(observer))).unwrap();
     let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter().any(|h| h.starts_with(&format!("{src}:rh:"))),
@@ -1148,18 +1137,16 @@ fn a_panicking_observer_is_reported_as_a_panic() {
     p.snap(&src, "s1");
     let dst = p.dst("pan");
     let repl = Replication::new(src.clone(), dst.clone());
-    let observer: zfs_replicate::Observer = Arc::new(|pr: &zfs_replicate::Progress<'_>| {
-        if pr.bytes > 1 << 20 {
-            panic!("observer bug");
-        }
-    });
+    let observer: zfs_replicate::Observer =
+        progress_observer(|pr: &zfs_replicate::Progress<'_>| {
+            if pr.bytes > 1 << 20 {
+                panic!("observer bug");
+            }
+        });
     let err = execute(
         &p.zfs,
         &repl.plan(&p.zfs).unwrap(),
-        &ExecuteOptions {
-            cancel: CancelToken::new(),
-            observer: Some(observer),
-        },
+        &options(CancelToken::new(), Some(observer)),
     )
     .unwrap_err();
     assert!(
@@ -1191,16 +1178,14 @@ fn a_second_sync_into_the_same_target_is_busy() {
     let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let gate = std::sync::Mutex::new(Some((started_tx, go_rx)));
-    let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
-        if let Some((started, go)) = gate.lock().unwrap().take() {
-            started.send(()).unwrap();
-            go.recv().unwrap();
-        }
-    });
-    let first_opts = ExecuteOptions {
-        cancel: CancelToken::new(),
-        observer: Some(observer),
-    };
+    let observer: zfs_replicate::Observer =
+        progress_observer(move |_: &zfs_replicate::Progress<'_>| {
+            if let Some((started, go)) = gate.lock().unwrap().take() {
+                started.send(()).unwrap();
+                go.recv().unwrap();
+            }
+        });
+    let first_opts = options(CancelToken::new(), Some(observer));
     let plan_before = repl.plan(&p.zfs).unwrap();
     let (second, direct, src_names, src_names_after) = std::thread::scope(|scope| {
         let first = scope.spawn(|| repl.sync(&p.zfs, &first_opts, Some(3)));
@@ -1250,12 +1235,13 @@ fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
         let dst = p.dst("stopped");
         let repl = Replication::new(src.clone(), dst.clone());
         let started = std::sync::Once::new();
-        let observer: zfs_replicate::Observer = Arc::new(move |_: &zfs_replicate::Progress<'_>| {
-            started.call_once(|| {
-                println!("STARTED");
-                std::io::stdout().flush().unwrap();
+        let observer: zfs_replicate::Observer =
+            progress_observer(move |_: &zfs_replicate::Progress<'_>| {
+                started.call_once(|| {
+                    println!("STARTED");
+                    std::io::stdout().flush().unwrap();
+                });
             });
-        });
         // Each run either completes or is interrupted; an interrupted run
         // leaves the target resumable, or (stopped before the kernel wrote
         // any of it to disk) unchanged, and the next run goes on from there.
@@ -1269,10 +1255,7 @@ fn stop_and_continue_signals_give_success_or_a_resumable_interruption() {
                 Action::UpToDate => break,
                 _ => panic!("neither resumable nor unchanged: {plan}"),
             };
-            let run = ExecuteOptions {
-                cancel: CancelToken::new(),
-                observer: observer.take(),
-            };
+            let run = options(CancelToken::new(), observer.take());
             match execute(&p.zfs, &plan, &run) {
                 Ok(_) => outcomes.push(format!("{action}: ok")),
                 Err(e) if e.kind() == zfs_replicate::ErrorKind::Interrupted => {
@@ -1351,7 +1334,7 @@ fn a_stop_while_the_receive_waits_on_its_pipe_is_an_interruption() {
         // drains its pipe and waits on it, with data of its own on disk.
         let parked = std::sync::Once::new();
         let observer: zfs_replicate::Observer =
-            Arc::new(move |pr: &zfs_replicate::Progress<'_>| {
+            progress_observer(move |pr: &zfs_replicate::Progress<'_>| {
                 if pr.bytes < 8 << 20 {
                     return;
                 }
@@ -1365,10 +1348,7 @@ fn a_stop_while_the_receive_waits_on_its_pipe_is_an_interruption() {
         let first = execute(
             &p.zfs,
             &repl.plan(&p.zfs).unwrap(),
-            &ExecuteOptions {
-                cancel: CancelToken::new(),
-                observer: Some(observer),
-            },
+            &options(CancelToken::new(), Some(observer)),
         );
         println!(
             "FIRST {:?}",
@@ -1492,4 +1472,88 @@ fn a_refused_thread_is_an_error_not_a_panic() {
         }
     }
     zfs_replicate_tests::assert_child_alive(&out);
+}
+
+/// One stream of events per job: the snapshot, the plan, each step with
+/// work numbered i of n, progress with the job's totals, each step's end,
+/// the prunes; a rollback says so.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn events_tell_the_story_of_a_job() {
+    use std::sync::Mutex;
+    use zfs_replicate::Event;
+    let p = pair();
+    let src = p.src("ev");
+    for rel in ["", "/a", "/b"] {
+        let d: DatasetName = format!("{src}{rel}").parse().unwrap();
+        p.create(&d);
+        fill(&d, 1, 2, 300_000);
+    }
+    let dst = p.dst("ev");
+    let repl = Replication::new(src.clone(), dst.clone())
+        .recursive(true)
+        .prefix("ev");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let job_bytes: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let opts = {
+        let (log, job_bytes) = (log.clone(), job_bytes.clone());
+        ExecuteOptions::new().on_event(move |e| {
+            let kind = match e {
+                Event::SnapshotTaken { datasets, .. } => format!("snapshot {datasets}"),
+                Event::Planned { plan } => format!("planned {}", plan.steps.len()),
+                Event::StepStarted { index, count, .. } => format!("started {index}/{count}"),
+                Event::Progress(pr) => {
+                    job_bytes
+                        .lock()
+                        .unwrap()
+                        .push((pr.job_bytes, pr.job_estimated_bytes));
+                    return;
+                }
+                Event::StepFinished {
+                    index,
+                    count,
+                    bytes,
+                    transfers,
+                    ..
+                } => {
+                    assert!(*bytes > 0 && transfers.len() == 1, "{e}");
+                    format!("finished {index}/{count}")
+                }
+                Event::Pruned { side, .. } => format!("pruned {side}"),
+                Event::RolledBack { destroyed, .. } => format!("rolled back {}", destroyed.len()),
+                other => format!("{other}"),
+            };
+            log.lock().unwrap().push(kind);
+        })
+    };
+    let report = repl.sync(&p.zfs, &opts, Some(2)).unwrap();
+    let mut seen = log.lock().unwrap().clone();
+    // Steps run in parallel: their events interleave; each starts before
+    // it finishes.
+    let (head, tail) = seen.split_at(2);
+    assert_eq!(head, ["snapshot 3", "planned 3"]);
+    assert_eq!(&tail[tail.len() - 2..], ["pruned source", "pruned target"]);
+    for i in 1..=3 {
+        let started = seen.iter().position(|s| *s == format!("started {i}/3"));
+        let finished = seen.iter().position(|s| *s == format!("finished {i}/3"));
+        assert!(started.is_some() && started < finished, "{i}: {seen:?}");
+    }
+    let totals = job_bytes.lock().unwrap().clone();
+    assert!(!totals.is_empty());
+    assert!(totals.windows(2).all(|w| w[0].0 <= w[1].0), "job bytes grow");
+    let (last, estimated) = totals[totals.len() - 1];
+    assert_eq!(last, report.report.bytes(), "the last total is the job's bytes");
+    assert_eq!(estimated, report.plan.estimated_bytes());
+
+    // A change on one backup, rolled back on request: said, numbered 1 of 3.
+    zfs_replicate_tests::writable(&p.dst("ev/a"));
+    fill(&p.dst("ev/a"), 9, 1, 10_000);
+    log.lock().unwrap().clear();
+    repl.clone()
+        .rollback(true)
+        .sync(&p.zfs, &opts, None)
+        .unwrap();
+    seen = log.lock().unwrap().clone();
+    assert!(seen.contains(&"rolled back 0".to_owned()), "{seen:?}");
+    assert!(seen.contains(&"started 3/3".to_owned()), "{seen:?}");
 }

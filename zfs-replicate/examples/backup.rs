@@ -112,7 +112,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
@@ -121,8 +121,8 @@ use zfs_replicate::prune::{PruneReport, Retention};
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::retention::{Grid, Rule};
 use zfs_replicate::{
-    file, Action, DatasetFilter, Error, ErrorKind, ExecuteOptions, Initial, Keep, Observer, Op,
-    Progress, Replication,
+    file, Action, DatasetFilter, Error, ErrorKind, ExecuteOptions, Initial, Keep, Op, Progress,
+    Replication,
 };
 
 const USAGE: &str = "usage:
@@ -1011,10 +1011,7 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
             ""
         }
     );
-    let opts = ExecuteOptions {
-        observer: Some(progress_printer()),
-        ..ExecuteOptions::default()
-    };
+    let opts = ExecuteOptions::new().on_progress(progress_printer());
     let r = repl
         .sync_with(source, target, &opts, keep.clone())
         .map_err(|e| keep_refused(e, &keep, &repl))?;
@@ -1152,10 +1149,10 @@ fn print_pruned(report: &PruneReport, place: &str) {
 }
 
 /// Prints a line per 64 MiB moved into each dataset.
-fn progress_printer() -> Observer {
+fn progress_printer() -> impl Fn(&Progress<'_>) + Send + Sync + 'static {
     const STEP: u64 = 64 << 20;
     let reported: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
-    Arc::new(move |p: &Progress<'_>| {
+    move |p: &Progress<'_>| {
         let mut seen = reported.lock().unwrap_or_else(|e| e.into_inner());
         let last = seen.entry(p.target.to_string()).or_insert(0);
         if p.bytes / STEP > *last / STEP {
@@ -1168,7 +1165,7 @@ fn progress_printer() -> Observer {
                 p.estimated_bytes >> 20
             );
         }
-    })
+    }
 }
 
 fn plan(args: &[OsString]) -> Result<u8, Fail> {

@@ -33,6 +33,7 @@ use zfs_core::{
 
 use crate::endpoint::{Endpoint, Lease, Local, Sides};
 use crate::error::{Error, Result};
+use crate::event::{Event, Observer, Progress};
 use crate::lock::fnv1a64;
 use crate::plan::{Action, Base, Plan, Step};
 
@@ -91,27 +92,64 @@ impl CancelToken {
     }
 }
 
-/// A progress report, sent to the observer as bytes move.
-#[derive(Debug, Clone)]
-pub struct Progress<'a> {
-    /// The dataset being replicated into.
-    pub target: &'a DatasetName,
-    /// The snapshot being transferred.
-    pub snapshot: &'a SnapshotName,
-    /// Bytes moved for this dataset so far.
-    pub bytes: u64,
-    /// The plan's estimate for this dataset.
-    pub estimated_bytes: u64,
+/// Options for running a plan: a cancel token and an observer of the
+/// run's [`Event`]s. Built with methods, so that new options do not break
+/// callers.
+///
+/// ```
+/// use zfs_replicate::{CancelToken, ExecuteOptions};
+///
+/// let cancel = CancelToken::new();
+/// let opts = ExecuteOptions::new()
+///     .cancel_token(cancel.clone())
+///     .on_progress(|p| eprint!("\r{} of about {} bytes", p.job_bytes, p.job_estimated_bytes));
+/// // From a Ctrl-C handler or another thread: `cancel.cancel()`.
+/// # let _ = opts;
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct ExecuteOptions {
+    /// Cancels the run from another thread.
+    pub cancel: CancelToken,
+    /// Sees every [`Event`] of the run.
+    pub observer: Option<Observer>,
 }
 
-/// Receives progress reports; called from transfer threads.
-pub type Observer = Arc<dyn Fn(&Progress<'_>) + Send + Sync>;
+impl ExecuteOptions {
+    /// No cancel (a token nobody else holds) and no observer.
+    pub fn new() -> Self {
+        Self::default()
+    }
 
-/// Options for running a plan.
-#[derive(Clone, Default)]
-pub struct ExecuteOptions {
-    pub cancel: CancelToken,
-    pub observer: Option<Observer>,
+    /// Cancels the run when `token` is cancelled.
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Calls `f` with every event of the run (replacing an observer given
+    /// before).
+    pub fn on_event(mut self, f: impl Fn(&Event<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(f));
+        self
+    }
+
+    /// Calls `f` with the [`Progress`] events only (replacing an observer
+    /// given before).
+    pub fn on_progress(self, f: impl Fn(&Progress<'_>) + Send + Sync + 'static) -> Self {
+        self.on_event(move |e| {
+            if let Event::Progress(p) = e {
+                f(p)
+            }
+        })
+    }
+
+    /// Sends `event` to the observer, if any.
+    pub(crate) fn emit(&self, event: Event<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
 }
 
 impl std::fmt::Debug for ExecuteOptions {
@@ -120,6 +158,37 @@ impl std::fmt::Debug for ExecuteOptions {
             .field("cancel", &self.cancel)
             .field("observer", &self.observer.is_some())
             .finish()
+    }
+}
+
+/// The observer of one run, which adds the job's totals to each
+/// [`Progress`]: bytes moved per target, summed.
+fn with_job_totals(opts: &ExecuteOptions, plan: &Plan) -> ExecuteOptions {
+    let Some(inner) = opts.observer.clone() else {
+        return opts.clone();
+    };
+    let estimated = plan.estimated_bytes();
+    let moved: Mutex<(BTreeMap<DatasetName, u64>, u64)> = Mutex::new((BTreeMap::new(), 0));
+    let observer: Observer = Arc::new(move |event: &Event<'_>| match event {
+        Event::Progress(p) => {
+            let job_bytes = {
+                let mut m = lock(&moved);
+                let (per_target, total) = &mut *m;
+                let before = per_target.insert(p.target.clone(), p.bytes).unwrap_or(0);
+                *total = (*total + p.bytes).saturating_sub(before);
+                *total
+            };
+            inner(&Event::Progress(Progress {
+                job_bytes,
+                job_estimated_bytes: estimated,
+                ..p.clone()
+            }))
+        }
+        other => inner(other),
+    });
+    ExecuteOptions {
+        cancel: opts.cancel.clone(),
+        observer: Some(observer),
     }
 }
 
@@ -272,10 +341,12 @@ pub(crate) fn execute_locked(
     opts: &ExecuteOptions,
 ) -> Result<Report> {
     refuse_divergence(plan)?;
+    let opts = &with_job_totals(opts, plan);
     let mut report = Report::default();
     if opts.cancel.is_cancelled() {
         return Err(cancelled(report));
     }
+    let numbering = Numbering::of(plan);
     // Parents before children: run one depth level at a time, the datasets
     // of a level in parallel.
     let mut levels: Vec<Vec<(usize, &Step)>> = Vec::new();
@@ -294,7 +365,7 @@ pub(crate) fn execute_locked(
     }
     let mut outcomes: Vec<StepOutcome> = Vec::new();
     for level in levels {
-        let (mut done, mut error) = run_level(sides, plan, &level, opts);
+        let (mut done, mut error) = run_level(sides, plan, &level, opts, &numbering);
         // A completed transfer keeps its bookmark, also after a cancel or a
         // failure elsewhere in the level.
         if let Err(e) = leave_bookmarks(sides.source, &plan.replication.prefix, &mut done) {
@@ -326,6 +397,7 @@ pub(crate) fn execute_locked(
                 return Err(cancelled(report));
             }
             destroy_tree(sides.target, removed)?;
+            opts.emit(Event::Destroyed { target: removed });
             report.destroyed.push(removed.clone());
         }
     }
@@ -341,6 +413,7 @@ fn run_level(
     plan: &Plan,
     level: &[(usize, &Step)],
     opts: &ExecuteOptions,
+    numbering: &Numbering,
 ) -> (Vec<StepOutcome>, Option<Error>) {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<StepOutcome>> = Mutex::new(Vec::new());
@@ -377,7 +450,8 @@ fn run_level(
                 break;
             }
             let bases_held = held.as_ref().is_some_and(|h| h.steps.contains(&index));
-            let (transfers, newest, error) = run_step(sides, plan, step, opts, bases_held);
+            let number = numbering.of_step(index);
+            let (transfers, newest, error) = run_step(sides, plan, step, opts, bases_held, number);
             lock(&results).push(StepOutcome {
                 index,
                 source: step.source.clone(),
@@ -596,9 +670,13 @@ fn run_step(
     step: &Step,
     opts: &ExecuteOptions,
     bases_held: bool,
+    number: Option<(usize, usize)>,
 ) -> (Vec<Transfer>, Option<Snapshot>, Option<Error>) {
     let mut transfers = Vec::new();
     let mut newest: Option<Snapshot> = None;
+    if let Some((index, count)) = number {
+        opts.emit(Event::StepStarted { index, count, step });
+    }
     let error = transfer_chain(
         sides,
         plan,
@@ -609,7 +687,51 @@ fn run_step(
         &mut newest,
     )
     .err();
+    if let (Some((index, count)), None) = (number, &error) {
+        opts.emit(Event::StepFinished {
+            index,
+            count,
+            target: &step.target,
+            transfers: &transfers,
+            bytes: transfers.iter().map(|t| t.bytes).sum(),
+        });
+    }
     (transfers, newest, error)
+}
+
+/// The steps with work to do, numbered from 1 in plan order, for
+/// [`Event::StepStarted`] and [`Event::StepFinished`].
+struct Numbering {
+    /// Per plan index: its number, if it has work.
+    numbers: Vec<Option<usize>>,
+    count: usize,
+}
+
+impl Numbering {
+    fn of(plan: &Plan) -> Numbering {
+        let mut count = 0;
+        let numbers = plan
+            .steps
+            .iter()
+            .map(|s| {
+                let stale = s.resume.as_ref().is_some_and(|r| !r.matches);
+                let work = !chain(&s.action).is_empty() || s.rollback.is_some() || stale;
+                work.then(|| {
+                    count += 1;
+                    count
+                })
+            })
+            .collect();
+        Numbering { numbers, count }
+    }
+
+    fn of_step(&self, index: usize) -> Option<(usize, usize)> {
+        self.numbers
+            .get(index)
+            .copied()
+            .flatten()
+            .map(|n| (n, self.count))
+    }
 }
 
 fn transfer_chain(
@@ -633,12 +755,20 @@ fn transfer_chain(
     if let Some(r) = &step.resume {
         if !r.matches {
             sides.target.abort_resumable_receive(&step.target)?;
+            opts.emit(Event::ResumeCleared {
+                target: &step.target,
+            });
         }
     }
     if let Some(rb) = &step.rollback {
         check_cancel()?;
         sides.target.destroy_snapshots(&rb.destroy)?;
         sides.target.rollback_to(&rb.to)?;
+        opts.emit(Event::RolledBack {
+            target: &step.target,
+            to: &rb.to,
+            destroyed: &rb.destroy,
+        });
     }
     let links = chain(&step.action);
     if links.is_empty() {
@@ -671,6 +801,10 @@ fn transfer_chain(
             recv = recv.with_overrides(step.receive_overrides.clone());
         }
         let result = if link.resume {
+            opts.emit(Event::Resumed {
+                target: &step.target,
+                snapshot: link.snapshot.name(),
+            });
             resume_transfer(sides, step, link.snapshot.name(), &recv, opts, moved)
         } else {
             let mut send = SendOptions::new().flags(step.flags);
@@ -1068,14 +1202,14 @@ fn transfer(
                 &opts.cancel,
                 &step.target,
                 |total| {
-                    if let Some(observer) = &opts.observer {
-                        observer(&Progress {
-                            target: &step.target,
-                            snapshot,
-                            bytes: moved_before + total,
-                            estimated_bytes: step.estimated_bytes,
-                        });
-                    }
+                    opts.emit(Event::Progress(Progress {
+                        target: &step.target,
+                        snapshot,
+                        bytes: moved_before + total,
+                        estimated_bytes: step.estimated_bytes,
+                        job_bytes: 0,
+                        job_estimated_bytes: 0,
+                    }));
                 },
             )
         })

@@ -40,6 +40,7 @@ pub struct ReadmeDoctests;
 
 pub mod endpoint;
 pub mod error;
+pub mod event;
 pub mod execute;
 pub mod file;
 mod lock;
@@ -54,9 +55,8 @@ pub mod stream;
 
 pub use endpoint::{Endpoint, Op};
 pub use error::{Error, ErrorKind, Result};
-pub use execute::{
-    execute, execute_with, CancelToken, ExecuteOptions, Observer, Progress, Report, Transfer,
-};
+pub use event::{Event, Observer, Progress, Side};
+pub use execute::{execute, execute_with, CancelToken, ExecuteOptions, Report, Transfer};
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 pub use select::{DatasetFilter, Initial, SnapshotFilter};
 
@@ -204,8 +204,13 @@ impl Replication {
         // The datasets the plan walked: no second walk of the tree.
         let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
         prune::snapshot_datasets(source, &sources, &snapshot)?;
+        opts.emit(Event::SnapshotTaken {
+            name: &snapshot,
+            datasets: sources.len(),
+        });
         // Planned again for the same datasets: no second walk of the trees.
         let plan = self.plan_datasets(sides, &sources, before.removed_on_source.clone())?;
+        opts.emit(Event::Planned { plan: &plan });
         let report = execute::execute_locked(sides, &plan, opts)?;
         let mut pruned_source = prune::PruneReport::default();
         let mut pruned_target = prune::PruneReport::default();
@@ -259,6 +264,14 @@ impl Replication {
             .into_iter();
             pruned_source = pruned.next().unwrap_or_default();
             pruned_target = pruned.next().unwrap_or_default();
+            for (side, report, rule) in [
+                (Side::Source, &pruned_source, &keep.source),
+                (Side::Target, &pruned_target, &keep.target),
+            ] {
+                if rule.is_some() {
+                    opts.emit(Event::Pruned { side, report });
+                }
+            }
         }
         Ok(SyncReport {
             snapshot,
