@@ -1540,9 +1540,16 @@ fn events_tell_the_story_of_a_job() {
     }
     let totals = job_bytes.lock().unwrap().clone();
     assert!(!totals.is_empty());
-    assert!(totals.windows(2).all(|w| w[0].0 <= w[1].0), "job bytes grow");
+    assert!(
+        totals.windows(2).all(|w| w[0].0 <= w[1].0),
+        "job bytes grow"
+    );
     let (last, estimated) = totals[totals.len() - 1];
-    assert_eq!(last, report.report.bytes(), "the last total is the job's bytes");
+    assert_eq!(
+        last,
+        report.report.bytes(),
+        "the last total is the job's bytes"
+    );
     assert_eq!(estimated, report.plan.estimated_bytes());
 
     // A change on one backup, rolled back on request: said, numbered 1 of 3.
@@ -1556,4 +1563,121 @@ fn events_tell_the_story_of_a_job() {
     seen = log.lock().unwrap().clone();
     assert!(seen.contains(&"rolled back 0".to_owned()), "{seen:?}");
     assert!(seen.contains(&"started 3/3".to_owned()), "{seen:?}");
+}
+
+/// With feature `tracing`: a span per run, step and transfer, and the
+/// run's events, seen by a subscriber (the process's global one: worker
+/// threads use it; records are matched by this test's dataset names).
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn tracing_sees_a_span_per_run_step_and_transfer() {
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Default)]
+    struct Fields(Vec<(String, String)>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((
+                field.name().to_owned(),
+                format!("{value:?}").replace('"', ""),
+            ));
+        }
+    }
+    type SpanRecord = (String, Vec<(String, String)>);
+    #[derive(Default)]
+    struct Recorder {
+        next: std::sync::atomic::AtomicU64,
+        spans: Mutex<Vec<SpanRecord>>,
+        events: Mutex<Vec<(tracing::Level, String)>>,
+    }
+    impl Subscriber for &'static Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let mut fields = Fields::default();
+            span.record(&mut fields);
+            self.spans
+                .lock()
+                .unwrap()
+                .push((span.metadata().name().to_owned(), fields.0));
+            Id::from_u64(1 + self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst))
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            let text = fields
+                .0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.events
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), text));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+    let recorder: &'static Recorder = Box::leak(Box::default());
+    tracing::subscriber::set_global_default(recorder).expect("the only global subscriber");
+
+    let p = pair();
+    let src = p.src("traced");
+    p.create(&src);
+    p.create(&src.child("kid").unwrap());
+    fill(&src, 1, 1, 100_000);
+    let dst = p.dst("traced");
+    Replication::new(src.clone(), dst.clone())
+        .recursive(true)
+        .sync(&p.zfs, &opts(), None)
+        .unwrap();
+
+    let spans = recorder.spans.lock().unwrap().clone();
+    let ours = |name: &str, field: &str, value: &str| {
+        spans
+            .iter()
+            .filter(|(n, f)| n == name && f.iter().any(|(k, v)| k == field && v == value))
+            .count()
+    };
+    assert_eq!(
+        ours("zfs_replicate::run", "target", dst.as_str()),
+        1,
+        "{spans:?}"
+    );
+    assert_eq!(ours("step", "target", dst.as_str()), 1, "{spans:?}");
+    assert_eq!(
+        ours("step", "target", &format!("{dst}/kid")),
+        1,
+        "{spans:?}"
+    );
+    let transfers = spans
+        .iter()
+        .filter(|(n, f)| {
+            n == "transfer"
+                && f.iter()
+                    .any(|(k, v)| k == "snapshot" && v.starts_with(src.as_str()))
+        })
+        .count();
+    assert_eq!(transfers, 2, "{spans:?}");
+    let events = recorder.events.lock().unwrap().clone();
+    let info = |needle: &str| {
+        events
+            .iter()
+            .any(|(level, text)| *level == tracing::Level::INFO && text.contains(needle))
+    };
+    assert!(info(&format!("[1/2] {src} -> {dst}")), "{events:?}");
+    assert!(info(&format!("{dst}/kid: 1 transfer(s)")), "{events:?}");
+    assert!(
+        events
+            .iter()
+            .any(|(level, text)| *level == tracing::Level::TRACE && text.contains("job_bytes")),
+        "{events:?}"
+    );
 }

@@ -144,8 +144,10 @@ impl ExecuteOptions {
         })
     }
 
-    /// Sends `event` to the observer, if any.
+    /// Sends `event` to the observer, if any (and to `tracing`, with that
+    /// feature).
     pub(crate) fn emit(&self, event: Event<'_>) {
+        crate::trace::event(&event);
         if let Some(observer) = &self.observer {
             observer(&event);
         }
@@ -342,6 +344,8 @@ pub(crate) fn execute_locked(
 ) -> Result<Report> {
     refuse_divergence(plan)?;
     let opts = &with_job_totals(opts, plan);
+    let span = crate::trace::run(plan);
+    let _entered = span.enter();
     let mut report = Report::default();
     if opts.cancel.is_cancelled() {
         return Err(cancelled(report));
@@ -365,7 +369,7 @@ pub(crate) fn execute_locked(
     }
     let mut outcomes: Vec<StepOutcome> = Vec::new();
     for level in levels {
-        let (mut done, mut error) = run_level(sides, plan, &level, opts, &numbering);
+        let (mut done, mut error) = run_level(sides, plan, &level, opts, &numbering, &span);
         // A completed transfer keeps its bookmark, also after a cancel or a
         // failure elsewhere in the level.
         if let Err(e) = leave_bookmarks(sides.source, &plan.replication.prefix, &mut done) {
@@ -414,6 +418,7 @@ fn run_level(
     level: &[(usize, &Step)],
     opts: &ExecuteOptions,
     numbering: &Numbering,
+    run_span: &crate::trace::Span,
 ) -> (Vec<StepOutcome>, Option<Error>) {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<StepOutcome>> = Mutex::new(Vec::new());
@@ -451,7 +456,16 @@ fn run_level(
             }
             let bases_held = held.as_ref().is_some_and(|h| h.steps.contains(&index));
             let number = numbering.of_step(index);
-            let (transfers, newest, error) = run_step(sides, plan, step, opts, bases_held, number);
+            let span = crate::trace::step(run_span, step);
+            let (transfers, newest, error) = {
+                let _entered = span.enter();
+                let (transfers, newest, error) =
+                    run_step(sides, plan, step, opts, bases_held, number);
+                if let Some(e) = &error {
+                    crate::trace::step_failed(step, e);
+                }
+                (transfers, newest, error)
+            };
             lock(&results).push(StepOutcome {
                 index,
                 source: step.source.clone(),
@@ -800,6 +814,8 @@ fn transfer_chain(
         if link.base.is_none() {
             recv = recv.with_overrides(step.receive_overrides.clone());
         }
+        let span = crate::trace::transfer(link.snapshot.name(), link.base.as_ref(), link.resume);
+        let _entered = span.enter();
         let result = if link.resume {
             opts.emit(Event::Resumed {
                 target: &step.target,

@@ -52,6 +52,7 @@ pub mod remote;
 pub mod retention;
 pub mod select;
 pub mod stream;
+mod trace;
 
 pub use endpoint::{Endpoint, Op};
 pub use error::{Error, ErrorKind, Result};
