@@ -1681,3 +1681,67 @@ fn tracing_sees_a_span_per_run_step_and_transfer() {
         "{events:?}"
     );
 }
+
+/// A sync taken apart does what `sync` does: a preview and the begun run
+/// name the snapshot to come; steps out of order are refused; the target
+/// is locked until the run is finished; the new base is never pruned.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_sync_step_by_step_is_a_sync() {
+    use zfs_replicate::endpoint::Local;
+    use zfs_replicate::Keep;
+    let p = pair();
+    let src = p.src("steps");
+    p.create(&src);
+    fill(&src, 1, 2, 200_000);
+    let dst = p.dst("steps");
+    let repl = Replication::new(src.clone(), dst.clone()).prefix("steps");
+    let local = Local::new(&p.zfs);
+    let keep = Keep::both(Some(1));
+
+    // No snapshot yet: the preview says the sync's own goes in full.
+    let preview = repl.preview_sync(&local, &local).unwrap();
+    assert_eq!(preview.plan.steps[0].action, Action::NoSourceSnapshot);
+    assert!(preview.snapshot.starts_with("steps_"), "{preview}");
+    assert!(preview.to_string().contains("in full"), "{preview}");
+    assert!(p.names(&src).is_empty(), "a preview changes nothing");
+
+    let mut run = repl.begin_sync(&local, &local, &keep).unwrap();
+    let name = run.snapshot_name().to_owned();
+    let e = run.execute(&opts()).unwrap_err();
+    assert!(matches!(e, Error::OutOfOrder { .. }), "{e}");
+    // The target is locked for the run.
+    let e = repl.sync(&p.zfs, &opts(), None).unwrap_err();
+    assert!(matches!(e, Error::Busy { .. }), "{e}");
+    match &run.take_snapshot(&opts()).unwrap().steps[0].action {
+        Action::Full { snapshot, then } => {
+            assert_eq!(snapshot.name().short_name(), name);
+            assert!(then.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(run.take_snapshot(&opts()).is_err(), "once");
+    assert!(run.execute(&opts()).unwrap().bytes() > 0);
+    run.prune(&keep, &opts()).unwrap();
+    let report = run.finish().unwrap();
+    assert_eq!(report.snapshot, name);
+    assert_eq!(p.guids(&src), p.guids(&dst));
+
+    // Again: an incremental, and the old base pruned on both sides.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    fill(&src, 2, 1, 100_000);
+    let mut run = repl.begin_sync(&local, &local, &keep).unwrap();
+    let second = run.snapshot_name().to_owned();
+    run.take_snapshot(&opts()).unwrap();
+    assert!(matches!(
+        run.plan().steps[0].action,
+        Action::Incremental { .. }
+    ));
+    run.execute(&opts()).unwrap();
+    let (s, t) = run.prune(&keep, &opts()).unwrap();
+    assert_eq!((s.destroyed.len(), t.destroyed.len()), (1, 1));
+    drop(run);
+    assert_eq!(p.names(&src), [second.clone()]);
+    assert_eq!(p.names(&dst), [second]);
+    assert_eq!(p.guids(&src), p.guids(&dst));
+}

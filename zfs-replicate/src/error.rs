@@ -89,6 +89,13 @@ pub enum Error {
     #[error("{dataset}: the filter selects none of its datasets")]
     NothingSelected { dataset: DatasetName },
 
+    /// A [`SyncRun`](crate::SyncRun) step was called out of order.
+    #[error("sync step {step} needs {needs}")]
+    OutOfOrder {
+        step: &'static str,
+        needs: &'static str,
+    },
+
     /// A stream file holds a compound (`zfs send -R`) stream, which
     /// libzfs_core cannot receive.
     #[error("{}: a compound (zfs send -R) stream; receive each dataset's stream separately", path.display())]
@@ -241,6 +248,7 @@ impl Error {
             Error::InvalidPrefix { .. } => ErrorKind::InvalidName,
             Error::InvalidFilter { .. } => ErrorKind::InvalidArgument,
             Error::NothingSelected { .. } => ErrorKind::NotFound,
+            Error::OutOfOrder { .. } => ErrorKind::InvalidArgument,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

@@ -52,6 +52,7 @@ pub mod remote;
 pub mod retention;
 pub mod select;
 pub mod stream;
+mod sync;
 mod trace;
 
 pub use endpoint::{Endpoint, Op};
@@ -60,8 +61,9 @@ pub use event::{Event, Observer, Progress, Side};
 pub use execute::{execute, execute_with, CancelToken, ExecuteOptions, Report, Transfer};
 pub use plan::{Action, Base, Divergence, Listing, Plan, Replication, Step};
 pub use select::{DatasetFilter, Initial, SnapshotFilter};
+pub use sync::{SyncPreview, SyncRun};
 
-use endpoint::{Local, Sides};
+use endpoint::Local;
 use zfs_core::{DatasetName, Zfs};
 
 /// What [`Replication::sync_with`] keeps of our snapshots on each side
@@ -175,6 +177,10 @@ impl Replication {
     /// [`sync`](Replication::sync) with the source and the target as
     /// endpoints, and retention chosen per side. A change an endpoint would
     /// refuse (a remote policy) is refused here, before anything changes.
+    ///
+    /// The same as [`begin_sync`](Replication::begin_sync), then
+    /// [`SyncRun::take_snapshot`], [`SyncRun::execute`] and
+    /// [`SyncRun::prune`].
     pub fn sync_with(
         &self,
         source: &dyn Endpoint,
@@ -182,104 +188,10 @@ impl Replication {
         opts: &ExecuteOptions,
         keep: Keep,
     ) -> Result<SyncReport> {
-        self.check_allowed(source, target, &keep)?;
-        let sides = Sides { source, target };
-        let _lock = target.lock(&self.target)?;
-        let before = self.plan_with(source, target)?;
-        if before.steps.is_empty() {
-            return Err(Error::NothingSelected {
-                dataset: self.source.clone(),
-            });
-        }
-        let divergences = before.divergences();
-        if !divergences.is_empty() {
-            return Err(Error::Diverged(divergences));
-        }
-        if opts.cancel.is_cancelled() {
-            return Err(Error::Cancelled {
-                done: Box::default(),
-            });
-        }
-        let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
-        self.check_new_snapshot_names(&before, &snapshot)?;
-        // The datasets the plan walked: no second walk of the tree.
-        let sources: Vec<DatasetName> = before.steps.iter().map(|s| s.source.clone()).collect();
-        prune::snapshot_datasets(source, &sources, &snapshot)?;
-        opts.emit(Event::SnapshotTaken {
-            name: &snapshot,
-            datasets: sources.len(),
-        });
-        // Planned again for the same datasets: no second walk of the trees.
-        let plan = self.plan_datasets(sides, &sources, before.removed_on_source.clone())?;
-        opts.emit(Event::Planned { plan: &plan });
-        let report = execute::execute_locked(sides, &plan, opts)?;
-        let mut pruned_source = prune::PruneReport::default();
-        let mut pruned_target = prune::PruneReport::default();
-        if keep.source.is_some() || keep.target.is_some() {
-            if opts.cancel.is_cancelled() {
-                // Replicated, but the cancel came before pruning: prune nothing.
-                return Err(Error::Cancelled {
-                    done: Box::new(report),
-                });
-            }
-            // What was received is on disk before the source loses any of
-            // its snapshots.
-            if keep.source.is_some() {
-                target.sync_pool(&self.target)?;
-            }
-            let protect: Vec<u64> = plan
-                .steps
-                .iter()
-                .filter_map(|s| {
-                    source
-                        .snapshot_info(&s.source.snapshot(&snapshot).ok()?)
-                        .ok()
-                })
-                .map(|s| s.guid())
-                .collect();
-            // The plan's datasets again: what was snapshotted on the source
-            // (`sources`); on the target, what was received into, and what
-            // was kept of datasets whose source is gone.
-            let mut targets: Vec<DatasetName> = Vec::with_capacity(plan.steps.len());
-            for step in &plan.steps {
-                if target.exists(&step.target)? {
-                    targets.push(step.target.clone());
-                }
-            }
-            if !self.destroy_removed {
-                targets.extend(plan.removed_on_source.iter().cloned());
-            }
-            // Both sides at once: each waits on its own pool's listings and
-            // transaction group.
-            let work = [
-                (source, sources.as_slice(), &keep.source),
-                (target, targets.as_slice(), &keep.target),
-            ];
-            let mut pruned = parallel::in_parallel(&work, |&(side, datasets, rule)| match rule {
-                Some(rule) => {
-                    let retention = prune::Retention::new(self.prefix.clone(), rule.clone());
-                    prune::prune_datasets(side, datasets, &retention, &protect)
-                }
-                None => Ok(prune::PruneReport::default()),
-            })?
-            .into_iter();
-            pruned_source = pruned.next().unwrap_or_default();
-            pruned_target = pruned.next().unwrap_or_default();
-            for (side, report, rule) in [
-                (Side::Source, &pruned_source, &keep.source),
-                (Side::Target, &pruned_target, &keep.target),
-            ] {
-                if rule.is_some() {
-                    opts.emit(Event::Pruned { side, report });
-                }
-            }
-        }
-        Ok(SyncReport {
-            snapshot,
-            plan,
-            report,
-            pruned_source,
-            pruned_target,
-        })
+        let mut run = self.begin_sync(source, target, &keep)?;
+        run.take_snapshot(opts)?;
+        run.execute(opts)?;
+        run.prune(&keep, opts)?;
+        run.finish()
     }
 }
