@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use zfs_core::testing::FilePool;
 use zfs_core::{DatasetName, NvList, Zfs};
 use zfs_replicate::Op;
+use zfs_replicate_tests::Pair;
 
 const SIZE: u64 = 256 << 20;
 
@@ -216,6 +217,108 @@ fn backup_cli_honours_its_contract() {
     assert_eq!(prop(&other, "compression"), ("zstd".into(), "local".into()));
     assert_eq!(prop(&other, "readonly"), ("off".into(), "local".into()));
     assert_eq!(prop(&other, "canmount"), ("noauto".into(), "local".into()));
+}
+
+/// `--json`'s stdout: exactly one JSON document, nothing else.
+fn json_doc(o: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("one JSON document on stdout ({e}): {text:?}"))
+}
+
+/// `plan --json` and `sync --json`: the plan and the sync report as one
+/// JSON document on stdout, nothing else there; errors as without it.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn backup_cli_prints_json() {
+    let pair = Pair::new("jtank", "jpipe", SIZE, SIZE);
+    let src = pair.src("my home");
+    filled(&pair.zfs, &src, 3);
+    let first = pair.snap(&src, "first");
+    let first_guid = pair.guids(&src)[0];
+    let dst = pair.dst("my home");
+    let (s, d) = (src.as_str(), dst.as_str());
+
+    // The plan: a full send of @first.
+    let o = backup(&["plan", s, d, "--json"]);
+    ok(&o);
+    let plan = json_doc(&o);
+    eprintln!("plan --json: {plan:#}");
+    assert_eq!(plan["source"], s);
+    assert_eq!(plan["target"], d);
+    assert_eq!(plan["up_to_date"], false);
+    assert!(plan["estimated_bytes"].as_u64() > Some(0), "{plan}");
+    let steps = plan["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 1, "{plan}");
+    let action = &steps[0]["action"];
+    assert_eq!(action["kind"], "full", "{plan}");
+    assert_eq!(action["snapshot"]["name"], first.as_str());
+    assert_eq!(action["snapshot"]["guid"].as_u64(), Some(first_guid));
+    assert_eq!(steps[0]["divergence"], serde_json::Value::Null);
+
+    // The sync: its report. Nothing else on stdout, nor on stderr (no
+    // progress line for so little).
+    let o = backup(&["sync", s, d, "--json", "--prefix", "js", "--keep", "1"]);
+    ok(&o);
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let sync = json_doc(&o);
+    eprintln!("sync --json: {sync:#}");
+    let taken = sync["snapshot"].as_str().expect("snapshot");
+    assert!(taken.starts_with("js_"), "{sync}");
+    assert_eq!(sync["plan"]["steps"][0]["action"]["kind"], "full");
+    let transfers = sync["report"]["transfers"].as_array().expect("transfers");
+    let sent: Vec<&str> = transfers
+        .iter()
+        .map(|t| t["snapshot"].as_str().unwrap())
+        .collect();
+    assert_eq!(sent, [first.to_string(), format!("{s}@{taken}")], "{sync}");
+    for t in transfers {
+        assert_eq!(t["target"], d, "{sync}");
+        assert!(t["bytes"].as_u64() > Some(0), "{sync}");
+    }
+    let bytes: u64 = transfers.iter().filter_map(|t| t["bytes"].as_u64()).sum();
+    assert!(bytes > 64 << 10, "the file's 64 KiB at least: {sync}");
+    assert_eq!(
+        sync["report"]["bookmarks"].as_array().map(Vec::len),
+        Some(1)
+    );
+    for side in ["pruned_source", "pruned_target"] {
+        assert_eq!(sync[side]["destroyed"], serde_json::json!([]), "{sync}");
+    }
+    assert_eq!(pair.guids(&src), pair.guids(&dst));
+
+    // Up to date.
+    let o = backup(&["plan", s, d, "--json"]);
+    ok(&o);
+    let plan = json_doc(&o);
+    assert_eq!(plan["up_to_date"], true, "{plan}");
+    assert_eq!(plan["steps"][0]["action"]["kind"], "up_to_date", "{plan}");
+
+    // Blocked: the plan is still the document, with exit 3 and the one
+    // line on stderr; a sync prints nothing on stdout.
+    pair.snap(&dst, "local");
+    let o = backup(&["plan", s, d, "--json"]);
+    assert_fails(&o, 3, "newer");
+    let plan = json_doc(&o);
+    let divergence = &plan["steps"][0]["divergence"];
+    assert_eq!(divergence["kind"], "target_has_newer_snapshots", "{plan}");
+    assert_eq!(
+        divergence["newer"],
+        serde_json::json!([format!("{d}@local")])
+    );
+    let o = backup(&["sync", s, d, "--json", "--prefix", "js"]);
+    assert_fails(&o, 3, "newer");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // A usage error, as without --json.
+    assert_fails(&backup(&["send", first.as_str(), "--json"]), 2, "--json");
 }
 
 /// `zfs get -H -o value,source PROP DATASET`.

@@ -3,9 +3,9 @@
 //! ```text
 //! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
-//!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
+//!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
 //! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
-//!             [--set PROP=VALUE]… [--exclude-property PROP]… [REMOTE]
+//!             [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
 //! backup prune DATASET (--keep N | --retain GRID) [-r|--recursive] [--prefix P]
@@ -50,6 +50,12 @@
 //!   the plan, exit 3).
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw` and
 //!   `--rollback`), changes nothing, and exits 3 if the plan is blocked.
+//! - `--json` (`plan`, `sync`): one JSON document on stdout (the plan, or
+//!   the sync report; the shape is zfs-replicate's `serde` feature) and
+//!   nothing else there. `sync`'s progress lines go to stderr; its summary
+//!   is the document. A blocked plan is printed, then exits 3; a failed
+//!   sync prints nothing on stdout. Errors stay one line on stderr, with
+//!   the same exit codes.
 //! - `serve` answers one remote client (`--stdio`: on stdin and stdout, for
 //!   `ssh`) or every client that connects (`--listen`, at most 8 at once;
 //!   it prints `backup: listening on ADDR` to stderr, the bound address, so
@@ -128,7 +134,7 @@ use zfs_replicate::{
 const USAGE: &str = "usage:
   backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
               [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
-              [SELECTION] [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
+              [SELECTION] [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
       snapshot SOURCE as <P>_<UTC time> (P defaults to \"backup\"), replicate it into
       TARGET, and prune our snapshots to the newest N: --keep on both sides,
       --keep-source or --keep-target on one (it wins over --keep); --retain GRID
@@ -136,8 +142,10 @@ const USAGE: &str = "usage:
       creates are readonly=on, canmount=noauto unless --set/--exclude-property
       (zfs receive -o/-x) say otherwise
   backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
-              [--set PROP=VALUE]... [--exclude-property PROP]... [REMOTE]
+              [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
       print what sync would send; changes nothing
+    [--json]  one JSON document on stdout (the plan, or the sync report) and
+              nothing else there; sync's progress goes to stderr
   backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] ...]
                [--token-file FILE]
       serve remote clients: every client that connects to HOST:PORT (prints
@@ -190,6 +198,14 @@ macro_rules! out {
         let _ = writeln!(o, $($arg)*);
         let _ = o.flush();
     }};
+}
+
+/// `--json`: `value` as one JSON document on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Fail> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Fail::Other(1, format!("cannot write JSON: {e}")))?;
+    out!("{text}");
+    Ok(())
 }
 
 /// Why the command failed, and so its exit code.
@@ -422,6 +438,12 @@ const ALLOW: Opt = Opt {
     key: "allow",
     takes_value: true,
     repeatable: true,
+};
+const JSON: Opt = Opt {
+    names: &["--json"],
+    key: "json",
+    takes_value: false,
+    repeatable: false,
 };
 
 /// A parsed command line: positionals, switches given, option values.
@@ -987,12 +1009,14 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
             SET,
             EXCLUDE_PROPERTY,
             RETAIN,
+            JSON,
         ],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
+    let json = p.has("json");
     let keep = keep_args(&p)?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let sides = sides(&p)?;
@@ -1001,20 +1025,26 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
     let local = Local::new(&zfs);
     let remote = sides.connect()?;
     let (source, target) = endpoints(&local, &remote);
-    out!(
-        "sync {} -> {}{}",
-        shown(repl.source(), source),
-        shown(repl.target(), target),
-        if p.has("recursive") {
-            " (recursive)"
-        } else {
-            ""
-        }
-    );
-    let opts = ExecuteOptions::new().on_progress(progress_printer());
+    if !json {
+        out!(
+            "sync {} -> {}{}",
+            shown(repl.source(), source),
+            shown(repl.target(), target),
+            if p.has("recursive") {
+                " (recursive)"
+            } else {
+                ""
+            }
+        );
+    }
+    let opts = ExecuteOptions::new().on_progress(progress_printer(json));
     let r = repl
         .sync_with(source, target, &opts, keep.clone())
         .map_err(|e| keep_refused(e, &keep, &repl))?;
+    if json {
+        print_json(&r)?;
+        return Ok(0);
+    }
 
     out!(
         "snapshot: took @{} on {} dataset(s)",
@@ -1148,8 +1178,9 @@ fn print_pruned(report: &PruneReport, place: &str) {
     }
 }
 
-/// Prints a line per 64 MiB moved into each dataset.
-fn progress_printer() -> impl Fn(&Progress<'_>) + Send + Sync + 'static {
+/// Prints a line per 64 MiB moved into each dataset (on stderr with
+/// `--json`).
+fn progress_printer(json: bool) -> impl Fn(&Progress<'_>) + Send + Sync + 'static {
     const STEP: u64 = 64 << 20;
     let reported: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
     move |p: &Progress<'_>| {
@@ -1157,13 +1188,19 @@ fn progress_printer() -> impl Fn(&Progress<'_>) + Send + Sync + 'static {
         let last = seen.entry(p.target.to_string()).or_insert(0);
         if p.bytes / STEP > *last / STEP {
             *last = p.bytes;
-            out!(
+            let line = format!(
                 "  progress: {} @{}: {} MiB of about {} MiB",
                 p.target,
                 p.snapshot.short_name(),
                 p.bytes >> 20,
                 p.estimated_bytes >> 20
             );
+            if json {
+                // stdout holds only the document.
+                let _ = writeln!(std::io::stderr().lock(), "{line}");
+            } else {
+                out!("{line}");
+            }
         }
     }
 }
@@ -1186,12 +1223,14 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
             CREATE_PARENTS,
             SET,
             EXCLUDE_PROPERTY,
+            JSON,
         ],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
+    let json = p.has("json");
     let sides = sides(&p)?;
     let repl = replication(&p, &sides)?;
     let zfs = open()?;
@@ -1199,10 +1238,17 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
     let remote = sides.connect()?;
     let (source, target) = endpoints(&local, &remote);
     let plan = repl.plan_with(source, target)?;
-    out!("{}", plan.to_string().trim_end());
+    if json {
+        print_json(&plan)?;
+    } else {
+        out!("{}", plan.to_string().trim_end());
+    }
     let divergences = plan.divergences();
     if !divergences.is_empty() {
         return Err(Error::Diverged(divergences).into());
+    }
+    if json {
+        return Ok(0);
     }
     if plan.is_up_to_date() {
         out!("up to date: nothing to send");

@@ -196,6 +196,7 @@ fn with_job_totals(opts: &ExecuteOptions, plan: &Plan) -> ExecuteOptions {
 
 /// What one transfer moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Transfer {
     pub snapshot: SnapshotName,
     pub bytes: u64,
@@ -203,8 +204,13 @@ pub struct Transfer {
 
 /// What running a plan did.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Report {
     /// Per target dataset: the transfers made, in order.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::transfers")
+    )]
     pub transfers: Vec<(DatasetName, Vec<Transfer>)>,
     /// Target datasets destroyed because their source was.
     pub destroyed: Vec<DatasetName>,

@@ -24,6 +24,35 @@
 //! - [`mod@file`] and [`stream`]: streams kept in files, verified record by
 //!   record without a pool.
 //!
+//! Features:
+//! - `remote` (default): `zfs_replicate::remote`, the wire protocol, the
+//!   client endpoint and the server. It enables `serde`.
+//! - `zstd`: zstd on the wire, when both sides have it.
+//! - `serde`: `serde::Serialize` on [`Plan`], [`Step`], [`Action`],
+//!   [`Base`], [`Divergence`], [`Report`], [`SyncReport`] and the prune
+//!   reports (`Deserialize` too on the plain data: `Action`, `Base`,
+//!   `Divergence`, `Rollback`, `Listing`, `Transfer`, the prune reports),
+//!   shaped for JSON readers (`backup plan --json`, `backup sync --json`):
+//!   - names are strings; a snapshot or bookmark is
+//!     `{"name", "guid", "createtxg"}`. GUIDs are 64-bit integers: read
+//!     them as such (a reader that uses doubles rounds them);
+//!   - enums are objects tagged by `"kind"`, in snake case:
+//!     `{"kind": "incremental", "base": {"kind": "snapshot", "name": …},
+//!     "target_base": …, "snapshots": […]}`, `{"kind": "up_to_date"}`,
+//!     `{"kind": "target_modified", "base": …, "written": …}`;
+//!   - a plan is `{"source", "target", "recursive", "raw", "rollback",
+//!     "destroy_removed", "steps", "removed_on_source", "estimated_bytes",
+//!     "up_to_date"}`; in a step, `flags` are words (`["embed_data",
+//!     "large_block", "compress"]`), `receive_props` an object, and
+//!     `receive_overrides` `{"set": {…}, "exclude": […]}`, the values as
+//!     the kernel takes them (`"readonly": 1`, `"canmount": 2` for noauto);
+//!     a pending resume's decoded `token` is an object of its fields;
+//!   - a report's `transfers` are one list of `{"target", "snapshot",
+//!     "bytes"}` (the source's snapshot), in order.
+//!
+//!   Tagged enums deserialize only from self-describing formats (JSON, not
+//!   postcard).
+//!
 //! Backups are created `readonly=on` and `canmount=noauto`
 //! ([`BACKUP_DEFAULTS`](plan::BACKUP_DEFAULTS), local properties): a backup
 //! never mounts by itself over live paths, and mounted on purpose it is
@@ -51,6 +80,8 @@ pub mod prune;
 pub mod remote;
 pub mod retention;
 pub mod select;
+#[cfg(feature = "serde")]
+mod serialize;
 pub mod stream;
 mod sync;
 mod trace;
@@ -99,6 +130,7 @@ impl Keep {
 
 /// What [`Replication::sync`] did.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SyncReport {
     /// The snapshot taken on the source (short name).
     pub snapshot: String,

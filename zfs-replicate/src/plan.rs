@@ -971,6 +971,8 @@ fn estimate_remaining(
 
 /// The incremental base on the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 pub enum Base {
     Snapshot(Snapshot),
     /// A bookmark: the snapshot is gone, its position is kept.
@@ -1009,6 +1011,8 @@ impl Base {
 
 /// What to do for one dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Action {
     /// The target is absent: a full stream of `snapshot`, then each of `then`
@@ -1051,6 +1055,8 @@ impl Action {
 
 /// Why a target cannot simply take the next incremental.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "kind", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Divergence {
     /// The target exists but shares no snapshot (by GUID) with the source.
@@ -1102,8 +1108,13 @@ impl fmt::Display for Divergence {
 
 /// A pending resumable receive found on the target.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PendingResume {
     /// The decoded token (None if it does not decode).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::resume_token")
+    )]
     pub token: Option<ResumeToken>,
     /// The token as the target reports it.
     pub raw: String,
@@ -1113,6 +1124,7 @@ pub struct PendingResume {
 
 /// What rollback does to a diverged target.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Rollback {
     /// Roll back to this snapshot (the common base).
     pub to: SnapshotName,
@@ -1122,6 +1134,7 @@ pub struct Rollback {
 
 /// The plan for one dataset.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Step {
     pub source: DatasetName,
@@ -1134,13 +1147,25 @@ pub struct Step {
     pub resume: Option<PendingResume>,
     /// Estimated stream bytes.
     pub estimated_bytes: u64,
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::flag_names")
+    )]
     pub flags: SendFlags,
     /// Received properties set on a full receive.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::nvlist_map")
+    )]
     pub receive_props: NvList,
     /// Local properties (`-o`, typed values) and exclusions (`-x`,
     /// booleans) for the receive that creates the target: the
     /// [`BACKUP_DEFAULTS`] and the embedder's overrides, where this
     /// dataset's type has them.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::overrides")
+    )]
     pub receive_overrides: NvList,
     /// How the step was planned (the plan is the same either way).
     pub listing: Listing,
@@ -1162,6 +1187,8 @@ impl Step {
 
 /// How a step's snapshots were found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Listing {
     /// From the cursor bookmark: only snapshots newer than it were listed.
     Cursor,
@@ -1169,7 +1196,8 @@ pub enum Listing {
     Full,
 }
 
-/// A typed dry run of a replication.
+/// A typed dry run of a replication. With the `serde` feature it
+/// serializes by hand (`Replication` is not data): see the crate docs.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub replication: Replication,

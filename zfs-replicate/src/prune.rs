@@ -181,6 +181,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 
 /// What a prune did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PruneReport {
     pub destroyed: Vec<SnapshotName>,
     /// Candidates kept because they are held.
@@ -224,6 +225,7 @@ pub fn prune_with(
 
 /// What [`prune`] would do, changing nothing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PrunePreview {
     /// `destroyed`: what the prune would destroy.
     pub report: PruneReport,

@@ -40,6 +40,7 @@ use crate::{parallel, Keep, SyncReport};
 /// anything (no lock, no snapshot): the [`plan`](Self::plan) as things
 /// are, then the snapshot it would take, sent to every step's target.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SyncPreview {
     /// The snapshot `sync` would take (short name; the time is now's).
     pub snapshot: String,
