@@ -4,7 +4,7 @@
 //! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
 //!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
-//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
+//! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
 //!             [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
@@ -48,8 +48,10 @@
 //!   only; `--create-parents` creates a new target's missing parents as
 //!   empty `canmount=off` filesystems (without it a missing parent blocks
 //!   the plan, exit 3).
-//! - `plan` prints what `sync` would send (with the same `-r`, `--raw` and
-//!   `--rollback`), changes nothing, and exits 3 if the plan is blocked.
+//! - `plan` prints what `sync` would send (with the same `-r`, `--raw`,
+//!   `--rollback`, `--prefix` and selection), then the snapshot `sync`
+//!   would take and send to every target, changes nothing, and exits 3 if
+//!   the plan is blocked.
 //! - `--json` (`plan`, `sync`): one JSON document on stdout (the plan, or
 //!   the sync report; the shape is zfs-replicate's `serde` feature) and
 //!   nothing else there. `sync`'s progress lines go to stderr; its summary
@@ -141,9 +143,9 @@ const USAGE: &str = "usage:
       (e.g. 1h:24,1d:30,1w:8,1m:12) keeps one per time slot instead; datasets it
       creates are readonly=on, canmount=noauto unless --set/--exclude-property
       (zfs receive -o/-x) say otherwise
-  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [SELECTION]
+  backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
               [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
-      print what sync would send; changes nothing
+      print what sync would send, and the snapshot it would take; changes nothing
     [--json]  one JSON document on stdout (the plan, or the sync report) and
               nothing else there; sync's progress goes to stderr
   backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] ...]
@@ -1224,6 +1226,7 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
             SET,
             EXCLUDE_PROPERTY,
             JSON,
+            PREFIX,
         ],
     )?
     else {
@@ -1231,17 +1234,20 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
         return Ok(0);
     };
     let json = p.has("json");
+    let prefix = prefix_arg(p.value("prefix"))?;
     let sides = sides(&p)?;
-    let repl = replication(&p, &sides)?;
+    let repl = replication(&p, &sides)?.prefix(prefix);
     let zfs = open()?;
     let local = Local::new(&zfs);
     let remote = sides.connect()?;
     let (source, target) = endpoints(&local, &remote);
-    let plan = repl.plan_with(source, target)?;
+    // What sync would do: the plan as things are, then its snapshot.
+    let preview = repl.preview_sync(source, target)?;
+    let plan = &preview.plan;
     if json {
-        print_json(&plan)?;
+        print_json(plan)?;
     } else {
-        out!("{}", plan.to_string().trim_end());
+        out!("{}", preview.to_string().trim_end());
     }
     let divergences = plan.divergences();
     if !divergences.is_empty() {
