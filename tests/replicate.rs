@@ -908,7 +908,7 @@ fn a_cancel_keeps_completed_transfers_and_their_bookmark() {
     assert!(
         marks
             .iter()
-            .any(|b| b.guid() == s1.guid() && b.name().to_string() == done.bookmarks[0]),
+            .any(|b| b.guid() == s1.guid() && *b.name() == done.bookmarks[0]),
         "bookmark of s1 left: {marks:?}"
     );
     assert_eq!(p.names(&dst), ["s1"]);
@@ -1028,7 +1028,7 @@ fn names_at_the_length_limit_sync_and_resync() {
     let second = repl.sync(&p.zfs, &opts(), Some(2)).unwrap();
     assert_eq!(p.guids(&dst), p.guids(&src));
     assert_eq!(second.report.bookmarks.len(), 1);
-    assert!(second.report.bookmarks[0].len() <= 255);
+    assert!(second.report.bookmarks[0].as_str().len() <= 255);
     // One cursor, and prune's anchor.
     let anchor = zfs_replicate::prune::anchor_bookmark(&src, "zfs-replicate").unwrap();
     let mut marks: Vec<String> = p
@@ -1039,7 +1039,7 @@ fn names_at_the_length_limit_sync_and_resync() {
         .map(|b| b.name().to_string())
         .collect();
     marks.sort();
-    let mut want = vec![second.report.bookmarks[0].clone(), anchor.to_string()];
+    let mut want = vec![second.report.bookmarks[0].to_string(), anchor.to_string()];
     want.sort();
     assert_eq!(marks, want);
 }

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use zfs_core::DatasetName;
+use zfs_core::{DatasetName, SnapshotName};
 
 use crate::endpoint::Op;
 use crate::execute::Report;
@@ -33,7 +33,7 @@ pub enum Error {
     #[error("replicating {snapshot} into {target}: {source}")]
     Transfer {
         target: DatasetName,
-        snapshot: String,
+        snapshot: SnapshotName,
         source: Box<zfs_core::Error>,
     },
 

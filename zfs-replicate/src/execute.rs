@@ -215,7 +215,7 @@ pub struct Report {
     /// Target datasets destroyed because their source was.
     pub destroyed: Vec<DatasetName>,
     /// Bookmarks left on the source as future incremental bases.
-    pub bookmarks: Vec<String>,
+    pub bookmarks: Vec<BookmarkName>,
 }
 
 impl Report {
@@ -298,7 +298,7 @@ struct StepOutcome {
     transfers: Vec<Transfer>,
     /// The newest snapshot received, which the cursor bookmark names.
     newest: Option<Snapshot>,
-    bookmark: Option<String>,
+    bookmark: Option<BookmarkName>,
 }
 
 /// Runs `plan`. Refuses a plan with divergence, and a second run into the
@@ -1039,7 +1039,7 @@ fn leave_bookmarks(
             .iter()
             .any(|b| b.name() == &mark && b.guid() == newest.guid());
         if present {
-            o.bookmark = Some(mark.to_string());
+            o.bookmark = Some(mark.clone());
         } else {
             let from = newest.name().clone().into();
             let pool = o.source.pool().to_string();
@@ -1065,13 +1065,13 @@ fn leave_bookmarks(
             .collect();
         if source.bookmark(&batch).is_ok() {
             for (i, mark, _) in marks {
-                outcomes[i].bookmark = Some(mark.to_string());
+                outcomes[i].bookmark = Some(mark.clone());
             }
             continue;
         }
         for (i, mark, from) in marks {
             match source.bookmark(&[(mark.clone(), from)]) {
-                Ok(()) => outcomes[i].bookmark = Some(mark.to_string()),
+                Ok(()) => outcomes[i].bookmark = Some(mark.clone()),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -1183,7 +1183,7 @@ fn transfer(
 ) -> Result<u64> {
     let fail = |source: zfs_core::Error| Error::Transfer {
         target: step.target.clone(),
-        snapshot: snapshot.to_string(),
+        snapshot: snapshot.clone(),
         source: Box::new(source),
     };
     let thread_failed = |source| Error::Thread {

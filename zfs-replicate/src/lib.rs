@@ -20,7 +20,12 @@
 //! - [`mod@execute`]: send → pipe → relay → pipe → receive per snapshot, with
 //!   temporary holds on both bases, a cancel token and a progress observer;
 //!   a bookmark of the newest replicated snapshot stays on the source.
-//! - [`prune`]: our own `<prefix>_<UTC time>` snapshots, retention by count.
+//! - [`prune`] and [`retention`]: our own `<prefix>_<UTC time>` snapshots,
+//!   kept by count or by a time grid, per side.
+//! - [`select`]: which datasets (name globs, a user property) and which
+//!   snapshots a replication carries.
+//! - [`event`]: one stream of events per job (steps *i of n*, progress with
+//!   the job's totals, rollbacks, prunes); [`SyncRun`]: a sync step by step.
 //! - [`mod@file`] and [`stream`]: streams kept in files, verified record by
 //!   record without a pool.
 //!
@@ -28,6 +33,8 @@
 //! - `remote` (default): `zfs_replicate::remote`, the wire protocol, the
 //!   client endpoint and the server. It enables `serde`.
 //! - `zstd`: zstd on the wire, when both sides have it.
+//! - `tracing`: spans per run, step and transfer, and every [`Event`] as a
+//!   tracing event.
 //! - `serde`: `serde::Serialize` on [`Plan`], [`Step`], [`Action`],
 //!   [`Base`], [`Divergence`], [`Report`], [`SyncReport`] and the prune
 //!   reports (`Deserialize` too on the plain data: `Action`, `Base`,
@@ -58,8 +65,43 @@
 //! never mounts by itself over live paths, and mounted on purpose it is
 //! read-only, so reading its files changes nothing the next run would call
 //! divergence.
+//!
+//! # From async code
+//!
+//! Every call blocks while the kernel works, and the handles are `Send +
+//! Sync`: run a sync on a blocking thread (with tokio,
+//! `tokio::task::spawn_blocking`), and cancel it from the async side with
+//! its [`CancelToken`].
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use zfs_core::Zfs;
+//! use zfs_replicate::{CancelToken, ExecuteOptions, Replication};
+//!
+//! let zfs = Arc::new(Zfs::open()?);
+//! let repl = Replication::new("tank/home".parse()?, "pipe/home".parse()?);
+//! let cancel = CancelToken::new();
+//! let opts = ExecuteOptions::new().cancel_token(cancel.clone());
+//! // With tokio: `tokio::task::spawn_blocking(move || …).await`.
+//! let job = std::thread::spawn(move || repl.sync(&zfs, &opts, Some(7)));
+//! // On Ctrl-C: cancel.cancel();
+//! let report = job.join().expect("no panic")?;
+//! # let _ = (report, cancel);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub use zfs_core as core;
+
+/// What an async runtime needs of the handles (checked at compile time).
+const _: () = {
+    const fn send_sync<T: Send + Sync + 'static>() {}
+    send_sync::<zfs_core::Zfs>();
+    send_sync::<Replication>();
+    send_sync::<ExecuteOptions>();
+    send_sync::<Plan>();
+    send_sync::<Error>();
+    send_sync::<SyncReport>();
+};
 
 /// The crate README's example compiles (checked as a doc test; the
 /// workspace README's is checked by the root package).

@@ -109,7 +109,27 @@ struct View {
 }
 
 impl Replication {
-    /// Replicates `source` into `target` (which need not exist yet).
+    /// Replicates `source` into `target` (which need not exist yet; its
+    /// parent must, unless [`create_parents`](Self::create_parents)).
+    ///
+    /// The defaults: one dataset (not `recursive`), not raw, no properties
+    /// sent, no rollback, nothing destroyed on the target, 2 datasets at
+    /// once (`parallelism`), prefix `zfs-replicate`, planning from the
+    /// cursor bookmark, every dataset and snapshot selected, the whole
+    /// history on a first send ([`Initial::All`]), no parents created.
+    /// Each has a getter: [`is_recursive`](Self::is_recursive) and so on.
+    ///
+    /// ```
+    /// use zfs_replicate::{Initial, Replication};
+    ///
+    /// let r = Replication::new("tank/a".parse()?, "pipe/a".parse()?);
+    /// assert!(!r.is_recursive() && !r.is_raw() && !r.rolls_back());
+    /// assert_eq!(r.max_parallel(), 2);
+    /// assert_eq!(r.snapshot_prefix(), "zfs-replicate");
+    /// assert_eq!(r.initial_send(), Initial::All);
+    /// assert!(r.plans_from_cursor() && !r.creates_parents());
+    /// # Ok::<(), zfs_replicate::Error>(())
+    /// ```
     pub fn new(source: DatasetName, target: DatasetName) -> Self {
         Replication {
             source,
@@ -270,6 +290,65 @@ impl Replication {
 
     pub fn target(&self) -> &DatasetName {
         &self.target
+    }
+
+    /// Whether descendants are replicated ([`recursive`](Self::recursive)).
+    pub fn is_recursive(&self) -> bool {
+        self.recursive
+    }
+
+    /// Whether streams are raw ([`raw`](Self::raw)).
+    pub fn is_raw(&self) -> bool {
+        self.raw
+    }
+
+    /// Whether local properties are sent ([`properties`](Self::properties)).
+    pub fn sends_properties(&self) -> bool {
+        self.properties
+    }
+
+    /// Whether a diverged target is rolled back ([`rollback`](Self::rollback)).
+    pub fn rolls_back(&self) -> bool {
+        self.rollback
+    }
+
+    /// Whether targets whose source is gone are destroyed
+    /// ([`destroy_removed`](Self::destroy_removed)).
+    pub fn destroys_removed(&self) -> bool {
+        self.destroy_removed
+    }
+
+    /// How many datasets run at once ([`parallelism`](Self::parallelism)).
+    pub fn max_parallel(&self) -> usize {
+        self.parallelism
+    }
+
+    /// The prefix of our snapshots, bookmarks and holds
+    /// ([`prefix`](Self::prefix)).
+    pub fn snapshot_prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether plans start from the cursor bookmark
+    /// ([`cursor_planning`](Self::cursor_planning)).
+    pub fn plans_from_cursor(&self) -> bool {
+        self.cursor_planning
+    }
+
+    /// The dataset filter ([`filter`](Self::filter)).
+    pub fn dataset_filter(&self) -> &DatasetFilter {
+        &self.filter
+    }
+
+    /// What a first send carries ([`initial`](Self::initial)).
+    pub fn initial_send(&self) -> Initial {
+        self.initial
+    }
+
+    /// Whether missing target parents are created
+    /// ([`create_parents`](Self::create_parents)).
+    pub fn creates_parents(&self) -> bool {
+        self.create_parents
     }
 
     /// The send flags this replication uses.
