@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use zfs_core::{DatasetName, KeyStatus, NvList, Zfs};
-use zfs_replicate::file::{receive_file, send_to_file, verify_file};
+use zfs_replicate::file::{
+    receive_file, send_to_file, verify_file, verify_file_of, SendFileOptions,
+};
 use zfs_replicate::prune::{prune, prune_preview, take_snapshot, Retention};
 use zfs_replicate::{
     execute, Action, Base, CancelToken, Divergence, Error, ExecuteOptions, Replication,
@@ -425,8 +427,15 @@ fn stream_file_verified_corrupted_and_refused() {
     fill(&src, 8, 3, 200_000);
     let s1 = p.snap(&src, "s1");
     let path = std::env::temp_dir().join(format!("s1-{}.zstream", std::process::id()));
-    let size = send_to_file(&p.zfs, &s1, None, false, &path).unwrap();
+    let sent = send_to_file(&p.zfs, &s1, &SendFileOptions::new(), &path).unwrap();
+    let size = sent.bytes;
     assert!(size > 600_000);
+    assert_eq!(sent.guid, p.zfs.snapshot_info(&s1).unwrap().guid());
+    assert_eq!(sent.summary, verify_file_of(&path, sent.guid).unwrap());
+    // Intact, but not that snapshot's stream.
+    let e = verify_file_of(&path, sent.guid ^ 1).unwrap_err();
+    assert!(matches!(e, Error::UnexpectedStream { .. }), "{e}");
+    assert_eq!(e.kind(), zfs_replicate::ErrorKind::BadStream);
     let summary = verify_file(&path).unwrap();
     assert_eq!(summary.substreams.len(), 1);
     assert_eq!(
@@ -435,7 +444,7 @@ fn stream_file_verified_corrupted_and_refused() {
     );
     assert_eq!(summary.total_bytes, size);
     assert!(
-        send_to_file(&p.zfs, &s1, None, false, &path).is_err(),
+        send_to_file(&p.zfs, &s1, &SendFileOptions::new(), &path).is_err(),
         "never overwrites"
     );
 
@@ -1744,4 +1753,48 @@ fn a_sync_step_by_step_is_a_sync() {
     assert_eq!(p.names(&src), [second.clone()]);
     assert_eq!(p.names(&dst), [second]);
     assert_eq!(p.guids(&src), p.guids(&dst));
+}
+
+/// `send_to_file` reports progress, stops on a cancel and on a send error,
+/// and leaves no file behind either way.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn stream_file_progress_cancel_and_failure_leave_no_file() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let p = pair();
+    let src = p.src("cf");
+    p.create(&src);
+    fill(&src, 3, 8, 1 << 20);
+    let s1 = p.snap(&src, "s1");
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("cf-{}.zstream", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let opts = SendFileOptions::new()
+        .cancel_token(cancel)
+        .on_progress(move |written| {
+            if written >= 1 << 20 {
+                trigger.cancel();
+            }
+        });
+    let e = send_to_file(&p.zfs, &s1, &opts, &path).unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    assert!(!path.exists(), "a cancelled send leaves no file");
+
+    // A base that does not exist: the send's error, no file.
+    let opts = SendFileOptions::new().from(src.snapshot("nope").unwrap());
+    let e = send_to_file(&p.zfs, &s1, &opts, &path).unwrap_err();
+    assert_eq!(e.kind(), zfs_replicate::ErrorKind::NotFound, "{e}");
+    assert!(!path.exists());
+
+    // Progress grows to the file's size.
+    let last = Arc::new(AtomicU64::new(0));
+    let seen = last.clone();
+    let opts = SendFileOptions::new().on_progress(move |w| seen.store(w, Ordering::SeqCst));
+    let sent = send_to_file(&p.zfs, &s1, &opts, &path).unwrap();
+    assert_eq!(last.load(Ordering::SeqCst), sent.bytes);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), sent.bytes);
+    std::fs::remove_file(&path).unwrap();
 }

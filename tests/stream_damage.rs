@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use zfs_core::testing::FilePool;
 use zfs_core::{DatasetName, NvList, ReceiveOptions, SnapshotName, Zfs};
-use zfs_replicate::file::{receive_file, send_to_file, verify_file};
+use zfs_replicate::file::{receive_file, send_to_file, verify_file, SendFileOptions};
 use zfs_replicate::stream::{StreamError, StreamVerifier, RECORD_NAMES};
 use zfs_replicate::Error;
 use zfs_replicate_tests::{mount, unmount, write_file};
@@ -206,7 +206,9 @@ mod stream_damage {
         let s1 = snap(&zfs, &fs, "s1");
         let path = io_dir().join(format!("small-{}.zstream", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let size = send_to_file(&zfs, &s1, None, false, &path).unwrap();
+        let size = send_to_file(&zfs, &s1, &SendFileOptions::new(), &path)
+            .unwrap()
+            .bytes;
         let data = std::fs::read(&path).unwrap();
         assert_eq!(data.len() as u64, size);
         let summary = verify_file(&path).unwrap();
@@ -339,9 +341,11 @@ mod stream_damage {
         fill_small(&enc, 5);
         let e1 = snap(&zfs, &enc, "e1");
 
-        send_to_file(&zfs, &s1, None, false, &file("full")).unwrap();
-        send_to_file(&zfs, &s2, Some(s1.clone().into()), false, &file("inc")).unwrap();
-        send_to_file(&zfs, &e1, None, true, &file("raw")).unwrap();
+        send_to_file(&zfs, &s1, &SendFileOptions::new(), &file("full")).unwrap();
+        let inc = SendFileOptions::new().from(s1.clone());
+        send_to_file(&zfs, &s2, &inc, &file("inc")).unwrap();
+        let raw = SendFileOptions::new().raw(true);
+        send_to_file(&zfs, &e1, &raw, &file("raw")).unwrap();
 
         // The incremental's target holds s1 (received intact).
         let inc_target = pipe.root().child("inc").unwrap();

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use zfs_replicate::file::{send_to_file, verify_file};
+use zfs_replicate::file::{send_to_file, verify_file, SendFileOptions};
 
 use crate::cli::sh;
 use crate::context::Context;
@@ -87,7 +87,7 @@ pub fn stream_check_row(ctx: &mut Context) -> Row {
         .expect("a valid snapshot name");
     let file = std::env::temp_dir().join("bench.zstream");
     let _ = std::fs::remove_file(&file);
-    send_to_file(&ctx.zfs, &snapshot, None, false, &file)
+    send_to_file(&ctx.zfs, &snapshot, &SendFileOptions::new(), &file)
         .unwrap_or_else(|e| panic!("sending {snapshot} to a file: {e}"));
     let ours = times(ctx.runs, |_| {
         timed(|| {

@@ -1279,7 +1279,11 @@ fn send(args: &[OsString]) -> Result<u8, Fail> {
     };
     let path = PathBuf::from(output);
     let zfs = open()?;
-    let bytes = file::send_to_file(&zfs, &snapshot, from.clone(), p.has("raw"), &path)?;
+    let mut opts = file::SendFileOptions::new().raw(p.has("raw"));
+    if let Some(base) = &from {
+        opts = opts.from(base.clone());
+    }
+    let bytes = file::send_to_file(&zfs, &snapshot, &opts, &path)?.bytes;
     out!(
         "wrote {snapshot}{}{} to {}: {bytes} bytes",
         match &from {

@@ -89,6 +89,15 @@ pub enum Error {
     #[error("{dataset}: the filter selects none of its datasets")]
     NothingSelected { dataset: DatasetName },
 
+    /// A stream file is intact but not the stream expected: another
+    /// snapshot's (`found_guid`), or not one plain stream (None).
+    #[error("{}: not the stream of snapshot {expected_guid:#x} (found {})", path.display(), found_guid.map_or("no single stream".to_owned(), |g| format!("{g:#x}")))]
+    UnexpectedStream {
+        path: PathBuf,
+        expected_guid: u64,
+        found_guid: Option<u64>,
+    },
+
     /// A [`SyncRun`](crate::SyncRun) step was called out of order.
     #[error("sync step {step} needs {needs}")]
     OutOfOrder {
@@ -249,6 +258,7 @@ impl Error {
             Error::InvalidFilter { .. } => ErrorKind::InvalidArgument,
             Error::NothingSelected { .. } => ErrorKind::NotFound,
             Error::OutOfOrder { .. } => ErrorKind::InvalidArgument,
+            Error::UnexpectedStream { .. } => ErrorKind::BadStream,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

@@ -81,7 +81,7 @@ impl CancelToken {
     }
 
     /// Registers a transfer's wake-up (woken at once if already cancelled).
-    fn register(&self, wakeup: &Arc<Wakeup>) {
+    pub(crate) fn register(&self, wakeup: &Arc<Wakeup>) {
         let mut list = lock(&self.0.wakeups);
         list.retain(|w| w.strong_count() > 0);
         list.push(Arc::downgrade(wakeup));

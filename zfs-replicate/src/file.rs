@@ -5,18 +5,26 @@
 //! ```no_run
 //! use std::path::Path;
 //! use zfs_core::Zfs;
-//! use zfs_replicate::file::{receive_file, send_to_file, verify_file};
+//! use zfs_replicate::file::{receive_file, send_to_file, verify_file_of, SendFileOptions};
 //!
 //! let zfs = Zfs::open()?;
-//! send_to_file(&zfs, &"tank/home@monday".parse()?, None, false, Path::new("/mnt/usb/home.zstream"))?;
-//! let summary = verify_file(Path::new("/mnt/usb/home.zstream"))?;
+//! let file = Path::new("/mnt/usb/home.zstream");
+//! let sent = send_to_file(&zfs, &"tank/home@monday".parse()?, &SendFileOptions::new(), file)?;
+//! // Later: intact, and still the stream of that snapshot.
+//! let summary = verify_file_of(file, sent.guid)?;
 //! println!("{} records, guid {:#x}", summary.substreams[0].records, summary.substreams[0].to_guid);
-//! receive_file(&zfs, &"pipe/home".parse()?, Path::new("/mnt/usb/home.zstream"))?;
+//! receive_file(&zfs, &"pipe/home".parse()?, file)?;
 //! # Ok::<(), zfs_replicate::Error>(())
 //! ```
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
 
 use zfs_core::{
     DatasetName, NvList, ReceiveOptions, Received, SendFlags, SendOptions, SnapshotName,
@@ -24,8 +32,9 @@ use zfs_core::{
 };
 
 use crate::error::{Error, Result};
+use crate::execute::CancelToken;
 use crate::plan::DEFAULT_FLAGS;
-use crate::stream::{self, StreamSummary};
+use crate::stream::{self, StreamSummary, StreamVerifier};
 
 fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::Io {
@@ -35,38 +44,263 @@ fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Error {
     }
 }
 
-/// Writes a stream of `snapshot` (incremental from `from` if given) to a new
-/// file at `path` (an existing file is refused) and syncs it.
+/// How [`send_to_file`] sends: from a base (incremental) or not, raw or
+/// not, with a cancel token and a progress callback.
+///
+/// ```
+/// use zfs_replicate::file::SendFileOptions;
+/// use zfs_replicate::CancelToken;
+///
+/// let opts = SendFileOptions::new()
+///     .from("tank/home@sunday".parse::<zfs_core::SnapshotName>()?)
+///     .raw(true)
+///     .cancel_token(CancelToken::new())
+///     .on_progress(|written| eprint!("\r{written} bytes"));
+/// # let _ = opts;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct SendFileOptions {
+    base: Option<SnapshotOrBookmark>,
+    raw: bool,
+    cancel: CancelToken,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SendFileOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendFileOptions")
+            .field("base", &self.base)
+            .field("raw", &self.raw)
+            .field("cancel", &self.cancel)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl SendFileOptions {
+    /// A full, non-raw stream, no cancel, no progress.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An incremental stream from `base` (a snapshot or bookmark of the
+    /// same dataset).
+    pub fn from(mut self, base: impl Into<SnapshotOrBookmark>) -> Self {
+        self.base = Some(base.into());
+        self
+    }
+
+    /// A raw stream (encrypted data stays encrypted).
+    pub fn raw(mut self, yes: bool) -> Self {
+        self.raw = yes;
+        self
+    }
+
+    /// Stops the send when `token` is cancelled: the file is removed and
+    /// the result is [`Error::Cancelled`].
+    pub fn cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// Calls `f` with the bytes written so far, after each chunk (up to
+    /// 1 MiB).
+    pub fn on_progress(mut self, f: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(f));
+        self
+    }
+
+    fn send_options(&self) -> SendOptions {
+        let mut flags = DEFAULT_FLAGS;
+        if self.raw {
+            flags |= SendFlags::RAW;
+        }
+        let opts = SendOptions::new().flags(flags);
+        match &self.base {
+            Some(b) => opts.from(b.clone()),
+            None => opts,
+        }
+    }
+}
+
+/// What [`send_to_file`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentFile {
+    /// Bytes in the file.
+    pub bytes: u64,
+    /// The GUID of the snapshot sent (the stream's, checked against the
+    /// snapshot's).
+    pub guid: u64,
+    /// The stream as it was verified while it was written.
+    pub summary: StreamSummary,
+}
+
+/// Writes a stream of `snapshot` to a new file at `path` (an existing file
+/// is refused), verifying every record's checksum as it is written, and
+/// syncs it. On any failure, and on a cancel, the file is removed: a file
+/// that exists was written whole and verified, and its stream is
+/// `snapshot`'s (its GUID checked).
 pub fn send_to_file(
     zfs: &Zfs,
     snapshot: &SnapshotName,
-    from: Option<SnapshotOrBookmark>,
-    raw: bool,
+    opts: &SendFileOptions,
     path: &Path,
-) -> Result<u64> {
-    let mut flags = DEFAULT_FLAGS;
-    if raw {
-        flags |= SendFlags::RAW;
-    }
-    let mut opts = SendOptions::new().flags(flags);
-    if let Some(f) = from {
-        opts = opts.from(f);
-    }
+) -> Result<SentFile> {
+    let guid = zfs.snapshot_info(snapshot)?.guid();
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(|e| io("create", path, e))?;
-    let result = zfs
-        .send(snapshot, &opts, &file)
-        .map_err(Error::from)
-        .and_then(|()| file.sync_all().map_err(|e| io("sync", path, e)));
-    if let Err(e) = result {
+    let result = write_stream(zfs, snapshot, opts, &file, path).and_then(|summary| {
+        file.sync_all().map_err(|e| io("sync", path, e))?;
+        let found = summary.substreams.first().map(|s| s.to_guid);
+        if found != Some(guid) {
+            return Err(Error::UnexpectedStream {
+                path: path.to_path_buf(),
+                expected_guid: guid,
+                found_guid: found,
+            });
+        }
+        Ok(SentFile {
+            bytes: summary.total_bytes,
+            guid,
+            summary,
+        })
+    });
+    if result.is_err() {
         drop(file);
         let _ = std::fs::remove_file(path); // never leave a partial stream behind
-        return Err(e);
     }
-    Ok(file.metadata().map_err(|e| io("stat", path, e))?.len())
+    result
+}
+
+/// How the copy from the send's pipe into the file ended.
+enum Copied {
+    Done(StreamSummary),
+    Cancelled,
+}
+
+/// Sends into a pipe on a thread of its own; copies the pipe into `file`
+/// through a verifier. The sender's error is the cause when there is one
+/// (a stream cut short is its symptom).
+fn write_stream(
+    zfs: &Zfs,
+    snapshot: &SnapshotName,
+    opts: &SendFileOptions,
+    file: &File,
+    path: &Path,
+) -> Result<StreamSummary> {
+    let send = opts.send_options();
+    let pipe = Pipe::new(COPY_CHUNK).map_err(Error::from)?;
+    let wakeup = Arc::new(Wakeup::new().map_err(Error::from)?);
+    opts.cancel.register(&wakeup);
+    let (read, write) = (pipe.read, pipe.write);
+    let target = snapshot.dataset();
+    std::thread::scope(|scope| {
+        let sender = std::thread::Builder::new()
+            .name("zfs-send".to_owned())
+            .spawn_scoped(scope, move || {
+                let _ = zfs_core::signal::block_async_signals();
+                let write = write; // closed when the send ends
+                zfs.send(snapshot, &send, &write)
+            })
+            .map_err(|source| Error::Thread {
+                target: target.clone(),
+                source,
+            })?;
+        // `read` is closed when the copy ends: a sender still writing gets
+        // EPIPE (its signals are blocked) and stops.
+        let copied = copy_verified(read, file, &wakeup, opts, path);
+        let sent = sender.join().map_err(|_| Error::Panicked {
+            thread: "send",
+            target: target.clone(),
+        })?;
+        match (copied, sent) {
+            (Ok(Copied::Cancelled), _) => Err(Error::Cancelled {
+                done: Box::default(),
+            }),
+            (Ok(Copied::Done(summary)), Ok(())) => Ok(summary),
+            (_, Err(e)) => Err(Error::Zfs(e)),
+            (Err(e), Ok(())) => Err(e),
+        }
+    })
+}
+
+/// Bytes per read from the send's pipe (and the pipe's size).
+const COPY_CHUNK: usize = 1 << 20;
+/// How long a wait for the pipe lasts before the cancel flag is looked at
+/// again (a wake-up ends it sooner).
+const COPY_POLL: Duration = Duration::from_millis(500);
+
+fn copy_verified(
+    read: OwnedFd,
+    mut file: &File,
+    wakeup: &Wakeup,
+    opts: &SendFileOptions,
+    path: &Path,
+) -> Result<Copied> {
+    let mut verifier = StreamVerifier::new();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    let mut read = File::from(read);
+    let mut written = 0u64;
+    loop {
+        loop {
+            if opts.cancel.is_cancelled() {
+                return Ok(Copied::Cancelled);
+            }
+            let ready = poll(
+                &[(&read, Interest::Read), (wakeup.fd(), Interest::Read)],
+                COPY_POLL,
+            )
+            .map_err(|e| io("poll", path, e))?;
+            if ready[0].any() {
+                break;
+            }
+        }
+        let n = match read.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io("read the stream", path, e)),
+        };
+        verifier.update(&buf[..n]).map_err(|source| Error::Stream {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        file.write_all(&buf[..n])
+            .map_err(|e| io("write", path, e))?;
+        written += n as u64;
+        if let Some(progress) = &opts.progress {
+            progress(written);
+        }
+    }
+    verifier
+        .finish()
+        .map(Copied::Done)
+        .map_err(|source| Error::Stream {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Checks that the stream file at `path` is intact (as [`verify_file`])
+/// and is a stream of the snapshot whose GUID is `guid`: intact, and the
+/// snapshot meant. Another snapshot's stream is
+/// [`Error::UnexpectedStream`].
+pub fn verify_file_of(path: &Path, guid: u64) -> Result<StreamSummary> {
+    let summary = verify_file(path)?;
+    let found = summary.substreams.first().map(|s| s.to_guid);
+    if summary.compound || summary.substreams.len() != 1 || found != Some(guid) {
+        return Err(Error::UnexpectedStream {
+            path: path.to_path_buf(),
+            expected_guid: guid,
+            found_guid: found,
+        });
+    }
+    Ok(summary)
 }
 
 /// Verifies every record checksum and END checksum of a stream file.

@@ -473,7 +473,9 @@ fn a_sync_report_in_json() {
             ),
         ],
         destroyed: vec![name("pipe/home/gone")],
-        bookmarks: vec!["tank/home#backup_0123abcd_fedcba9876543210".parse().unwrap()],
+        bookmarks: vec!["tank/home#backup_0123abcd_fedcba9876543210"
+            .parse()
+            .unwrap()],
     };
     let pruned = PruneReport {
         destroyed: vec!["pipe/home@backup_old".parse().unwrap()],
