@@ -12,7 +12,7 @@ use zfs_core::{DatasetName, KeyStatus, NvList, Zfs};
 use zfs_replicate::file::{
     receive_file, send_to_file, verify_file, verify_file_of, SendFileOptions,
 };
-use zfs_replicate::prune::{prune, prune_preview, take_snapshot, Retention};
+use zfs_replicate::prune::{prune, prune_preview, take_snapshot, PruneOptions, Retention};
 use zfs_replicate::{
     execute, Action, Base, CancelToken, Divergence, Error, ExecuteOptions, Replication,
 };
@@ -522,7 +522,7 @@ fn pruning_lists_from_its_anchor() {
 
     // No anchor yet: every snapshot is listed, the anchor is left at the
     // oldest kept.
-    let report = prune(&p.zfs, &fs, false, &keep, &[]).unwrap();
+    let report = prune(&p.zfs, &fs, &PruneOptions::new(keep.clone())).unwrap();
     let destroyed: Vec<&str> = report.destroyed.iter().map(|s| s.short_name()).collect();
     assert_eq!(destroyed, first[..3]);
     let mark = p.zfs.bookmark_info(&anchor).unwrap();
@@ -539,7 +539,7 @@ fn pruning_lists_from_its_anchor() {
     for _ in 0..3 {
         names.push(ours());
         let calls = snapshot_list_ioctls(&p.zfs);
-        let report = prune(&p.zfs, &fs, false, &keep, &[]).unwrap();
+        let report = prune(&p.zfs, &fs, &PruneOptions::new(keep.clone())).unwrap();
         let spent = snapshot_list_ioctls(&p.zfs) - calls;
         assert_eq!(report.destroyed.len(), 1);
         assert_eq!(report.destroyed[0].short_name(), names.remove(0));
@@ -558,7 +558,7 @@ fn pruning_lists_from_its_anchor() {
     }
     names.push(ours());
     names.push(ours());
-    let report = prune(&p.zfs, &fs, false, &keep, &[]).unwrap();
+    let report = prune(&p.zfs, &fs, &PruneOptions::new(keep.clone())).unwrap();
     assert_eq!(report.destroyed.len(), 2);
     let after = p.zfs.bookmark_info(&anchor).unwrap();
     assert_ne!(after.guid(), before.guid(), "the anchor moved");
@@ -568,7 +568,7 @@ fn pruning_lists_from_its_anchor() {
         .unwrap();
     assert_eq!(after.guid(), oldest.guid());
     let calls = snapshot_list_ioctls(&p.zfs);
-    let report = prune(&p.zfs, &fs, false, &keep, &[]).unwrap();
+    let report = prune(&p.zfs, &fs, &PruneOptions::new(keep.clone())).unwrap();
     assert!(report.destroyed.is_empty());
     assert_eq!(snapshot_list_ioctls(&p.zfs) - calls, 2 + 1);
 }
@@ -627,9 +627,7 @@ fn pruning_keeps_the_base_and_others_snapshots() {
     let report = prune(
         &p.zfs,
         &src,
-        false,
-        &Retention::keep_newest("bk", 0),
-        &[base_guid],
+        &PruneOptions::new(Retention::keep_newest("bk", 0)).protect([base_guid]),
     )
     .unwrap();
     assert_eq!(report.kept_held, vec![held.clone()]);
@@ -680,8 +678,8 @@ fn pruning_by_a_grid_with_an_injected_clock() {
     // What the pure function decides is what the prune does.
     let expected: Vec<bool> = rule.keeps_at(now, &times);
     let retention = Retention::new("gr", rule);
-    let preview = prune_preview(&p.zfs, &fs, false, &retention, &[]).unwrap();
-    let report = prune(&p.zfs, &fs, false, &retention, &[]).unwrap();
+    let preview = prune_preview(&p.zfs, &fs, &PruneOptions::new(retention.clone())).unwrap();
+    let report = prune(&p.zfs, &fs, &PruneOptions::new(retention.clone())).unwrap();
     assert_eq!(preview.report, report, "the preview is what the prune did");
     // Four overwritten versions of 256 KiB among the destroyed (the fifth,
     // from before snapshot 50, is still referenced by the kept ones).

@@ -1155,13 +1155,9 @@ fn prune(args: &[OsString]) -> Result<u8, Fail> {
     let rule = rule_arg(&p)?.ok_or_else(|| usage("prune needs --keep N or --retain GRID"))?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let zfs = open()?;
-    let report = zfs_replicate::prune::prune(
-        &zfs,
-        &dataset,
-        p.has("recursive"),
-        &Retention::new(prefix, rule),
-        &[],
-    )?;
+    let opts = zfs_replicate::prune::PruneOptions::new(Retention::new(prefix, rule))
+        .recursive(p.has("recursive"));
+    let report = zfs_replicate::prune::prune(&zfs, &dataset, &opts)?;
     print_pruned(&report, "");
     Ok(0)
 }

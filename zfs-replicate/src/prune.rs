@@ -7,13 +7,14 @@
 //!
 //! ```no_run
 //! use zfs_core::Zfs;
-//! use zfs_replicate::prune::{prune, take_snapshot, Retention};
+//! use zfs_replicate::prune::{prune, take_snapshot, PruneOptions, Retention};
 //!
 //! let zfs = Zfs::open()?;
 //! let home = "tank/home".parse()?;
 //! let snap = take_snapshot(&zfs, &home, true, "backup")?;
 //! println!("took {snap}");
-//! let report = prune(&zfs, &home, true, &Retention::keep_newest("backup", 7), &[])?;
+//! let opts = PruneOptions::new(Retention::keep_newest("backup", 7)).recursive(true);
+//! let report = prune(&zfs, &home, &opts)?;
 //! println!("destroyed {}", report.destroyed.len());
 //! # Ok::<(), zfs_replicate::Error>(())
 //! ```
@@ -202,25 +203,67 @@ pub struct PruneReport {
 /// Without an anchor, every snapshot is listed. The anchor is moved only
 /// when the listing from it grew long ([`ANCHOR_SLACK`]), so most prunes
 /// leave bookmarks alone; moves are batched per pool.
-pub fn prune(
-    zfs: &Zfs,
-    dataset: &DatasetName,
-    recursive: bool,
-    retention: &Retention,
-    protect: &[u64],
-) -> Result<PruneReport> {
-    prune_with(&Local::new(zfs), dataset, recursive, retention, protect)
+///
+/// ```no_run
+/// use zfs_replicate::prune::{prune, PruneOptions, Retention};
+///
+/// let zfs = zfs_core::Zfs::open()?;
+/// let opts = PruneOptions::new(Retention::keep_newest("backup", 7)).recursive(true);
+/// let report = prune(&zfs, &"pipe/home".parse()?, &opts)?;
+/// println!("destroyed {}", report.destroyed.len());
+/// # Ok::<(), zfs_replicate::Error>(())
+/// ```
+pub fn prune(zfs: &Zfs, dataset: &DatasetName, opts: &PruneOptions) -> Result<PruneReport> {
+    prune_with(&Local::new(zfs), dataset, opts)
 }
 
 /// [`prune`] on an endpoint: local, remote, or an embedder's own.
 pub fn prune_with(
     side: &dyn Endpoint,
     dataset: &DatasetName,
-    recursive: bool,
-    retention: &Retention,
-    protect: &[u64],
+    opts: &PruneOptions,
 ) -> Result<PruneReport> {
-    prune_datasets(side, &tree(side, dataset, recursive)?, retention, protect)
+    prune_datasets(
+        side,
+        &tree(side, dataset, opts.recursive)?,
+        &opts.retention,
+        &opts.protect,
+    )
+}
+
+/// What [`prune`] keeps and where: a [`Retention`] (our prefix and a
+/// rule), the dataset alone or its descendants too, and the GUIDs of
+/// snapshots never to destroy (the common bases a `sync` passes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneOptions {
+    pub retention: Retention,
+    pub recursive: bool,
+    pub protect: Vec<u64>,
+}
+
+impl PruneOptions {
+    /// The dataset alone, nothing protected beyond what a prune always
+    /// keeps (held snapshots, and snapshots not ours).
+    pub fn new(retention: Retention) -> Self {
+        PruneOptions {
+            retention,
+            recursive: false,
+            protect: Vec::new(),
+        }
+    }
+
+    /// Prunes the descendants too.
+    pub fn recursive(mut self, yes: bool) -> Self {
+        self.recursive = yes;
+        self
+    }
+
+    /// Never destroys the snapshots with these GUIDs.
+    pub fn protect(mut self, guids: impl IntoIterator<Item = u64>) -> Self {
+        self.protect.extend(guids);
+        self
+    }
 }
 
 /// What [`prune`] would do, changing nothing.
@@ -241,12 +284,11 @@ pub struct PrunePreview {
 pub fn prune_preview(
     zfs: &Zfs,
     dataset: &DatasetName,
-    recursive: bool,
-    retention: &Retention,
-    protect: &[u64],
+    opts: &PruneOptions,
 ) -> Result<PrunePreview> {
+    let (retention, protect) = (&opts.retention, opts.protect.as_slice());
     let side = Local::new(zfs);
-    let datasets = tree(&side, dataset, recursive)?;
+    let datasets = tree(&side, dataset, opts.recursive)?;
     let views = crate::parallel::in_parallel(&datasets, |d| {
         DatasetView::list(&side, d, retention, protect)
     })?;
