@@ -1145,3 +1145,40 @@ fn receive_with_origin_makes_a_clone() {
         .to_owned();
     assert_eq!(origin, snap(&base, "s1").as_str());
 }
+
+/// The `testing` helpers an embedder's tests use: `require_zfs` finds ZFS
+/// (root in the VM), `fill` writes fixture data through a mount(2) of its
+/// own, `Mounted` shows a snapshot read-only and unmounts on drop.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn testing_helpers_require_zfs_fill_and_mount() {
+    use zfs_core::testing::{fill, require_zfs, Mounted};
+    let zfs = require_zfs().expect("ZFS in the test VM");
+    let pool = FilePool::create_unique(&zfs, "helpers", 128 << 20).unwrap();
+    let fs = pool.root().child("data").unwrap();
+    zfs.create_filesystem(&fs, &zfs_core::NvList::new())
+        .unwrap();
+    fill(&fs, (2 << 20) + 5, 7).unwrap();
+    let snap = fs.snapshot("s1").unwrap();
+    zfs.snapshot(std::slice::from_ref(&snap)).unwrap();
+    let mounted = Mounted::new(&snap).unwrap();
+    let dir = mounted.path().to_path_buf();
+    let mut sizes: Vec<u64> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    sizes.sort();
+    assert_eq!(sizes, [5, 1 << 20, 1 << 20]);
+    // Read-only: a snapshot cannot be written.
+    assert!(std::fs::write(dir.join("new"), b"x").is_err());
+    let mounts = || std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(mounts().contains(dir.to_str().unwrap()));
+    drop(mounted);
+    assert!(
+        !mounts().contains(dir.to_str().unwrap()),
+        "unmounted on drop"
+    );
+    assert!(!dir.exists(), "its directory removed");
+    // Nothing left mounted: the pool goes away cleanly.
+    pool.destroy().unwrap();
+}

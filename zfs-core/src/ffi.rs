@@ -717,6 +717,45 @@ pub(crate) fn random_u64() -> Result<u64, Errno> {
     Ok(u64::from_le_bytes(buf))
 }
 
+/// mount(2) of a ZFS dataset (or snapshot) at `dir`, read-only or not.
+#[cfg(feature = "testing")]
+pub(crate) fn mount_zfs(source: &CStr, dir: &CStr, readonly: bool) -> Result<(), Errno> {
+    let flags = if readonly { libc::MS_RDONLY } else { 0 };
+    // SAFETY: NUL-terminated strings; no options (NULL data).
+    let r = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            dir.as_ptr(),
+            c"zfs".as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
+/// The effective user id.
+#[cfg(feature = "testing")]
+pub(crate) fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// umount(2) of `dir`.
+#[cfg(feature = "testing")]
+pub(crate) fn unmount(dir: &CStr) -> Result<(), Errno> {
+    // SAFETY: a NUL-terminated path.
+    if unsafe { libc::umount(dir.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(last_errno())
+    }
+}
+
 pub(crate) fn lzc_unload_key(name: &CStr) -> Result<(), Errno> {
     // SAFETY: a NUL-terminated name.
     rc(profiled("lzc_unload_key", || unsafe {

@@ -220,3 +220,109 @@ pub fn partial_receive_exists(_zfs: &Zfs, target: &DatasetName) -> bool {
 pub fn call_profile() -> Vec<(&'static str, u64, std::time::Duration)> {
     crate::ffi::profile::take()
 }
+
+/// The ZFS handle, or None (with the reason on stderr) when this machine
+/// cannot run ZFS tests: no module, no `/dev/zfs`, or not root. For an
+/// embedder's own tests, which should skip, not fail, where ZFS is absent:
+///
+/// ```no_run
+/// #[test]
+/// fn backs_up_my_fixture() {
+///     let Some(zfs) = zfs_core::testing::require_zfs() else {
+///         return; // skipped: the reason is on stderr
+///     };
+///     // ... FilePool::create(&zfs, "scratch", 256 << 20) ...
+/// #   let _ = zfs;
+/// }
+/// ```
+pub fn require_zfs() -> Option<Zfs> {
+    let reason = match Zfs::open() {
+        Ok(zfs) => {
+            if crate::ffi::effective_uid() == 0 {
+                return Some(zfs);
+            }
+            "not root (pools on files need CAP_SYS_ADMIN)".to_owned()
+        }
+        Err(e) => e.to_string(),
+    };
+    eprintln!("skipped: ZFS is not usable here: {reason}");
+    None
+}
+
+/// A dataset (or snapshot, read-only) mounted at a directory of its own
+/// under [`pool_dir`], through mount(2) (no `zfs` CLI), unmounted (and the
+/// directory removed) on drop.
+#[derive(Debug)]
+pub struct Mounted {
+    dir: PathBuf,
+}
+
+impl Mounted {
+    /// Mounts `name` (a filesystem, or a snapshot: read-only) at a fresh
+    /// directory.
+    pub fn new(name: &impl crate::name::AnyName) -> Result<Mounted> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = pool_dir().join(format!(
+            "mnt-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("mkdir", dir.display().to_string(), e))?;
+        let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|_| {
+            Error::invalid(
+                "mount",
+                dir.display().to_string(),
+                ErrorKind::InvalidArgument,
+                "a NUL in the path",
+            )
+        })?;
+        let readonly = name.as_str().contains('@');
+        if let Err(errno) = ffi::mount_zfs(&name.to_c_name(), &c_dir, readonly) {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(Error::from_errno("mount", name.as_str(), errno));
+        }
+        Ok(Mounted { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Ok(c_dir) = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()) {
+            let _ = ffi::unmount(&c_dir);
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Writes `bytes` of pseudo-random data (from `seed`) into the filesystem
+/// `dataset`, in files of at most 1 MiB named `fill-<seed>-<n>`, mounting
+/// it for the while: fixture data for a test.
+pub fn fill(dataset: &DatasetName, bytes: u64, seed: u64) -> Result<()> {
+    let mounted = Mounted::new(dataset)?;
+    let mut x = seed | 1;
+    let mut left = bytes;
+    let mut n = 0;
+    while left > 0 {
+        let len = left.min(1 << 20) as usize;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let path = mounted.path().join(format!("fill-{seed}-{n}"));
+        std::fs::write(&path, data)
+            .map_err(|e| Error::io("write", path.display().to_string(), e))?;
+        left -= len as u64;
+        n += 1;
+    }
+    Ok(())
+}

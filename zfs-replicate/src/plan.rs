@@ -535,21 +535,8 @@ impl Replication {
         }
         let src_marks = src.bookmarks(&source)?;
         let flags = self.send_flags();
-        let mut step = Step {
-            source: source.clone(),
-            target: target.clone(),
-            action: Action::UpToDate,
-            divergence: None,
-            rollback: None,
-            resume: None,
-            estimated_bytes: 0,
-            flags,
-            receive_props: NvList::new(),
-            receive_overrides: NvList::new(),
-            listing: Listing::Full,
-            inherit_key: false,
-            create_parents: Vec::new(),
-        };
+        let mut step = Step::new(source.clone(), target.clone(), Action::UpToDate);
+        step.flags = flags;
         step.receive_props = self.receive_props(&src_props, &source);
         step.receive_overrides = self.overrides_for(&src_props)?;
         let view = match self.cursor_view(sides, &source, &target, &src_marks, &src_props) {
@@ -1257,6 +1244,44 @@ pub struct Step {
 }
 
 impl Step {
+    /// A step that does `action` from `source` into `target`, with nothing
+    /// else set (no divergence, estimate 0, the default flags): for an
+    /// embedder's tests of its own rendering, without ZFS. Plans come from
+    /// [`Replication::plan`].
+    ///
+    /// ```
+    /// use zfs_core::Snapshot;
+    /// use zfs_replicate::{Action, Plan, Replication, Step};
+    ///
+    /// let repl = Replication::new("tank/a".parse()?, "pipe/a".parse()?);
+    /// let first = Snapshot::new("tank/a@monday".parse()?, 0x1234, 100);
+    /// let action = Action::Full { snapshot: first, then: Vec::new() };
+    /// let plan = Plan {
+    ///     steps: vec![Step::new("tank/a".parse()?, "pipe/a".parse()?, action)],
+    ///     replication: repl,
+    ///     removed_on_source: Vec::new(),
+    /// };
+    /// assert!(plan.to_string().contains("full monday"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(source: DatasetName, target: DatasetName, action: Action) -> Step {
+        Step {
+            source,
+            target,
+            action,
+            divergence: None,
+            rollback: None,
+            resume: None,
+            estimated_bytes: 0,
+            flags: DEFAULT_FLAGS,
+            receive_props: NvList::new(),
+            receive_overrides: NvList::new(),
+            listing: Listing::Full,
+            inherit_key: false,
+            create_parents: Vec::new(),
+        }
+    }
+
     /// Whether the step creates its target: a full transfer, when it can
     /// run.
     pub fn creates_target(&self) -> bool {
