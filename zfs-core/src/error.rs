@@ -440,6 +440,8 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "dup",
     "eventfd",
     "fstat",
+    "mkdir",
+    "mount",
     "open",
     "pipe2",
     "pthread_sigmask",
