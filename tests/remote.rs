@@ -928,3 +928,33 @@ fn compressed_push_equals_plain() {
         contents(&zstd.snapshot(short).unwrap())
     );
 }
+
+/// A server whose policy's root is the target itself, which does not exist
+/// yet: the first (full) push plans without looking above the root (the
+/// parent check and the encryption check of a new target stop at what the
+/// policy shows), and lands.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_first_push_into_a_policy_root_that_does_not_exist_yet() {
+    let p = pair();
+    let src = p.src("home");
+    p.create(&src);
+    fill(&src, 1, 2, 100_000);
+    p.snap(&src, "s1");
+    let backups = p.dst("backups");
+    p.create(&backups);
+    let dst = ds(&backups, "home");
+    let local = Local::new(&p.zfs);
+    let policy = Policy::new().allow(dst.clone(), Access::Receive);
+    let repl = Replication::new(src.clone(), dst.clone())
+        .recursive(true)
+        .prefix("root");
+    let (report, _) = served(&policy, |nas, _| {
+        let plan = repl.plan_with(&local, nas).expect("planned");
+        assert!(plan.divergences().is_empty(), "{plan}");
+        repl.sync_with(&local, nas, &opts(), Keep::default())
+    });
+    let report = report.expect("the first push");
+    assert!(report.report.bytes() > 0);
+    assert_eq!(p.guids(&src), p.guids(&dst));
+}

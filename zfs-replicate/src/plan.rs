@@ -34,7 +34,7 @@ use zfs_core::{
     Snapshot, SnapshotName, Zfs,
 };
 
-use crate::endpoint::{Endpoint, Local, Sides};
+use crate::endpoint::{Endpoint, Local, Op, Sides};
 use crate::error::{Error, Result};
 use crate::select::{DatasetFilter, Initial, SnapshotFilter};
 
@@ -500,7 +500,10 @@ impl Replication {
             let mut missing = Vec::new();
             let mut at = step.target.parent();
             while let Some(parent) = at {
-                if created.contains(&parent) || tgt.exists(&parent)? {
+                // Beyond what a remote server lets us see (its policy's
+                // root): left to the receive.
+                let hidden = tgt.refusal(Op::List, &parent).is_some();
+                if hidden || created.contains(&parent) || tgt.exists(&parent)? {
                     break;
                 }
                 at = parent.parent();
@@ -923,6 +926,11 @@ fn target_encryption(
             let mut at = target.parent();
             loop {
                 let Some(d) = at else { return Ok(None) };
+                if tgt.refusal(Op::List, &d).is_some() {
+                    // Beyond what a remote server lets us see: unknown,
+                    // taken as unencrypted (the receive has the last word).
+                    return Ok(None);
+                }
                 match tgt.properties(&d) {
                     Ok(p) => break p,
                     Err(e) if e.kind() == crate::ErrorKind::NotFound => at = d.parent(),
