@@ -257,6 +257,17 @@ fn change_key_rewraps_and_inherit_key_joins_the_parent() {
         .create_encrypted_filesystem(&child, &props, &[9; 32])
         .unwrap();
     assert_eq!(encryption_root(&p, &child).as_deref(), Some(child.as_str()));
+    // Forcing it to use the parent's key without rewrapping is refused
+    // while its key is loaded (the kernel would free a key in use), and
+    // when its key is not wrapped as the parent's (raw, not hex): nothing
+    // changes.
+    let e = p.zfs.force_inherit_key(&child).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    p.zfs.unload_key(&child).unwrap();
+    let e = p.zfs.force_inherit_key(&child).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+    assert_eq!(encryption_root(&p, &child).as_deref(), Some(child.as_str()));
+    p.zfs.load_key(&child, &[9; 32]).unwrap();
     p.zfs.inherit_key(&child).unwrap();
     assert_eq!(encryption_root(&p, &child).as_deref(), Some(fs.as_str()));
     // ... and loads with it.
@@ -264,6 +275,18 @@ fn change_key_rewraps_and_inherit_key_joins_the_parent() {
     assert_eq!(key_status(&p, &child), Some(KeyStatus::Unavailable));
     p.zfs.load_key(&fs, HEX_KEY).unwrap();
     assert_eq!(key_status(&p, &child), Some(KeyStatus::Available));
+    // And back to a root of its own, without rewrapping: its key is now
+    // wrapped with the parent's, so the parent's key loads it.
+    let e = p.zfs.force_new_key(&child).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
+    p.zfs.unload_key(&fs).unwrap();
+    p.zfs.force_new_key(&child).unwrap();
+    assert_eq!(encryption_root(&p, &child).as_deref(), Some(child.as_str()));
+    p.zfs.load_key(&child, HEX_KEY).unwrap();
+    p.zfs.unload_key(&child).unwrap();
+    p.zfs.load_key(&fs, HEX_KEY).unwrap();
+    p.zfs.force_inherit_key(&child).unwrap();
+    assert_eq!(encryption_root(&p, &child).as_deref(), Some(fs.as_str()));
     // It is no longer an encryption root; the parent of an unencrypted
     // dataset has no key to give.
     let e = p.zfs.inherit_key(&child).unwrap_err();
@@ -416,4 +439,47 @@ fn non_raw_replication_into_an_encrypted_parent() {
     sync(&p, &repl);
     assert_eq!(p.guids(&src), p.guids(&dst));
     summary("keys: non-raw backups go into an encrypted parent, full and incremental; a missing key is a divergence");
+}
+
+/// A raw recursive backup that selects a child but not the encryption root
+/// it inherits its key from: the child's target stays its own encryption
+/// root (its parent on the target is a placeholder, not that root's copy)
+/// and loads with the source root's key.
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn a_selected_child_without_its_encryption_root_keeps_its_own() {
+    use zfs_replicate::DatasetFilter;
+    let p = pair();
+    let tree = p.src("sel");
+    create_with_passphrase(&tree, "the sel passphrase");
+    unmount(tree.as_str());
+    let (x, y) = (p.src("sel/x"), p.src("sel/x/y"));
+    p.create(&x);
+    p.create(&y);
+    fill(&y, 4, 1, 100_000);
+    zfs_replicate_tests::set(y.as_str(), &[("backup:job", "off-site")]);
+    for d in [&tree, &x, &y] {
+        p.snap(d, "s1");
+    }
+    let dst = p.dst("sel");
+    let repl = Replication::new(tree.clone(), dst.clone())
+        .recursive(true)
+        .raw(true)
+        .create_parents(true)
+        .filter(
+            DatasetFilter::new()
+                .only_property("backup:job", "off-site")
+                .unwrap(),
+        );
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert_eq!(plan.steps.len(), 1, "{plan}");
+    assert_eq!(plan.steps[0].inherit_key, None);
+    execute(&p.zfs, &plan, &ExecuteOptions::default()).unwrap();
+    let dy = p.dst("sel/x/y");
+    assert_eq!(encryption_root(&p, &dy).as_deref(), Some(dy.as_str()));
+    p.zfs.load_key(&dy, b"the sel passphrase").unwrap();
+    assert_eq!(
+        contents(&y.snapshot("s1").unwrap()),
+        contents(&dy.snapshot("s1").unwrap())
+    );
 }

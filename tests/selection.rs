@@ -155,6 +155,13 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
     assert!(plan.removed_on_source.is_empty(), "{plan}");
     run(&p, &repl);
     assert!(p.zfs.exists(&p.dst("root/c")));
+
+    // The root selected now: its target is the placeholder made for its
+    // children, which a full stream cannot go into; said, nothing sent.
+    set(root.as_str(), &[("backup:job", "offsite")]);
+    let plan = repl.plan(&p.zfs).unwrap();
+    let root_step = plan.steps.iter().find(|s| s.target == dst).unwrap();
+    assert_eq!(root_step.divergence, Some(Divergence::TargetIsPlaceholder));
     summary("selection: by name and by inherited property; parents created as placeholders; excluded then included");
 }
 
@@ -220,6 +227,19 @@ fn snapshots_are_hopped_over_and_a_first_send_can_take_only_the_newest() {
     let repl = Replication::new(src.clone(), newest.clone()).initial(Initial::MostRecent);
     run(&p, &repl);
     assert_eq!(p.names(&newest), ["keep5", "hourly6", "keep7"]);
+    // A filter that would leave out the snapshot sync takes is refused
+    // before anything changes.
+    let before = p.names(&src);
+    let e = Replication::new(src.clone(), hop.clone())
+        .snapshot_filter(no_hourly)
+        .prefix("hourly")
+        .sync(&p.zfs, &zfs_replicate::ExecuteOptions::new(), None)
+        .unwrap_err();
+    assert!(
+        matches!(e, zfs_replicate::Error::InvalidFilter { .. }),
+        "{e}"
+    );
+    assert_eq!(p.names(&src), before);
     // A filter that admits nothing new leaves the target up to date.
     let none = Replication::new(src.clone(), hop.clone()).snapshot_filter(|_| false);
     let plan = none.plan(&p.zfs).unwrap();

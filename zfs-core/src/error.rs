@@ -228,12 +228,11 @@ pub enum ErrorKind {
     /// A wrong encryption key (or one of the wrong format) for
     /// [`Zfs::load_key`](crate::Zfs::load_key); nothing was loaded.
     WrongKey,
-    /// The encryption key needed is not loaded: load it first
-    /// ([`Zfs::load_key`](crate::Zfs::load_key)). From a key change, and
-    /// from a non-raw receive into an encrypted dataset.
-    KeyNotLoaded,
     /// Anything else; see the errno.
     Other,
+    /// The encryption key needed is not loaded: load it first
+    /// ([`Zfs::load_key`](crate::Zfs::load_key)). From a key change.
+    KeyNotLoaded,
 }
 
 impl ErrorKind {

@@ -62,6 +62,8 @@ pub const DEFAULT_PBKDF2_ITERATIONS: u64 = 350_000;
 const DCP_CMD_NEW_KEY: u64 = 2;
 /// `dcp_cmd_t`: rewrap with the parent's key.
 const DCP_CMD_INHERIT: u64 = 3;
+/// `dcp_cmd_t`: become an encryption root without rewrapping.
+const DCP_CMD_FORCE_NEW_KEY: u64 = 4;
 /// `dcp_cmd_t`: use the parent's key without rewrapping.
 const DCP_CMD_FORCE_INHERIT: u64 = 5;
 
@@ -92,9 +94,9 @@ impl Zfs {
     }
 
     /// Wraps the key of `dataset` with a new one (`zfs change-key -o
-    /// keyformat=… -o keylocation=prompt`): `dataset` becomes (or stays) an
-    /// encryption root, with `keylocation=prompt`; its data is not
-    /// rewritten. Its current key must be loaded
+    /// keyformat=…`): `dataset` becomes (or stays) an encryption root (a new
+    /// one gets `keylocation=prompt`; an existing one keeps its
+    /// `keylocation`); its data is not rewritten. Its current key must be loaded
     /// ([`ErrorKind::KeyNotLoaded`] otherwise); it stays loaded.
     ///
     /// `key` is given as for [`load_key`](Zfs::load_key) in the new
@@ -124,8 +126,18 @@ impl Zfs {
             KeyFormat::Raw => raw_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
             KeyFormat::Hex => hex_key(key).map_err(|r| bad(ErrorKind::WrongKey, r))?,
             KeyFormat::Passphrase => {
-                let salt = ffi::random_u64()
-                    .map_err(|e| Error::from_errno(CHANGE, dataset.as_str(), e))?;
+                if key.contains(&0) {
+                    return Err(bad(
+                        ErrorKind::WrongKey,
+                        "a passphrase cannot hold a NUL byte".into(),
+                    ));
+                }
+                // The kernel takes 0 as "no salt".
+                let mut salt = 0;
+                while salt == 0 {
+                    salt = ffi::random_u64()
+                        .map_err(|e| Error::from_errno(CHANGE, dataset.as_str(), e))?;
+                }
                 let iters = DEFAULT_PBKDF2_ITERATIONS;
                 list.insert("pbkdf2salt", salt);
                 list.insert("pbkdf2iters", iters);
@@ -153,25 +165,81 @@ impl Zfs {
     }
 
     /// Makes the encryption root `dataset` use its parent's key *without*
-    /// rewrapping it, so no key need be loaded: what `zfs receive -R` does
-    /// to a raw-received dataset whose source inherits its key, whose
-    /// wrapping key is therefore the parent's already.
+    /// rewrapping it: what `zfs receive -R` does to a raw-received dataset
+    /// whose source inherits its key, so that its wrapping key is the
+    /// parent's already.
     ///
-    /// Only for that case: a dataset whose key is not wrapped with its
-    /// parent's cannot be loaded afterwards (until it is made an
-    /// encryption root again; nothing is lost).
+    /// Checked first, as far as it can be without the keys: `dataset` is
+    /// an encryption root whose key is *not* loaded (the kernel would free
+    /// a wrapping key still in use), its parent is encrypted, and its
+    /// wrapping parameters (`keyformat`, `pbkdf2salt`, `pbkdf2iters`) are
+    /// those of its parent's encryption root; else
+    /// [`ErrorKind::InvalidArgument`] (or [`ErrorKind::Busy`] for a loaded
+    /// key) and nothing changes. A passphrase gets a new salt at every key
+    /// change, so a parent whose key was changed since is told apart; raw
+    /// and hex keys have no salt: with one of those, a dataset whose key
+    /// differs from its parent's cannot be loaded afterwards, until
+    /// [`force_new_key`](Zfs::force_new_key) makes it an encryption root
+    /// again (its data is untouched).
     pub fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()> {
+        let bad = |kind, reason: String| Error::invalid(CHANGE, dataset.as_str(), kind, reason);
         let props = self.properties(dataset)?;
         if !props.encryption.is_encrypted() {
-            return Err(Error::invalid(
-                CHANGE,
-                dataset.as_str(),
-                ErrorKind::InvalidArgument,
-                "not encrypted",
+            return Err(bad(ErrorKind::InvalidArgument, "not encrypted".into()));
+        }
+        if props.key_status == Some(KeyStatus::Available) {
+            return Err(bad(
+                ErrorKind::Busy,
+                "its key is loaded: unload it first".into(),
             ));
         }
         self.check_parent_key(dataset, false)?;
+        let parent = dataset.parent().unwrap_or_else(|| dataset.clone());
+        let root = self.properties(&parent)?.encryption_root.ok_or_else(|| {
+            bad(
+                ErrorKind::InvalidArgument,
+                "its parent has no encryption root".into(),
+            )
+        })?;
+        let root_props = self.properties(&DatasetName::new(root.as_str())?)?;
+        if wrapping_parameters(&props) != wrapping_parameters(&root_props) {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "its key is not wrapped as {root}'s is (keyformat, pbkdf2salt or pbkdf2iters differ)"
+                ),
+            ));
+        }
         ffi::lzc_change_key(&dataset.to_c_name(), DCP_CMD_FORCE_INHERIT, None, None)
+            .map_err(|e| change_error(dataset, e))
+    }
+
+    /// Makes `dataset`, which uses an ancestor's key, an encryption root of
+    /// its own *without* rewrapping its key (`keylocation=prompt`): it then
+    /// loads with the key its data was wrapped with. What `zfs receive -R`
+    /// does for a raw-received dataset whose source is an encryption root;
+    /// also the way back from a [`force_inherit_key`](Zfs::force_inherit_key)
+    /// under the wrong parent. The key it uses must not be loaded
+    /// ([`ErrorKind::Busy`] otherwise).
+    pub fn force_new_key(&self, dataset: &DatasetName) -> Result<()> {
+        let bad = |kind, reason: &str| Error::invalid(CHANGE, dataset.as_str(), kind, reason);
+        let props = self.properties(dataset)?;
+        if !props.encryption.is_encrypted() {
+            return Err(bad(ErrorKind::InvalidArgument, "not encrypted"));
+        }
+        if props.encryption_root.as_deref() == Some(dataset.as_str()) {
+            return Err(bad(
+                ErrorKind::InvalidArgument,
+                "already an encryption root",
+            ));
+        }
+        if props.key_status == Some(KeyStatus::Available) {
+            return Err(bad(
+                ErrorKind::Busy,
+                "the key it uses is loaded: unload it first",
+            ));
+        }
+        ffi::lzc_change_key(&dataset.to_c_name(), DCP_CMD_FORCE_NEW_KEY, None, None)
             .map_err(|e| change_error(dataset, e))
     }
 
@@ -321,6 +389,12 @@ fn key_format_of(props: &Properties) -> Option<KeyFormat> {
     [KeyFormat::Raw, KeyFormat::Hex, KeyFormat::Passphrase]
         .into_iter()
         .find(|f| f.index() == n)
+}
+
+/// What a wrapping key is derived with: `keyformat`, `pbkdf2salt`,
+/// `pbkdf2iters` (salt and iterations are 0 for raw and hex keys).
+pub(crate) fn wrapping_parameters(props: &Properties) -> [Option<u64>; 3] {
+    ["keyformat", "pbkdf2salt", "pbkdf2iters"].map(|name| number(props, name))
 }
 
 /// A numeric property's value from the kernel's list.

@@ -175,7 +175,8 @@ pub trait Endpoint: Send + Sync {
     /// rewrapping ([`Zfs::force_inherit_key`](zfs_core::Zfs::force_inherit_key)):
     /// after a raw receive, for a dataset whose source inherits its key.
     fn force_inherit_key(&self, dataset: &DatasetName) -> Result<()>;
-    /// Creates `dataset`, an empty filesystem with `canmount=off`, to hold
+    /// Creates `dataset`, an empty filesystem with `canmount=off` (and the
+    /// user property [`PLACEHOLDER`](crate::plan::PLACEHOLDER)), to hold
     /// backups below it ([`Replication::create_parents`]); one that exists
     /// already is left as it is.
     ///
@@ -353,7 +354,9 @@ impl Endpoint for Local<'_> {
         Ok(self.zfs.force_inherit_key(dataset)?)
     }
     fn create_placeholder(&self, dataset: &DatasetName) -> Result<()> {
-        let props = zfs_core::PropertyList::new().set("canmount", "off")?;
+        let props = zfs_core::PropertyList::new()
+            .set("canmount", "off")?
+            .set(crate::plan::PLACEHOLDER, "yes")?;
         match self.zfs.create_filesystem(dataset, props.nvlist()) {
             Err(e) if e.kind() == zfs_core::ErrorKind::AlreadyExists => Ok(()),
             r => Ok(r?),

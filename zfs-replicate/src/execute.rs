@@ -113,6 +113,14 @@ pub struct ExecuteOptions {
     pub cancel: CancelToken,
     /// Sees every [`Event`] of the run.
     pub observer: Option<Observer>,
+    /// The running job's totals, for its progress events.
+    job: Option<Arc<JobTotals>>,
+}
+
+/// Bytes moved per target in one run, and their sum.
+struct JobTotals {
+    estimated: u64,
+    moved: Mutex<(BTreeMap<DatasetName, u64>, u64)>,
 }
 
 impl ExecuteOptions {
@@ -147,6 +155,24 @@ impl ExecuteOptions {
     /// Sends `event` to the observer, if any (and to `tracing`, with that
     /// feature).
     pub(crate) fn emit(&self, event: Event<'_>) {
+        if let (Event::Progress(p), Some(job)) = (&event, &self.job) {
+            // Totals and delivery under one lock: observers see them in
+            // order, whichever transfer thread reports.
+            let mut moved = lock(&job.moved);
+            let (per_target, total) = &mut *moved;
+            let before = per_target.insert(p.target.clone(), p.bytes).unwrap_or(0);
+            *total = (*total + p.bytes).saturating_sub(before);
+            let event = Event::Progress(Progress {
+                job_bytes: *total,
+                job_estimated_bytes: job.estimated,
+                ..p.clone()
+            });
+            crate::trace::event(&event);
+            if let Some(observer) = &self.observer {
+                observer(&event);
+            }
+            return;
+        }
         crate::trace::event(&event);
         if let Some(observer) = &self.observer {
             observer(&event);
@@ -163,34 +189,14 @@ impl std::fmt::Debug for ExecuteOptions {
     }
 }
 
-/// The observer of one run, which adds the job's totals to each
-/// [`Progress`]: bytes moved per target, summed.
+/// The options of one run, whose progress events carry the job's totals.
 fn with_job_totals(opts: &ExecuteOptions, plan: &Plan) -> ExecuteOptions {
-    let Some(inner) = opts.observer.clone() else {
-        return opts.clone();
-    };
-    let estimated = plan.estimated_bytes();
-    let moved: Mutex<(BTreeMap<DatasetName, u64>, u64)> = Mutex::new((BTreeMap::new(), 0));
-    let observer: Observer = Arc::new(move |event: &Event<'_>| match event {
-        Event::Progress(p) => {
-            let job_bytes = {
-                let mut m = lock(&moved);
-                let (per_target, total) = &mut *m;
-                let before = per_target.insert(p.target.clone(), p.bytes).unwrap_or(0);
-                *total = (*total + p.bytes).saturating_sub(before);
-                *total
-            };
-            inner(&Event::Progress(Progress {
-                job_bytes,
-                job_estimated_bytes: estimated,
-                ..p.clone()
-            }))
-        }
-        other => inner(other),
-    });
     ExecuteOptions {
-        cancel: opts.cancel.clone(),
-        observer: Some(observer),
+        job: Some(Arc::new(JobTotals {
+            estimated: plan.estimated_bytes(),
+            moved: Mutex::new((BTreeMap::new(), 0)),
+        })),
+        ..opts.clone()
     }
 }
 
@@ -855,29 +861,37 @@ fn transfer_chain(
 }
 
 /// Makes the step's target use its parent's key, when the plan says so
-/// ([`Step::inherit_key`]) and its key is wrapped as its parent's
-/// encryption root's is: the same `keyformat`, `pbkdf2salt` and
-/// `pbkdf2iters`. (A passphrase gets a new salt at every key change, so a
-/// parent whose key was changed on the target is told apart, and the
-/// dataset stays an encryption root with the source's key; raw and hex
-/// keys have no salt to compare.)
+/// ([`Step::inherit_key`]) and, looked at now: the target is an encryption
+/// root whose key is not loaded, its parent uses the key of the dataset
+/// the plan named (the copy of the source's encryption root), and its key
+/// is wrapped as that root's is (the same `keyformat`, `pbkdf2salt` and
+/// `pbkdf2iters`; [`Zfs::force_inherit_key`](zfs_core::Zfs::force_inherit_key)
+/// checks the same). A passphrase gets a new salt at every key change, so
+/// a root whose key was changed on the target is told apart; raw and hex
+/// keys have no salt. Otherwise the target stays an encryption root,
+/// loadable with the source's key.
 fn inherit_key(target: &dyn Endpoint, step: &Step) -> Result<()> {
-    if !step.inherit_key {
+    let (Some(root), Some(parent)) = (&step.inherit_key, step.target.parent()) else {
+        return Ok(());
+    };
+    // A server that does not let us change what is stored (`:receive`):
+    // the target stays its own encryption root.
+    if target
+        .refusal(crate::Op::SetProperty, &step.target)
+        .is_some()
+    {
         return Ok(());
     }
-    let Some(parent) = step.target.parent() else {
-        return Ok(());
-    };
     let own = target.properties(&step.target)?;
-    let parent_props = target.properties(&parent)?;
-    let Some(root) = parent_props.encryption_root.as_deref() else {
+    let is_root = own.encryption_root.as_deref() == Some(step.target.as_str());
+    if !is_root || own.key_status == Some(zfs_core::KeyStatus::Available) {
         return Ok(());
-    };
-    let root = if root == parent.as_str() {
-        parent_props
-    } else {
-        target.properties(&DatasetName::new(root)?)?
-    };
+    }
+    let parent_root = target.properties(&parent)?.encryption_root;
+    if parent_root.as_deref() != Some(root.as_str()) {
+        return Ok(());
+    }
+    let root_props = target.properties(root)?;
     let wrapping = |p: &zfs_core::Properties| {
         ["keyformat", "pbkdf2salt", "pbkdf2iters"].map(|name| {
             p.raw
@@ -886,8 +900,7 @@ fn inherit_key(target: &dyn Endpoint, step: &Step) -> Result<()> {
                 .and_then(|v| v.get_u64("value").ok())
         })
     };
-    let is_root = own.encryption_root.as_deref() == Some(step.target.as_str());
-    if is_root && wrapping(&own) == wrapping(&root) {
+    if wrapping(&own) == wrapping(&root_props) {
         target.force_inherit_key(&step.target)?;
     }
     Ok(())

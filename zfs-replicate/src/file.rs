@@ -138,10 +138,12 @@ pub struct SentFile {
 }
 
 /// Writes a stream of `snapshot` to a new file at `path` (an existing file
-/// is refused), verifying every record's checksum as it is written, and
-/// syncs it. On any failure, and on a cancel, the file is removed: a file
-/// that exists was written whole and verified, and its stream is
-/// `snapshot`'s (its GUID checked).
+/// is refused), verifying every record's checksum as it is written: into a
+/// temporary file beside it (`.NAME.partial-PID`), synced, then linked to
+/// `path` (which must not exist then either) and the directory synced. A
+/// failure or a cancel removes the temporary file; a crash leaves it, under
+/// a name no finished stream has. A file at `path` is therefore always
+/// whole and verified, and its stream is `snapshot`'s (its GUID checked).
 pub fn send_to_file(
     zfs: &Zfs,
     snapshot: &SnapshotName,
@@ -149,13 +151,35 @@ pub fn send_to_file(
     path: &Path,
 ) -> Result<SentFile> {
     let guid = zfs.snapshot_info(snapshot)?.guid();
+    if path.symlink_metadata().is_ok() {
+        return Err(io(
+            "create",
+            path,
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        ));
+    }
+    let name = path.file_name().ok_or_else(|| {
+        io(
+            "create",
+            path,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut partial_name = std::ffi::OsString::from(".");
+    partial_name.push(name);
+    partial_name.push(format!(".partial-{}", std::process::id()));
+    let partial = dir.join(partial_name);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(path)
-        .map_err(|e| io("create", path, e))?;
-    let result = write_stream(zfs, snapshot, opts, &file, path).and_then(|summary| {
-        file.sync_all().map_err(|e| io("sync", path, e))?;
+        .open(&partial)
+        .map_err(|e| io("create", &partial, e))?;
+    let result = write_stream(zfs, snapshot, opts, &file, &partial).and_then(|summary| {
+        file.sync_all().map_err(|e| io("sync", &partial, e))?;
         let found = summary.substreams.first().map(|s| s.to_guid);
         if found != Some(guid) {
             return Err(Error::UnexpectedStream {
@@ -164,16 +188,19 @@ pub fn send_to_file(
                 found_guid: found,
             });
         }
+        // A link, not a rename: it refuses a file that appeared meanwhile.
+        std::fs::hard_link(&partial, path).map_err(|e| io("link", path, e))?;
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
         Ok(SentFile {
             bytes: summary.total_bytes,
             guid,
             summary,
         })
     });
-    if result.is_err() {
-        drop(file);
-        let _ = std::fs::remove_file(path); // never leave a partial stream behind
-    }
+    drop(file);
+    let _ = std::fs::remove_file(&partial);
     result
 }
 
@@ -223,6 +250,17 @@ fn write_stream(
                 done: Box::default(),
             }),
             (Ok(Copied::Done(summary)), Ok(())) => Ok(summary),
+            // The copy stopped first (a full disk, a write error, a bad
+            // record) and closed the pipe: the send's broken pipe is its
+            // echo, not the cause.
+            (Err(e), Err(sent))
+                if matches!(
+                    sent.kind(),
+                    zfs_core::ErrorKind::BrokenPipe | zfs_core::ErrorKind::Interrupted
+                ) =>
+            {
+                Err(e)
+            }
             (_, Err(e)) => Err(Error::Zfs(e)),
             (Err(e), Ok(())) => Err(e),
         }

@@ -265,7 +265,7 @@ impl Replication {
         let mut run = self.begin_sync(source, target, &keep)?;
         run.take_snapshot(opts)?;
         run.execute(opts)?;
-        run.prune(&keep, opts)?;
+        run.prune(opts)?;
         run.finish()
     }
 }

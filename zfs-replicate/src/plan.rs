@@ -427,6 +427,22 @@ impl Replication {
         for step in &steps {
             self.check_names(step)?;
         }
+        // A target inherits its parent's key only where the plan replicates
+        // that parent and the encryption root it inherits from: else the
+        // target's parent is a placeholder, or another key's.
+        let planned: std::collections::BTreeSet<DatasetName> =
+            steps.iter().map(|s| s.target.clone()).collect();
+        for step in &mut steps {
+            let parent_planned = step.target.parent().is_some_and(|p| planned.contains(&p));
+            if !step
+                .inherit_key
+                .as_ref()
+                .is_some_and(|r| planned.contains(r))
+                || !parent_planned
+            {
+                step.inherit_key = None;
+            }
+        }
         self.check_parents(sides.target, &mut steps)?;
         Ok(Plan {
             replication: self.clone(),
@@ -499,11 +515,16 @@ impl Replication {
         for step in steps.iter_mut().filter(|s| s.creates_target()) {
             let mut missing = Vec::new();
             let mut at = step.target.parent();
+            let mut existing = None;
             while let Some(parent) = at {
                 // Beyond what a remote server lets us see (its policy's
                 // root): left to the receive.
                 let hidden = tgt.refusal(Op::List, &parent).is_some();
-                if hidden || created.contains(&parent) || tgt.exists(&parent)? {
+                if hidden || created.contains(&parent) {
+                    break;
+                }
+                if tgt.exists(&parent)? {
+                    existing = Some(parent);
                     break;
                 }
                 at = parent.parent();
@@ -512,7 +533,19 @@ impl Replication {
             let Some(nearest) = missing.first().cloned() else {
                 continue;
             };
-            if self.create_parents {
+            // A placeholder inherits the encryption of what it is created
+            // in, and creating an encrypted one needs that key.
+            let locked = match &existing {
+                Some(d) => {
+                    let p = tgt.properties(d)?;
+                    (p.encryption.is_encrypted() && p.key_status == Some(KeyStatus::Unavailable))
+                        .then(|| p.encryption_root.unwrap_or_default())
+                }
+                None => None,
+            };
+            if let (true, Some(encryption_root)) = (self.create_parents, locked) {
+                step.divergence = Some(Divergence::KeyNotLoaded { encryption_root });
+            } else if self.create_parents {
                 missing.reverse();
                 step.create_parents = missing;
             } else {
@@ -639,8 +672,45 @@ impl Replication {
         })
     }
 
-    /// Decides one step from what was listed.
+    /// Decides one step from what was listed: the encryption it meets,
+    /// then its transfers; a target whose key a transfer needs but is not
+    /// loaded is a divergence (an up-to-date one is not).
     fn decide(
+        &self,
+        sides: Sides<'_>,
+        mut step: Step,
+        src_props: &zfs_core::Properties,
+        src_marks: &[Bookmark],
+        view: View,
+    ) -> Result<Step> {
+        let mut key_missing = None;
+        if !view.src_snaps.is_empty() {
+            if self.raw {
+                step.inherit_key =
+                    self.inherits_key_on_target(src_props, &step, view.tgt_props.as_ref());
+            } else {
+                let existing = view.tgt_props.as_ref().filter(|_| view.target_exists);
+                if let Some(crypt) = target_encryption(sides.target, &step.target, existing)? {
+                    // The receive encrypts a non-raw stream with the
+                    // target's key, and refuses embedded blocks into an
+                    // encrypted dataset.
+                    step.flags.remove(SendFlags::EMBED_DATA);
+                    if crypt.key_status == Some(KeyStatus::Unavailable) {
+                        key_missing = Some(crypt.encryption_root.unwrap_or_default());
+                    }
+                }
+            }
+        }
+        let mut step = self.decide_transfers(sides, step, src_props, src_marks, view)?;
+        let sends = !matches!(step.action, Action::UpToDate | Action::NoSourceSnapshot);
+        if let (Some(encryption_root), true, None) = (key_missing, sends, &step.divergence) {
+            step.divergence = Some(Divergence::KeyNotLoaded { encryption_root });
+        }
+        Ok(step)
+    }
+
+    /// Decides one step's transfers from what was listed.
+    fn decide_transfers(
         &self,
         sides: Sides<'_>,
         mut step: Step,
@@ -663,23 +733,6 @@ impl Replication {
             // Nothing to send yet (sync takes the first snapshot after planning).
             step.action = Action::NoSourceSnapshot;
             return Ok(step);
-        }
-        if self.raw {
-            step.inherit_key = self.inherits_key_on_target(src_props, &step, tgt_props.as_ref());
-        } else {
-            let existing = tgt_props.as_ref().filter(|_| target_exists);
-            if let Some(crypt) = target_encryption(tgt, &target, existing)? {
-                // The receive encrypts a non-raw stream with the target's
-                // key, and refuses embedded blocks into an encrypted
-                // dataset.
-                step.flags.remove(SendFlags::EMBED_DATA);
-                if crypt.key_status == Some(KeyStatus::Unavailable) {
-                    step.divergence = Some(Divergence::KeyNotLoaded {
-                        encryption_root: crypt.encryption_root.unwrap_or_default(),
-                    });
-                    return Ok(step);
-                }
-            }
         }
         let flags = step.flags;
         // What may be sent: the snapshots the filter admits. The common
@@ -794,8 +847,13 @@ impl Replication {
             }
         }
         let Some((ti, base, target_base)) = common else {
-            step.divergence = Some(Divergence::NoCommonSnapshot {
-                target_snapshots: tgt_snaps.len(),
+            let placeholder = tgt_snaps.is_empty() && tgt_props.raw.get(PLACEHOLDER).is_some();
+            step.divergence = Some(if placeholder {
+                Divergence::TargetIsPlaceholder
+            } else {
+                Divergence::NoCommonSnapshot {
+                    target_snapshots: tgt_snaps.len(),
+                }
             });
             return Ok(step);
         };
@@ -847,22 +905,34 @@ impl Replication {
     /// parent's key, as `zfs receive -R` arranges
     /// (`recv_fix_encryption_hierarchy`): a raw receive makes every new
     /// dataset an encryption root, but this one inherits its key on the
-    /// source. Never the replication's own target, whose parent is not
-    /// the source's.
+    /// source, from an encryption root inside the replicated tree. Never
+    /// the replication's own target, whose parent is not the source's.
+    /// Returns the target of that encryption root.
     fn inherits_key_on_target(
         &self,
         src: &zfs_core::Properties,
         step: &Step,
         tgt: Option<&zfs_core::Properties>,
-    ) -> bool {
-        let source_inherits = src.encryption.is_encrypted()
-            && src.encryption_root.as_deref() != Some(step.source.as_str());
+    ) -> Option<DatasetName> {
+        if !src.encryption.is_encrypted() || step.target == self.target {
+            return None;
+        }
+        let root = DatasetName::new(src.encryption_root.as_deref()?).ok()?;
+        if root == step.source {
+            return None;
+        }
+        let rel = root.relative_to(&self.source)?;
+        let target_root = if rel.is_empty() {
+            self.target.clone()
+        } else {
+            DatasetName::new(format!("{}/{rel}", self.target)).ok()?
+        };
         // A new target is created as an encryption root.
         let target_is_root = tgt.is_none_or(|t| {
             t.encryption.is_encrypted()
                 && t.encryption_root.as_deref() == Some(step.target.as_str())
         });
-        source_inherits && target_is_root && step.target != self.target
+        target_is_root.then_some(target_root)
     }
 
     /// The `-o`/`-x` entries for a dataset created from `source`: the
@@ -1147,6 +1217,12 @@ pub enum Divergence {
     /// The target's parent does not exist and the run would not create
     /// it (see [`Replication::create_parents`]).
     MissingParent { parent: DatasetName },
+    /// The target is a placeholder that
+    /// [`create_parents`](Replication::create_parents) made to hold
+    /// backups below it (now its source is selected too): a full stream
+    /// cannot be received into an existing dataset without `-F`, which
+    /// this library does not do by itself.
+    TargetIsPlaceholder,
     /// A non-raw stream would be encrypted with the target's key (the
     /// target, or the parent it is created under, is encrypted), and that
     /// key is not loaded.
@@ -1168,6 +1244,10 @@ impl fmt::Display for Divergence {
                 write!(f, "target has snapshots newer than the common base {base}: {}; use rollback to destroy them", names.join(", "))
             }
             Divergence::EncryptionMismatch { reason } => write!(f, "encryption mismatch: {reason}"),
+            Divergence::TargetIsPlaceholder => write!(
+                f,
+                "the target is an empty placeholder made to hold the backups below it; receive into it by hand (zfs receive -F), or leave its source out"
+            ),
             Divergence::MissingParent { parent } => write!(
                 f,
                 "the target's parent {parent} does not exist (create it, or let the run create it: create_parents)"
@@ -1244,8 +1324,11 @@ pub struct Step {
     /// How the step was planned (the plan is the same either way).
     pub listing: Listing,
     /// After its transfers, the target (made an encryption root by a raw
-    /// receive) is made to use its parent's key, as its source does.
-    pub inherit_key: bool,
+    /// receive) is made to use its parent's key, as its source does: the
+    /// key of this target dataset, the copy of the source's encryption
+    /// root. Only when that root and the source's parent are replicated
+    /// by the same plan, and checked again at run time.
+    pub inherit_key: Option<DatasetName>,
     /// Missing ancestors of the target, created (parents first) before
     /// the step's first transfer ([`Replication::create_parents`]).
     pub create_parents: Vec<DatasetName>,
@@ -1285,7 +1368,7 @@ impl Step {
             receive_props: NvList::new(),
             receive_overrides: NvList::new(),
             listing: Listing::Full,
-            inherit_key: false,
+            inherit_key: None,
             create_parents: Vec::new(),
         }
     }
@@ -1307,6 +1390,10 @@ pub enum Listing {
     /// Every snapshot on both sides was listed.
     Full,
 }
+
+/// The user property that marks a placeholder
+/// ([`Replication::create_parents`]).
+pub const PLACEHOLDER: &str = "zfs-replicate:placeholder";
 
 /// A typed dry run of a replication. With the `serde` feature it
 /// serializes by hand (`Replication` is not data): see the crate docs.

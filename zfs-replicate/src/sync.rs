@@ -18,7 +18,7 @@
 //! println!("{}\nthen snapshot {}", run.plan(), run.snapshot_name());
 //! run.take_snapshot(&opts)?; // the plan now includes the new snapshot
 //! run.execute(&opts)?;
-//! run.prune(&keep, &opts)?; // never the new common base
+//! run.prune(&opts)?; // as `keep` says; never the new common base
 //! let report = run.finish()?;
 //! # let _ = report;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -73,9 +73,9 @@ impl fmt::Display for SyncPreview {
 /// A sync in progress, its target locked: made by
 /// [`Replication::begin_sync`], then [`take_snapshot`](Self::take_snapshot),
 /// [`execute`](Self::execute), [`prune`](Self::prune) and
-/// [`finish`](Self::finish), in that order (a step out of order is
-/// [`Error::OutOfOrder`]). Dropping it releases the lock; what was done
-/// stays done.
+/// [`finish`](Self::finish), in that order, each once (a step out of order,
+/// or after a step failed, is [`Error::OutOfOrder`]: begin again). Dropping
+/// it releases the lock; what was done stays done.
 pub struct SyncRun<'a> {
     repl: &'a Replication,
     sides: Sides<'a>,
@@ -83,7 +83,9 @@ pub struct SyncRun<'a> {
     plan: Plan,
     removed_on_source: Vec<DatasetName>,
     snapshot: String,
+    keep: Keep,
     taken: bool,
+    failed: bool,
     report: Option<Report>,
     pruned: Option<(PruneReport, PruneReport)>,
 }
@@ -113,6 +115,25 @@ impl Replication {
         Ok(SyncPreview { snapshot, plan })
     }
 
+    /// Refuses a snapshot filter that would leave out the snapshot a sync
+    /// takes (sync would take it, send nothing, and protect a snapshot the
+    /// target lacks).
+    fn check_filter_admits(&self, plan: &Plan, short: &str) -> Result<()> {
+        let Some(filter) = &self.snapshot_filter else {
+            return Ok(());
+        };
+        for step in &plan.steps {
+            let name = step.source.snapshot(short)?;
+            if !filter.admits(&zfs_core::Snapshot::new(name.clone(), 0, u64::MAX)) {
+                return Err(Error::InvalidFilter {
+                    filter: "snapshot_filter".to_owned(),
+                    reason: format!("it leaves out {name}, the snapshot sync takes"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Starts a sync step by step: refuses what a side would not allow
     /// with `keep`, locks the target ([`Error::Busy`] if another run holds
     /// it), plans, and refuses a plan that selects nothing
@@ -138,6 +159,7 @@ impl Replication {
         }
         let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
         self.check_new_snapshot_names(&plan, &snapshot)?;
+        self.check_filter_admits(&plan, &snapshot)?;
         Ok(SyncRun {
             repl: self,
             sides: Sides { source, target },
@@ -145,7 +167,9 @@ impl Replication {
             removed_on_source: plan.removed_on_source.clone(),
             plan,
             snapshot,
+            keep: keep.clone(),
             taken: false,
+            failed: false,
             report: None,
             pruned: None,
         })
@@ -169,10 +193,18 @@ impl SyncRun<'_> {
         Error::OutOfOrder { step, needs }
     }
 
+    /// Marks the run failed when `r` is an error: no later step runs.
+    fn watch<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
     /// Takes the snapshot on every planned source dataset at once, and
     /// plans again for the same datasets (no second walk).
     pub fn take_snapshot(&mut self, opts: &ExecuteOptions) -> Result<&Plan> {
-        if self.taken {
+        if self.taken || self.failed {
             return Err(self.out_of_order("take_snapshot", "a run that has not taken it yet"));
         }
         if opts.cancel.is_cancelled() {
@@ -181,40 +213,52 @@ impl SyncRun<'_> {
             });
         }
         let sources: Vec<DatasetName> = self.plan.steps.iter().map(|s| s.source.clone()).collect();
-        prune::snapshot_datasets(self.sides.source, &sources, &self.snapshot)?;
-        self.taken = true;
+        let r = prune::snapshot_datasets(self.sides.source, &sources, &self.snapshot);
+        self.watch(r)?;
         opts.emit(Event::SnapshotTaken {
             name: &self.snapshot,
             datasets: sources.len(),
         });
-        self.plan =
-            self.repl
-                .plan_datasets(self.sides, &sources, self.removed_on_source.clone())?;
+        let r = self
+            .repl
+            .plan_datasets(self.sides, &sources, self.removed_on_source.clone());
+        self.plan = self.watch(r)?;
+        self.taken = true;
         opts.emit(Event::Planned { plan: &self.plan });
         Ok(&self.plan)
     }
 
     /// Runs the plan (see [`execute`](crate::execute())).
     pub fn execute(&mut self, opts: &ExecuteOptions) -> Result<&Report> {
-        if !self.taken || self.report.is_some() {
+        if !self.taken || self.failed || self.report.is_some() {
             return Err(self.out_of_order("execute", "take_snapshot, once"));
         }
-        let report = execute::execute_locked(self.sides, &self.plan, opts)?;
+        let r = execute::execute_locked(self.sides, &self.plan, opts);
+        let report = self.watch(r)?;
         Ok(self.report.insert(report))
     }
 
-    /// Prunes our snapshots on each side `keep` names, never the new
-    /// common base (the snapshot this sync took): the target's pool is
-    /// synced first, so that what was received is on disk before the
-    /// source loses any snapshot. Both sides at once.
-    pub fn prune(
-        &mut self,
-        keep: &Keep,
-        opts: &ExecuteOptions,
-    ) -> Result<(&PruneReport, &PruneReport)> {
-        if self.report.is_none() || self.pruned.is_some() {
+    /// Prunes our snapshots on each side as the `keep` given to
+    /// [`begin_sync`](Replication::begin_sync) says (and was checked
+    /// against), never the new common base (the snapshot this sync took):
+    /// the target's pool is synced first, so that what was received is on
+    /// disk before the source loses any snapshot. Both sides at once.
+    pub fn prune(&mut self, opts: &ExecuteOptions) -> Result<(&PruneReport, &PruneReport)> {
+        if self.report.is_none() || self.failed || self.pruned.is_some() {
             return Err(self.out_of_order("prune", "execute, and no prune yet"));
         }
+        let keep = self.keep.clone();
+        let r = self.prune_sides(&keep, opts);
+        let pruned = self.watch(r)?;
+        let (s, t) = self.pruned.insert(pruned);
+        Ok((s, t))
+    }
+
+    fn prune_sides(
+        &self,
+        keep: &Keep,
+        opts: &ExecuteOptions,
+    ) -> Result<(PruneReport, PruneReport)> {
         let (source, target) = (self.sides.source, self.sides.target);
         let pruned = if keep.source.is_none() && keep.target.is_none() {
             (PruneReport::default(), PruneReport::default())
@@ -279,15 +323,14 @@ impl SyncRun<'_> {
             }
             (pruned_source, pruned_target)
         };
-        let (s, t) = self.pruned.insert(pruned);
-        Ok((s, t))
+        Ok(pruned)
     }
 
     /// What the sync did; releases the lock. Needs
     /// [`execute`](Self::execute) (a sync that was not pruned reports
     /// nothing pruned).
     pub fn finish(self) -> Result<SyncReport> {
-        let Some(report) = self.report else {
+        let Some(report) = self.report.filter(|_| !self.failed) else {
             return Err(Error::OutOfOrder {
                 step: "finish",
                 needs: "execute",

@@ -283,7 +283,7 @@ fn a_full_plan_in_json() {
     assert_eq!(step["rollback"], Value::Null);
     assert_eq!(step["resume"], Value::Null);
     assert_eq!(step["listing"], "full");
-    assert_eq!(step["inherit_key"], false);
+    assert_eq!(step["inherit_key"], serde_json::Value::Null);
     assert_eq!(
         step["flags"],
         json!(["embed_data", "large_block", "compress"])

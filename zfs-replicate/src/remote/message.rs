@@ -45,12 +45,6 @@ pub enum Request {
     AbortResumableReceive(DatasetName),
     /// Sync the pool of this dataset (receive access to it suffices).
     SyncPool(DatasetName),
-    /// Make a raw-received encryption root use its parent's key (receive
-    /// access to it suffices).
-    ForceInheritKey(DatasetName),
-    /// Create an empty `canmount=off` filesystem to hold backups (receive
-    /// access to it suffices).
-    CreatePlaceholder(DatasetName),
     Snapshot(Vec<SnapshotName>),
     Bookmark(Vec<(BookmarkName, SnapshotOrBookmark)>),
     DestroyBookmarks(Vec<BookmarkName>),
@@ -62,6 +56,13 @@ pub enum Request {
     HoldTemporary(Vec<(SnapshotName, String)>),
     /// The one-run-per-target lock: a lease.
     Lock(DatasetName),
+    /// Make a raw-received encryption root use its parent's key: a change
+    /// to what is stored, so it needs more than receive access (the
+    /// `set-property` grant, as for properties).
+    ForceInheritKey(DatasetName),
+    /// Create an empty `canmount=off` filesystem to hold backups (receive
+    /// access to it suffices).
+    CreatePlaceholder(DatasetName),
 }
 
 /// How to receive. There is no `force` and no `origin`: a client cannot ask
@@ -144,11 +145,10 @@ impl Request {
                 }
                 v
             }
-            R::AbortResumableReceive(d)
-            | R::Lock(d)
-            | R::SyncPool(d)
-            | R::ForceInheritKey(d)
-            | R::CreatePlaceholder(d) => one(Op::Receive, d),
+            R::AbortResumableReceive(d) | R::Lock(d) | R::SyncPool(d) | R::CreatePlaceholder(d) => {
+                one(Op::Receive, d)
+            }
+            R::ForceInheritKey(d) => one(Op::SetProperty, d),
             R::Snapshot(s) => s.iter().map(|s| (Op::Snapshot, s.dataset())).collect(),
             R::Bookmark(b) => b
                 .iter()
