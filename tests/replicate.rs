@@ -292,7 +292,8 @@ fn every_divergence_is_reported_before_anything_changes() {
     assert!(err.to_string().contains("no common snapshot"), "{err}");
     assert!(err.is_no_common_snapshot());
 
-    // Encryption lineage: an encrypted target needs raw.
+    // Encryption: a non-raw stream into a raw backup needs the backup's key
+    // (the receive encrypts with it); without it, said before anything.
     let enc_src = p.src("secret");
     create_encrypted(&p.zfs, &enc_src);
     p.snap(&enc_src, "s");
@@ -308,6 +309,28 @@ fn every_divergence_is_reported_before_anything_changes() {
     .unwrap();
     p.snap(&enc_src, "s2");
     let plan = Replication::new(enc_src.clone(), enc_dst.clone())
+        .plan(&p.zfs)
+        .unwrap();
+    assert_eq!(
+        plan.divergences()[0].1,
+        Divergence::KeyNotLoaded {
+            encryption_root: enc_dst.to_string()
+        },
+        "{plan}"
+    );
+    // A raw stream of encrypted data onto unencrypted data: refused.
+    let plain_dst = p.dst("plain copy");
+    execute(
+        &p.zfs,
+        &Replication::new(enc_src.clone(), plain_dst.clone())
+            .plan(&p.zfs)
+            .unwrap(),
+        &opts(),
+    )
+    .unwrap();
+    p.snap(&enc_src, "s3");
+    let plan = Replication::new(enc_src.clone(), plain_dst.clone())
+        .raw(true)
         .plan(&p.zfs)
         .unwrap();
     assert!(
