@@ -83,15 +83,7 @@ pub fn unmount(fs: &str) {
 
 /// Writes `len` pseudo-random bytes (seeded) to `path`.
 pub fn write_file(path: &std::path::Path, seed: u64, len: usize) {
-    let mut x = seed | 1;
-    let data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let data = zfs_core::testing::pseudo_random_bytes(seed, len);
     std::fs::write(path, data).expect("write test file");
 }
 

@@ -344,30 +344,20 @@ impl Zfs {
                 ))
             }
         };
-        ffi::lzc_load_key(&dataset.to_c_name(), noop, &wrapping).map_err(|e| {
-            let e = Error::from_errno(LOAD, dataset.as_str(), e);
-            match e {
-                Error::Zfs {
-                    operation,
-                    target,
-                    errno,
-                    ..
-                } if errno.0 == libc::EACCES => Error::Zfs {
-                    operation,
-                    target,
-                    kind: ErrorKind::WrongKey,
-                    errno,
-                },
-                e => e,
-            }
-        })
+        ffi::lzc_load_key(&dataset.to_c_name(), noop, &wrapping)
+            .map_err(|e| key_error(LOAD, dataset, e, ErrorKind::WrongKey))
     }
 }
 
-/// A key change's errno: a key that is not loaded (EACCES) is said so.
-fn change_error(dataset: &DatasetName, errno: crate::Errno) -> Error {
-    let e = Error::from_errno(CHANGE, dataset.as_str(), errno);
-    match e {
+/// A key call's errno, with EACCES read as `eacces` says: a wrong key for
+/// a load, a key not loaded for a change.
+fn key_error(
+    operation: &'static str,
+    dataset: &DatasetName,
+    errno: crate::Errno,
+    eacces: ErrorKind,
+) -> Error {
+    match Error::from_errno(operation, dataset.as_str(), errno) {
         Error::Zfs {
             operation,
             target,
@@ -376,11 +366,16 @@ fn change_error(dataset: &DatasetName, errno: crate::Errno) -> Error {
         } if errno.0 == libc::EACCES => Error::Zfs {
             operation,
             target,
-            kind: ErrorKind::KeyNotLoaded,
+            kind: eacces,
             errno,
         },
         e => e,
     }
+}
+
+/// A key change's errno: a key that is not loaded (EACCES) is said so.
+fn change_error(dataset: &DatasetName, errno: crate::Errno) -> Error {
+    key_error(CHANGE, dataset, errno, ErrorKind::KeyNotLoaded)
 }
 
 /// The `keyformat` the kernel lists (none, 0, for an unencrypted dataset).

@@ -305,19 +305,11 @@ impl Drop for Mounted {
 /// it for the while: fixture data for a test.
 pub fn fill(dataset: &DatasetName, bytes: u64, seed: u64) -> Result<()> {
     let mounted = Mounted::new(dataset)?;
-    let mut x = seed | 1;
     let mut left = bytes;
-    let mut n = 0;
+    let mut n: u64 = 0;
     while left > 0 {
         let len = left.min(1 << 20) as usize;
-        let data: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let data = pseudo_random_bytes(seed.wrapping_add(n.wrapping_mul(0x9e37_79b9)), len);
         let path = mounted.path().join(format!("fill-{seed}-{n}"));
         std::fs::write(&path, data)
             .map_err(|e| Error::io("write", path.display().to_string(), e))?;
@@ -325,4 +317,18 @@ pub fn fill(dataset: &DatasetName, bytes: u64, seed: u64) -> Result<()> {
         n += 1;
     }
     Ok(())
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift): the same seed gives
+/// the same bytes, for fixture data a test can compare.
+pub fn pseudo_random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
