@@ -1704,12 +1704,16 @@ fn tracing_sees_a_span_per_run_step_and_transfer() {
     };
     assert!(info(&format!("[1/2] {src} -> {dst}")), "{events:?}");
     assert!(info(&format!("{dst}/kid: 1 transfer(s)")), "{events:?}");
-    assert!(
-        events
-            .iter()
-            .any(|(level, text)| *level == tracing::Level::TRACE && text.contains("job_bytes")),
-        "{events:?}"
-    );
+    // Progress at TRACE, with the job's totals filled in (not 0).
+    let job_bytes: Vec<u64> = events
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::TRACE)
+        .filter_map(|(_, text)| {
+            let rest = text.split("job_bytes=").nth(1)?;
+            rest.split(' ').next()?.parse().ok()
+        })
+        .collect();
+    assert!(job_bytes.iter().any(|b| *b > 0), "{events:?}");
 }
 
 /// A sync taken apart does what `sync` does: a preview and the begun run
