@@ -418,6 +418,24 @@ fn non_raw_replication_into_an_encrypted_parent() {
     // Without the key: a divergence naming the encryption root, and a
     // typed refusal from execute; nothing received.
     p.zfs.unload_key(&vault).unwrap();
+    // Up to date, nothing to send: no key needed, nothing to say.
+    let plan = repl.plan(&p.zfs).unwrap();
+    assert!(plan.divergences().is_empty(), "{plan}");
+    // A placeholder would be created in the locked vault (a raw stream
+    // needs no key, the placeholder does): said in the plan.
+    let deeper = p.dst("vault/deeper/raw");
+    let plan = Replication::new(src.clone(), deeper)
+        .raw(true)
+        .create_parents(true)
+        .plan(&p.zfs)
+        .unwrap();
+    assert_eq!(
+        plan.divergences()[0].1,
+        Divergence::KeyNotLoaded {
+            encryption_root: vault.to_string()
+        },
+        "{plan}"
+    );
     p.snap(&src, "s3");
     let plan = repl.plan(&p.zfs).unwrap();
     assert_eq!(

@@ -1776,8 +1776,27 @@ fn a_sync_step_by_step_is_a_sync() {
     assert_eq!((s.destroyed.len(), t.destroyed.len()), (1, 1));
     drop(run);
     assert_eq!(p.names(&src), [second.clone()]);
-    assert_eq!(p.names(&dst), [second]);
+    assert_eq!(p.names(&dst), [second.clone()]);
     assert_eq!(p.guids(&src), p.guids(&dst));
+
+    // A step that fails ends the run: nothing after it runs.
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let mut run = repl.begin_sync(&local, &local, &keep).unwrap();
+    run.take_snapshot(&opts()).unwrap();
+    let cancel = CancelToken::new();
+    cancel.cancel();
+    let e = run.execute(&options(cancel, None)).map(|_| ()).unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    for e in [
+        run.execute(&opts()).map(|_| ()).unwrap_err(),
+        run.prune(&opts()).map(|_| ()).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::OutOfOrder { .. }), "{e}");
+    }
+    assert!(matches!(run.finish(), Err(Error::OutOfOrder { .. })));
+    // Nothing pruned: the old base is still on both sides.
+    assert!(p.names(&src).contains(&second));
+    assert!(p.names(&dst).contains(&second));
 }
 
 /// `send_to_file` reports progress, stops on a cancel and on a send error,
