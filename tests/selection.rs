@@ -277,6 +277,8 @@ fn backup_cli_selects_datasets_and_the_initial_snapshot() {
         vec!["--only-property", "nocolon=x"],
         vec!["--only-property", "novalue"],
         vec!["--initial", "some"],
+        vec!["--retain", "1h:"],
+        vec!["--keep", "0"],
     ] {
         let mut args = vec!["plan", s, d, "-r"];
         args.extend(bad.iter().copied());
@@ -300,6 +302,21 @@ fn backup_cli_selects_datasets_and_the_initial_snapshot() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(p.zfs.exists(&p.dst("backups/home/alice")));
     assert!(!p.zfs.exists(&p.dst("backups/home/alice/cache")));
+    // plan takes sync's command line, retention included, and prunes
+    // nothing.
+    let before = p.names(&p.dst("backups/home/alice"));
+    let o = backup(&[
+        "plan",
+        s,
+        d,
+        "-r",
+        "--exclude",
+        "*/cache",
+        "--retain",
+        "1h:24,1d:30",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(p.names(&p.dst("backups/home/alice")), before);
     // Only the newest snapshot, the one sync took: "old" stayed behind.
     let names = p.names(&p.dst("backups/home/alice"));
     assert_eq!(names.len(), 1, "{names:?}");

@@ -581,6 +581,13 @@ impl Zfs {
     /// Makes everything written to `dataset`'s pool durable: writes out the
     /// open transaction group and waits for it (`lzc_sync`, what `zpool
     /// sync` does).
+    ///
+    /// ```no_run
+    /// let zfs = zfs_core::Zfs::open()?;
+    /// // Before pruning the source: what was received is on disk.
+    /// zfs.sync_pool(&"pipe/home".parse()?)?;
+    /// # Ok::<(), zfs_core::Error>(())
+    /// ```
     pub fn sync_pool(&self, dataset: &DatasetName) -> Result<()> {
         let pool = dataset.pool();
         ffi::lzc_sync(&pool.to_c_name())

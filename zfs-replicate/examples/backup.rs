@@ -5,6 +5,7 @@
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
 //!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
 //! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
+//!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
 //!             [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
 //! backup serve (--listen HOST:PORT | --stdio) [--allow DATASET[:send|:receive|:all] …]
 //!              [--token-file FILE]
@@ -51,7 +52,8 @@
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw`,
 //!   `--rollback`, `--prefix` and selection), then the snapshot `sync`
 //!   would take and send to every target, changes nothing, and exits 3 if
-//!   the plan is blocked.
+//!   the plan is blocked. It takes sync's retention options too, and
+//!   checks them as sync does (exit 2), but prunes nothing.
 //! - `--json` (`plan`, `sync`): one JSON document on stdout (the plan, or
 //!   the sync report; the shape is zfs-replicate's `serde` feature) and
 //!   nothing else there. `sync`'s progress lines go to stderr; its summary
@@ -144,6 +146,7 @@ const USAGE: &str = "usage:
       creates are readonly=on, canmount=noauto unless --set/--exclude-property
       (zfs receive -o/-x) say otherwise
   backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
+              [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
               [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
       print what sync would send, and the snapshot it would take; changes nothing
     [--json]  one JSON document on stdout (the plan, or the sync report) and
@@ -1223,6 +1226,10 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
             EXCLUDE_PROPERTY,
             JSON,
             PREFIX,
+            KEEP,
+            KEEP_SOURCE,
+            KEEP_TARGET,
+            RETAIN,
         ],
     )?
     else {
@@ -1230,6 +1237,9 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
         return Ok(0);
     };
     let json = p.has("json");
+    // Sync's retention options, so that plan takes sync's command line:
+    // checked as sync checks them; a plan prunes nothing.
+    keep_args(&p)?;
     let prefix = prefix_arg(p.value("prefix"))?;
     let sides = sides(&p)?;
     let repl = replication(&p, &sides)?.prefix(prefix);

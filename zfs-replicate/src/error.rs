@@ -238,7 +238,22 @@ impl Error {
         matches!(self, Error::Diverged(d) if d.iter().any(|(_, x)| matches!(x, Divergence::NoCommonSnapshot { .. })))
     }
 
-    /// Classifies the error.
+    /// Classifies the error: one kind to match on, whatever variant (a
+    /// kernel error, a transfer's root cause, a remote refusal) carries it.
+    ///
+    /// ```no_run
+    /// use zfs_replicate::{ErrorKind, ExecuteOptions, Replication};
+    ///
+    /// let zfs = zfs_core::Zfs::open()?;
+    /// let repl = Replication::new("tank/home".parse()?, "pipe/home".parse()?);
+    /// match repl.sync(&zfs, &ExecuteOptions::new(), Some(7)) {
+    ///     Ok(done) => println!("took {}", done.snapshot),
+    ///     Err(e) if e.kind() == ErrorKind::Diverged => eprintln!("needs a look: {e}"),
+    ///     Err(e) if e.kind() == ErrorKind::NoSpace => eprintln!("backup drive full: {e}"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Zfs(e) => core_kind(e.kind()),

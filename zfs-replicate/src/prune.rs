@@ -281,6 +281,18 @@ pub struct PrunePreview {
 /// snapshots), changing nothing. Without `protect`, it keeps what a prune
 /// would keep but for the common bases a `sync` passes: give their GUIDs
 /// to see exactly what `sync` would prune.
+///
+/// ```no_run
+/// use zfs_replicate::prune::{prune_preview, PruneOptions, Retention};
+/// use zfs_replicate::retention::Rule;
+///
+/// let zfs = zfs_core::Zfs::open()?;
+/// let grid = Rule::Grid("1h:24,1d:30".parse()?);
+/// let opts = PruneOptions::new(Retention::new("backup", grid)).recursive(true);
+/// let preview = prune_preview(&zfs, &"pipe/home".parse()?, &opts)?;
+/// println!("{} to destroy, {} bytes freed", preview.report.destroyed.len(), preview.bytes_freed);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn prune_preview(
     zfs: &Zfs,
     dataset: &DatasetName,
