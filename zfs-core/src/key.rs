@@ -386,9 +386,10 @@ fn key_format_of(props: &Properties) -> Option<KeyFormat> {
         .find(|f| f.index() == n)
 }
 
-/// What a wrapping key is derived with: `keyformat`, `pbkdf2salt`,
-/// `pbkdf2iters` (salt and iterations are 0 for raw and hex keys).
-pub(crate) fn wrapping_parameters(props: &Properties) -> [Option<u64>; 3] {
+/// What a dataset's wrapping key is derived with, from its properties:
+/// `keyformat`, `pbkdf2salt`, `pbkdf2iters` (salt and iterations are 0 for
+/// raw and hex keys). Two keys with different parameters differ.
+pub fn wrapping_parameters(props: &Properties) -> [Option<u64>; 3] {
     ["keyformat", "pbkdf2salt", "pbkdf2iters"].map(|name| number(props, name))
 }
 

@@ -892,14 +892,7 @@ fn inherit_key(target: &dyn Endpoint, step: &Step) -> Result<()> {
         return Ok(());
     }
     let root_props = target.properties(root)?;
-    let wrapping = |p: &zfs_core::Properties| {
-        ["keyformat", "pbkdf2salt", "pbkdf2iters"].map(|name| {
-            p.raw
-                .get_nvlist(name)
-                .ok()
-                .and_then(|v| v.get_u64("value").ok())
-        })
-    };
+    let wrapping = zfs_core::key::wrapping_parameters;
     if wrapping(&own) == wrapping(&root_props) {
         target.force_inherit_key(&step.target)?;
     }
@@ -1166,7 +1159,7 @@ enum Relayed {
 }
 
 /// Spawns a named transfer thread that blocks the host's signals first.
-fn spawn<'scope, T: Send + 'scope>(
+pub(crate) fn spawn<'scope, T: Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     name: &str,
     f: impl FnOnce() -> T + Send + 'scope,

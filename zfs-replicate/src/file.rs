@@ -180,14 +180,7 @@ pub fn send_to_file(
         .map_err(|e| io("create", &partial, e))?;
     let result = write_stream(zfs, snapshot, opts, &file, &partial).and_then(|summary| {
         file.sync_all().map_err(|e| io("sync", &partial, e))?;
-        let found = summary.substreams.first().map(|s| s.to_guid);
-        if found != Some(guid) {
-            return Err(Error::UnexpectedStream {
-                path: path.to_path_buf(),
-                expected_guid: guid,
-                found_guid: found,
-            });
-        }
+        check_stream_of(path, &summary, guid)?;
         // A link, not a rename: it refuses a file that appeared meanwhile.
         std::fs::hard_link(&partial, path).map_err(|e| io("link", path, e))?;
         if let Ok(d) = File::open(&dir) {
@@ -227,17 +220,14 @@ fn write_stream(
     let (read, write) = (pipe.read, pipe.write);
     let target = snapshot.dataset();
     std::thread::scope(|scope| {
-        let sender = std::thread::Builder::new()
-            .name("zfs-send".to_owned())
-            .spawn_scoped(scope, move || {
-                let _ = zfs_core::signal::block_async_signals();
-                let write = write; // closed when the send ends
-                zfs.send(snapshot, &send, &write)
-            })
-            .map_err(|source| Error::Thread {
-                target: target.clone(),
-                source,
-            })?;
+        let sender = crate::execute::spawn(scope, "zfs-send", move || {
+            let write = write; // closed when the send ends
+            zfs.send(snapshot, &send, &write)
+        })
+        .map_err(|source| Error::Thread {
+            target: target.clone(),
+            source,
+        })?;
         // `read` is closed when the copy ends: a sender still writing gets
         // EPIPE (its signals are blocked) and stops.
         let copied = copy_verified(read, file, &wakeup, opts, path);
@@ -330,6 +320,13 @@ fn copy_verified(
 /// [`Error::UnexpectedStream`].
 pub fn verify_file_of(path: &Path, guid: u64) -> Result<StreamSummary> {
     let summary = verify_file(path)?;
+    check_stream_of(path, &summary, guid)?;
+    Ok(summary)
+}
+
+/// That `summary` is one plain stream of the snapshot whose GUID is
+/// `guid` ([`Error::UnexpectedStream`] otherwise).
+fn check_stream_of(path: &Path, summary: &StreamSummary, guid: u64) -> Result<()> {
     let found = summary.substreams.first().map(|s| s.to_guid);
     if summary.compound || summary.substreams.len() != 1 || found != Some(guid) {
         return Err(Error::UnexpectedStream {
@@ -338,7 +335,7 @@ pub fn verify_file_of(path: &Path, guid: u64) -> Result<StreamSummary> {
             found_guid: found,
         });
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// Verifies every record checksum and END checksum of a stream file.
