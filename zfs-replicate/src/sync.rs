@@ -110,9 +110,17 @@ impl Replication {
         target: &dyn Endpoint,
     ) -> Result<SyncPreview> {
         let plan = self.plan_with(source, target)?;
-        let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
-        self.check_new_snapshot_names(&plan, &snapshot)?;
+        let snapshot = self.sync_snapshot_name(&plan)?;
         Ok(SyncPreview { snapshot, plan })
+    }
+
+    /// The snapshot a sync with `plan` takes, now: its names fit on both
+    /// sides, and the snapshot filter admits it.
+    fn sync_snapshot_name(&self, plan: &Plan) -> Result<String> {
+        let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
+        self.check_new_snapshot_names(plan, &snapshot)?;
+        self.check_filter_admits(plan, &snapshot)?;
+        Ok(snapshot)
     }
 
     /// Refuses a snapshot filter that would leave out the snapshot a sync
@@ -157,9 +165,7 @@ impl Replication {
         if !divergences.is_empty() {
             return Err(Error::Diverged(divergences));
         }
-        let snapshot = prune::new_snapshot_name(&self.prefix, std::time::SystemTime::now());
-        self.check_new_snapshot_names(&plan, &snapshot)?;
-        self.check_filter_admits(&plan, &snapshot)?;
+        let snapshot = self.sync_snapshot_name(&plan)?;
         Ok(SyncRun {
             repl: self,
             sides: Sides { source, target },
