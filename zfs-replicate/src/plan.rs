@@ -513,44 +513,28 @@ impl Replication {
             .map(|s| s.target.clone())
             .collect();
         for step in steps.iter_mut().filter(|s| s.creates_target()) {
-            let mut missing = Vec::new();
-            let mut at = step.target.parent();
-            let mut existing = None;
-            while let Some(parent) = at {
-                // Beyond what a remote server lets us see (its policy's
-                // root): left to the receive.
-                let hidden = tgt.refusal(Op::List, &parent).is_some();
-                if hidden || created.contains(&parent) {
-                    break;
-                }
-                if tgt.exists(&parent)? {
-                    existing = Some(parent);
-                    break;
-                }
-                at = parent.parent();
-                missing.push(parent);
-            }
+            let (mut missing, existing) =
+                missing_ancestors(tgt, &step.target, |d| created.contains(d))?;
             let Some(nearest) = missing.first().cloned() else {
                 continue;
             };
+            if !self.create_parents {
+                step.divergence = Some(Divergence::MissingParent { parent: nearest });
+                continue;
+            }
             // A placeholder inherits the encryption of what it is created
             // in, and creating an encrypted one needs that key.
-            let locked = match &existing {
-                Some(d) => {
-                    let p = tgt.properties(d)?;
-                    (p.encryption.is_encrypted() && p.key_status == Some(KeyStatus::Unavailable))
-                        .then(|| p.encryption_root.unwrap_or_default())
-                }
-                None => None,
-            };
-            if let (true, Some(encryption_root)) = (self.create_parents, locked) {
-                step.divergence = Some(Divergence::KeyNotLoaded { encryption_root });
-            } else if self.create_parents {
-                missing.reverse();
-                step.create_parents = missing;
-            } else {
-                step.divergence = Some(Divergence::MissingParent { parent: nearest });
+            let locked = existing.filter(|p| {
+                p.encryption.is_encrypted() && p.key_status == Some(KeyStatus::Unavailable)
+            });
+            if let Some(p) = locked {
+                step.divergence = Some(Divergence::KeyNotLoaded {
+                    encryption_root: p.encryption_root.unwrap_or_default(),
+                });
+                continue;
             }
+            missing.reverse();
+            step.create_parents = missing;
         }
         Ok(())
     }
@@ -984,32 +968,46 @@ impl Replication {
 
 /// The encryption a non-raw receive into `target` meets: its own when it
 /// exists (`existing`), else that of its nearest existing ancestor, which
-/// it will inherit; None when unencrypted.
+/// it will inherit; None when unencrypted (or unknown: an ancestor a
+/// server's policy hides is taken as unencrypted; the receive has the last
+/// word).
 fn target_encryption(
     tgt: &dyn Endpoint,
     target: &DatasetName,
     existing: Option<&zfs_core::Properties>,
 ) -> Result<Option<zfs_core::Properties>> {
     let props = match existing {
-        Some(p) => p.clone(),
-        None => {
-            let mut at = target.parent();
-            loop {
-                let Some(d) = at else { return Ok(None) };
-                if tgt.refusal(Op::List, &d).is_some() {
-                    // Beyond what a remote server lets us see: unknown,
-                    // taken as unencrypted (the receive has the last word).
-                    return Ok(None);
-                }
-                match tgt.properties(&d) {
-                    Ok(p) => break p,
-                    Err(e) if e.kind() == crate::ErrorKind::NotFound => at = d.parent(),
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        Some(p) => Some(p.clone()),
+        None => missing_ancestors(tgt, target, |_| false)?.1,
     };
-    Ok(props.encryption.is_encrypted().then_some(props))
+    Ok(props.filter(|p| p.encryption.is_encrypted()))
+}
+
+/// Walks up from `dataset`'s parent to the first ancestor that exists, that
+/// `stop` names, or that a server's policy hides (beyond its root: left to
+/// the receive): the missing ones passed, nearest first, and the existing
+/// one's properties (None when the walk stopped otherwise).
+fn missing_ancestors(
+    tgt: &dyn Endpoint,
+    dataset: &DatasetName,
+    stop: impl Fn(&DatasetName) -> bool,
+) -> Result<(Vec<DatasetName>, Option<zfs_core::Properties>)> {
+    let mut missing = Vec::new();
+    let mut at = dataset.parent();
+    while let Some(d) = at {
+        if tgt.refusal(Op::List, &d).is_some() || stop(&d) {
+            break;
+        }
+        match tgt.properties(&d) {
+            Ok(p) => return Ok((missing, Some(p))),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                at = d.parent();
+                missing.push(d);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((missing, None))
 }
 
 /// A filesystem's or volume's newest snapshot, as the kernel names it in
