@@ -286,6 +286,14 @@ impl Pair {
         s
     }
 
+    /// Plans `repl` (which must not diverge) and runs it.
+    pub fn replicate(&self, repl: &zfs_replicate::Replication) -> zfs_replicate::Report {
+        let plan = repl.plan(&self.zfs).expect("plan");
+        assert!(plan.divergences().is_empty(), "{plan}");
+        zfs_replicate::execute(&self.zfs, &plan, &zfs_replicate::ExecuteOptions::new())
+            .unwrap_or_else(|e| panic!("{plan}: {e}"))
+    }
+
     /// The GUIDs of `fs`'s snapshots, oldest first (none if `fs` is absent).
     pub fn guids(&self, fs: &zfs_core::DatasetName) -> Vec<u64> {
         self.listed(fs).iter().map(|s| s.guid()).collect()

@@ -47,13 +47,7 @@ fn create_with_passphrase(fs: &DatasetName, passphrase: &str) {
 fn raw_backup(p: &Pair, src: &DatasetName, dst: &DatasetName) {
     fill(src, 5, 2, 200_000);
     p.snap(src, "s1");
-    let repl = Replication::new(src.clone(), dst.clone()).raw(true);
-    execute(
-        &p.zfs,
-        &repl.plan(&p.zfs).unwrap(),
-        &ExecuteOptions::default(),
-    )
-    .unwrap();
+    p.replicate(&Replication::new(src.clone(), dst.clone()).raw(true));
     assert_eq!(key_status(p, dst), Some(KeyStatus::Unavailable));
 }
 
@@ -192,15 +186,6 @@ fn encryption_root(p: &Pair, d: &DatasetName) -> Option<String> {
     p.zfs.properties(d).unwrap().encryption_root
 }
 
-fn sync(p: &Pair, repl: &Replication) {
-    execute(
-        &p.zfs,
-        &repl.plan(&p.zfs).unwrap(),
-        &ExecuteOptions::default(),
-    )
-    .unwrap();
-}
-
 #[test]
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn change_key_rewraps_and_inherit_key_joins_the_parent() {
@@ -327,7 +312,7 @@ fn raw_recursive_replication_keeps_the_encryption_roots() {
     let repl = Replication::new(tree.clone(), dst.clone())
         .recursive(true)
         .raw(true);
-    sync(&p, &repl);
+    p.replicate(&repl);
     let (da, dc, db) = (p.dst("tree/a"), p.dst("tree/a/c"), p.dst("tree/b"));
     let roots = |p: &Pair| [&dst, &da, &dc, &db].map(|d| encryption_root(p, d).unwrap_or_default());
     let want = [dst.as_str(), dst.as_str(), dst.as_str(), db.as_str()].map(String::from);
@@ -408,7 +393,7 @@ fn non_raw_replication_into_an_encrypted_parent() {
 
     write_tiny_file(&src, "two");
     p.snap(&src, "s2");
-    sync(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.guids(&src), p.guids(&dst));
     assert_eq!(
         contents(&src.snapshot("s2").unwrap()),
@@ -454,7 +439,7 @@ fn non_raw_replication_into_an_encrypted_parent() {
     let plan = Replication::new(src.clone(), other).plan(&p.zfs).unwrap();
     assert_eq!(plan.divergences().len(), 1, "{plan}");
     p.zfs.load_key(&vault, b"the vault passphrase").unwrap();
-    sync(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.guids(&src), p.guids(&dst));
     summary("keys: non-raw backups go into an encrypted parent, full and incremental; a missing key is a divergence");
 }

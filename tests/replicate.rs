@@ -320,14 +320,7 @@ fn every_divergence_is_reported_before_anything_changes() {
     );
     // A raw stream of encrypted data onto unencrypted data: refused.
     let plain_dst = p.dst("plain copy");
-    execute(
-        &p.zfs,
-        &Replication::new(enc_src.clone(), plain_dst.clone())
-            .plan(&p.zfs)
-            .unwrap(),
-        &opts(),
-    )
-    .unwrap();
+    p.replicate(&Replication::new(enc_src.clone(), plain_dst.clone()));
     p.snap(&enc_src, "s3");
     let plan = Replication::new(enc_src.clone(), plain_dst.clone())
         .raw(true)

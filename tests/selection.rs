@@ -16,12 +16,6 @@ fn pair() -> Pair {
     Pair::new("seltank", "selpipe", 256 << 20, 256 << 20)
 }
 
-fn run(p: &Pair, repl: &Replication) {
-    let plan = repl.plan(&p.zfs).unwrap();
-    assert!(plan.divergences().is_empty(), "{plan}");
-    execute(&p.zfs, &plan, &ExecuteOptions::default()).unwrap();
-}
-
 fn sources(repl: &Replication, p: &Pair) -> Vec<String> {
     repl.plan(&p.zfs)
         .unwrap()
@@ -104,7 +98,7 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
         .find(|s| s.target == p.dst("root/b/deep"))
         .unwrap();
     assert_eq!(deep.create_parents, [dst.clone(), p.dst("root/b")]);
-    run(&p, &repl);
+    p.replicate(&repl);
     for (rel, there) in [
         ("a", true),
         ("a/cache", false),
@@ -139,7 +133,7 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
         .collect();
     actions.sort();
     assert_eq!(actions, [("a", false), ("b/deep", false), ("c", true)]);
-    run(&p, &repl);
+    p.replicate(&repl);
     for rel in ["a", "b/deep", "c"] {
         let (s, d) = (p.src(&format!("root/{rel}")), p.dst(&format!("root/{rel}")));
         assert_eq!(p.guids(&s), p.guids(&d), "{rel}");
@@ -153,7 +147,7 @@ fn datasets_are_selected_by_name_and_by_inherited_property() {
         .filter(filter.exclude("c").unwrap());
     let plan = repl.plan(&p.zfs).unwrap();
     assert!(plan.removed_on_source.is_empty(), "{plan}");
-    run(&p, &repl);
+    p.replicate(&repl);
     assert!(p.zfs.exists(&p.dst("root/c")));
 
     // The root selected now: its target is the placeholder made for its
@@ -181,7 +175,7 @@ fn snapshots_are_hopped_over_and_a_first_send_can_take_only_the_newest() {
     // Only the newest, in full.
     let newest = p.dst("newest");
     let repl = Replication::new(src.clone(), newest.clone()).initial(Initial::MostRecent);
-    run(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.names(&newest), ["keep5"]);
     assert_eq!(
         contents(&src.snapshot("keep5").unwrap()),
@@ -200,7 +194,7 @@ fn snapshots_are_hopped_over_and_a_first_send_can_take_only_the_newest() {
         }
         other => panic!("{other:?}"),
     }
-    run(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.names(&hop), ["keep1", "keep3", "keep5"]);
     let guid = |fs: &DatasetName, n: &str| {
         p.zfs
@@ -221,11 +215,11 @@ fn snapshots_are_hopped_over_and_a_first_send_can_take_only_the_newest() {
     p.snap(&src, "hourly6");
     fill(&src, 7, 1, 60_000);
     p.snap(&src, "keep7");
-    run(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.names(&hop), ["keep1", "keep3", "keep5", "keep7"]);
     // The newest-only target goes on incrementally, with every snapshot.
     let repl = Replication::new(src.clone(), newest.clone()).initial(Initial::MostRecent);
-    run(&p, &repl);
+    p.replicate(&repl);
     assert_eq!(p.names(&newest), ["keep5", "hourly6", "keep7"]);
     // A filter that would leave out the snapshot sync takes is refused
     // before anything changes.
