@@ -20,7 +20,7 @@
 //!   bound to a descriptor the kernel closes), the receive is resumable.
 
 use std::collections::BTreeMap;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -1158,6 +1158,26 @@ enum Relayed {
     Cancelled,
 }
 
+/// Waits until `fd` is ready for `interest` (true), or until `cancel`
+/// fires (false). A wake-up on `wakeup` ends the wait at once; the cancel
+/// flag is looked at again every [`RELAY_POLL`] should one be missed.
+pub(crate) fn wait_ready(
+    fd: &dyn AsFd,
+    interest: Interest,
+    wakeup: &Wakeup,
+    cancel: &CancelToken,
+) -> std::io::Result<bool> {
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        let ready = poll(&[(fd, interest), (wakeup.fd(), Interest::Read)], RELAY_POLL)?;
+        if ready[0].any() {
+            return Ok(true);
+        }
+    }
+}
+
 /// Spawns a named transfer thread that blocks the host's signals first.
 pub(crate) fn spawn<'scope, T: Send + 'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
@@ -1280,15 +1300,10 @@ fn relay(
     loop {
         // Wait for input, then for room, then move what is there.
         for (fd, interest) in [(&from, Interest::Read), (&to, Interest::Write)] {
-            loop {
-                if cancel.is_cancelled() {
-                    return Ok(Relayed::Cancelled);
-                }
-                let ready = poll(&[(fd, interest), (wakeup.fd(), Interest::Read)], RELAY_POLL)
-                    .map_err(|e| zfs_core::Error::io("relay (poll)", target.as_str(), e))?;
-                if ready[0].any() {
-                    break;
-                }
+            let ready = wait_ready(fd, interest, wakeup, cancel)
+                .map_err(|e| zfs_core::Error::io("relay (poll)", target.as_str(), e))?;
+            if !ready {
+                return Ok(Relayed::Cancelled);
             }
         }
         match zfs_core::pipe::splice_nonblocking(&from, &to, RELAY_CHUNK) {

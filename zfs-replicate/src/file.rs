@@ -22,9 +22,8 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use zfs_core::pipe::{poll, Interest, Pipe, Wakeup};
+use zfs_core::pipe::{Interest, Pipe, Wakeup};
 
 use zfs_core::{
     DatasetName, NvList, ReceiveOptions, Received, SendFlags, SendOptions, SnapshotName,
@@ -259,9 +258,6 @@ fn write_stream(
 
 /// Bytes per read from the send's pipe (and the pipe's size).
 const COPY_CHUNK: usize = 1 << 20;
-/// How long a wait for the pipe lasts before the cancel flag is looked at
-/// again (a wake-up ends it sooner).
-const COPY_POLL: Duration = Duration::from_millis(500);
 
 fn copy_verified(
     read: OwnedFd,
@@ -275,18 +271,10 @@ fn copy_verified(
     let mut read = File::from(read);
     let mut written = 0u64;
     loop {
-        loop {
-            if opts.cancel.is_cancelled() {
-                return Ok(Copied::Cancelled);
-            }
-            let ready = poll(
-                &[(&read, Interest::Read), (wakeup.fd(), Interest::Read)],
-                COPY_POLL,
-            )
+        let ready = crate::execute::wait_ready(&read, Interest::Read, wakeup, &opts.cancel)
             .map_err(|e| io("poll", path, e))?;
-            if ready[0].any() {
-                break;
-            }
+        if !ready {
+            return Ok(Copied::Cancelled);
         }
         let n = match read.read(&mut buf) {
             Ok(0) => break,
