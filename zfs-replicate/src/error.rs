@@ -105,6 +105,20 @@ pub enum Error {
         needs: &'static str,
     },
 
+    /// A parity level or block size that is not one this library writes.
+    #[error("parity: {reason}")]
+    InvalidParity { reason: String },
+
+    /// A stream file is damaged beyond what its parity sidecar repairs
+    /// (or its sidecar is unusable); nothing was changed.
+    #[cfg(feature = "parity")]
+    #[error("{}: damaged beyond repair at {damaged}: {}", path.display(), why.iter().map(|w| w.to_string()).collect::<Vec<_>>().join("; "))]
+    Unrecoverable {
+        path: PathBuf,
+        damaged: crate::parity::Ranges,
+        why: Vec<crate::parity::Unrecoverable>,
+    },
+
     /// A stream file holds a compound (`zfs send -R`) stream, which
     /// libzfs_core cannot receive.
     #[error("{}: a compound (zfs send -R) stream; receive each dataset's stream separately", path.display())]
@@ -274,6 +288,9 @@ impl Error {
             Error::NothingSelected { .. } => ErrorKind::NotFound,
             Error::OutOfOrder { .. } => ErrorKind::InvalidArgument,
             Error::UnexpectedStream { .. } => ErrorKind::BadStream,
+            #[cfg(feature = "parity")]
+            Error::Unrecoverable { .. } => ErrorKind::BadStream,
+            Error::InvalidParity { .. } => ErrorKind::InvalidArgument,
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }

@@ -116,6 +116,8 @@ pub mod execute;
 pub mod file;
 mod lock;
 mod parallel;
+#[cfg(feature = "parity")]
+pub mod parity;
 pub mod plan;
 pub mod prune;
 #[cfg(feature = "remote")]

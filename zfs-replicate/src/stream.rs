@@ -1168,8 +1168,35 @@ fn payload_len(h: &[u8; RECORD_LEN], ty: u32, order: Order) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid full stream of about `len` bytes (at least one WRITE):
+    /// 128 KiB WRITE records of pseudo-random data from `seed`, for other
+    /// modules' tests (the parity sidecar's).
+    pub(crate) fn synthetic_stream(len: usize, seed: u64) -> Vec<u8> {
+        let mut w = Writer::new(false);
+        w.begin(1, 0, "tank/parity@test", (0xfeed_0000 ^ seed, 0), &[]);
+        w.object(2, &[]);
+        let mut x = seed | 1;
+        let mut offset = 0u64;
+        loop {
+            let mut data = vec![0u8; 128 << 10];
+            for c in data.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
+            }
+            w.write(2, offset, &data);
+            offset += data.len() as u64;
+            if w.out.len() + 2 * RECORD_LEN >= len {
+                break;
+            }
+        }
+        w.end(0xfeed_0000 ^ seed);
+        w.out
+    }
 
     /// Record type numbers used by the test writer.
     const FREEOBJECTS: u32 = 2;

@@ -1,0 +1,350 @@
+//! Parity sidecars: stream files that survive damage.
+//!
+//! A stream file `FILE` written with parity gets a sidecar `FILE.zpar`;
+//! `FILE` itself stays a plain ZFS stream (`zfs receive < FILE` works
+//! without this library). The sidecar holds Reed–Solomon parity over the
+//! stream's blocks, a BLAKE3 digest of every block (to find damage) and a
+//! header with the stream's length and END checksum (to prove a repair).
+//!
+//! What it repairs, at the default 16 KiB blocks and 48 MiB of encoder
+//! memory (see [`Parity`] for other levels):
+//!
+//! | level | span | one hole (or cut tail) per span | scattered damage |
+//! |---|---|---|---|
+//! | 5% | 360 MiB (24 × 960 blocks) | 18 MiB (1152 blocks) | 48 bad blocks in any word of 960 + 48; 2% of all blocks at random almost surely (one word in 4·10⁷ fails) |
+//! | 10% | 168 MiB (12 × 896 blocks) | 16.9 MiB (1080 blocks) | 90 in any word of 896 + 90; 5% at random (one word in 4·10⁷ fails) |
+//!
+//! A stream shorter than a span gets fewer, longer words (sized from the
+//! send's estimate), so the hole it survives is the level's share of it:
+//! about 3.2 MiB of a 64 MiB stream at 5%. Damaged parity blocks count
+//! against their word like damaged data. The sidecar's own header and
+//! tables are stored twice; a damaged sidecar is rebuilt from an intact
+//! (or repaired) stream by [`repair_file`].
+//!
+//! Memory: writing holds two buffers of `s` blocks per interleaved word
+//! (`s` = the word's parity rounded up to a power of two: 48 MiB at the
+//! default, whatever the stream's size) plus 8.5 MiB of code tables;
+//! reading holds one span's table (368 KiB at the default), one
+//! word's decoder (16 MiB) and at most one span's repaired blocks.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use zfs_replicate::file::{send_to_file, SendFileOptions};
+//! use zfs_replicate::parity::{check_file, repair_file, Condition, Parity};
+//!
+//! let zfs = zfs_core::Zfs::open()?;
+//! let file = Path::new("/mnt/usb/home.zstream");
+//! let opts = SendFileOptions::new().parity(Parity::percent(5)?);
+//! send_to_file(&zfs, &"tank/home@monday".parse()?, &opts, file)?; // and home.zstream.zpar
+//! // Later:
+//! match check_file(file)? {
+//!     Condition::Intact { .. } => {}
+//!     Condition::Repairable { damaged, .. } => {
+//!         println!("repairing {damaged}");
+//!         repair_file(file)?;
+//!     }
+//!     Condition::Unrecoverable { why, .. } => println!("lost: {why:?}"),
+//! }
+//! # Ok::<(), zfs_replicate::Error>(())
+//! ```
+
+mod encode;
+mod format;
+mod geometry;
+mod repair;
+mod scan;
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::stream::StreamSummary;
+
+pub(crate) use encode::{SidecarWriter, StreamFacts};
+pub use repair::{create_sidecar, repair_file, Repaired, Sidecar};
+pub(crate) use repair::{refuse, RepairingReader};
+pub use scan::check_file;
+pub(crate) use scan::scan;
+
+/// Encoder memory by default: 48 MiB (24 interleaved words at 5%).
+pub const DEFAULT_MEMORY: u64 = 48 << 20;
+/// Block size by default: 16 KiB.
+pub const DEFAULT_BLOCK: u32 = 16 << 10;
+
+/// How much parity a sidecar carries, and over what.
+///
+/// ```
+/// use zfs_replicate::parity::Parity;
+///
+/// let p = Parity::percent(5)?;
+/// assert_eq!(p.span_bytes(), 360 << 20);
+/// assert_eq!(p.hole_bytes(), 18 << 20); // per span
+/// // 3 GiB of encoder memory: holes of 1.1 GiB per 22 GiB span.
+/// let big = Parity::percent(5)?.memory(3 << 30);
+/// assert_eq!(big.hole_bytes(), 1152 << 20);
+/// # Ok::<(), zfs_replicate::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parity {
+    level_bp: u32,
+    block: u32,
+    memory: u64,
+}
+
+impl Parity {
+    /// `percent` parity blocks per 100 data blocks, 1 to 50.
+    pub fn percent(percent: u32) -> Result<Parity> {
+        if !(1..=50).contains(&percent) {
+            return Err(Error::InvalidParity {
+                reason: format!("level {percent}%: must be 1 to 50"),
+            });
+        }
+        Ok(Parity {
+            level_bp: percent * 100,
+            block: DEFAULT_BLOCK,
+            memory: DEFAULT_MEMORY,
+        })
+    }
+
+    /// Encoder memory: more interleaved words, so longer holes (the hole
+    /// a span survives is 3/8 of it at 5%). At least one word's worth is
+    /// used whatever this says.
+    pub fn memory(mut self, bytes: u64) -> Parity {
+        self.memory = bytes;
+        self
+    }
+
+    /// Bytes per block: a power of two from 512 to 64 KiB. Smaller blocks
+    /// waste less on scattered bit flips; larger ones make bigger spans.
+    pub fn block_size(mut self, bytes: u32) -> Result<Parity> {
+        if !bytes.is_power_of_two() || !(geometry::MIN_BLOCK..=geometry::MAX_BLOCK).contains(&bytes)
+        {
+            return Err(Error::InvalidParity {
+                reason: format!("block size {bytes}: must be a power of two, 512 to 65536"),
+            });
+        }
+        self.block = bytes;
+        Ok(self)
+    }
+
+    /// The level, in percent.
+    pub fn level_percent(&self) -> u32 {
+        self.level_bp / 100
+    }
+
+    fn words(&self) -> u32 {
+        geometry::Geometry::words_for_memory(self.level_bp, self.block, self.memory)
+    }
+
+    /// Words for a stream of about `estimate` bytes: enough for a span
+    /// 1.25 times as long, at most what the memory allows (a small stream
+    /// gets few long words, which survive more scattered damage).
+    fn words_for(&self, estimate: Option<u64>) -> u32 {
+        let most = self.words();
+        match estimate {
+            None => most,
+            Some(bytes) => {
+                let (k, _, _) = geometry::code(self.level_bp);
+                let blocks = bytes
+                    .saturating_add(bytes / 4)
+                    .div_ceil(u64::from(self.block));
+                blocks.div_ceil(u64::from(k)).clamp(1, u64::from(most)) as u32
+            }
+        }
+    }
+
+    /// Bytes of a full span (the stream is protected span by span).
+    pub fn span_bytes(&self) -> u64 {
+        let (k, _, _) = geometry::code(self.level_bp);
+        u64::from(self.words()) * u64::from(k) * u64::from(self.block)
+    }
+
+    /// The longest hole (or cut tail), in whole blocks, that every full span
+    /// can rebuild.
+    pub fn hole_bytes(&self) -> u64 {
+        let (_, m, _) = geometry::code(self.level_bp);
+        u64::from(self.words()) * u64::from(m) * u64::from(self.block)
+    }
+}
+
+/// Byte ranges of a stream file, coalesced, at most [`Ranges::LISTED`]
+/// listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Ranges {
+    /// The ranges, in order (the first [`Ranges::LISTED`]).
+    pub ranges: Vec<Range<u64>>,
+    /// Ranges not listed.
+    pub more: u64,
+    /// Bytes in all ranges, listed or not.
+    pub bytes: u64,
+}
+
+impl Ranges {
+    /// Ranges listed at most.
+    pub const LISTED: usize = 1024;
+
+    pub(crate) fn add(&mut self, r: Range<u64>) {
+        if r.is_empty() {
+            return;
+        }
+        self.bytes += r.end - r.start;
+        let listed = self.ranges.len();
+        match self.ranges.last_mut() {
+            Some(last) if self.more == 0 && last.end >= r.start => {
+                last.end = last.end.max(r.end);
+            }
+            _ if listed < Self::LISTED => self.ranges.push(r),
+            _ => self.more += 1,
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+}
+
+impl fmt::Display for Ranges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}..{}", r.start, r.end)?;
+        }
+        if self.more > 0 {
+            write!(f, " and {} more", self.more)?;
+        }
+        write!(f, " ({} bytes)", self.bytes)
+    }
+}
+
+/// Damage found in the sidecar itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum SidecarDamage {
+    /// A copy of the header (0: the first, 1: the one at the end).
+    Header { copy: u8 },
+    /// A copy of a span's table.
+    Table { span: u64, copy: u8 },
+    /// Parity blocks of a span whose digests do not match.
+    Parity { span: u64, blocks: u32 },
+    /// The sidecar is not as long as its header says.
+    Length { expected: u64, found: u64 },
+}
+
+/// Why a stream file cannot be repaired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum Unrecoverable {
+    /// A code word lost more blocks (data and parity) than it has parity.
+    TooManyDamaged {
+        span: u64,
+        word: u32,
+        damaged: u32,
+        parity: u32,
+    },
+    /// Both copies of a span's table are damaged and so is the stream:
+    /// the damage cannot be located.
+    TablesLost { span: u64 },
+    /// Both copies of the sidecar's header are damaged and so is the
+    /// stream.
+    HeaderLost,
+    /// The sidecar is another stream's (its stream GUID differs).
+    WrongSidecar { sidecar_guid: u64, stream_guid: u64 },
+    /// Every block matches its digest, yet the stream does not verify (or
+    /// its END checksum is not the sidecar's): the stream was damaged
+    /// before its sidecar was made, or a repair went wrong.
+    StreamChecksum { detail: String },
+}
+
+impl fmt::Display for Unrecoverable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unrecoverable::TooManyDamaged {
+                span,
+                word,
+                damaged,
+                parity,
+            } => write!(
+                f,
+                "span {span} word {word}: {damaged} damaged blocks, {parity} parity"
+            ),
+            Unrecoverable::TablesLost { span } => {
+                write!(f, "span {span}: both copies of its table are damaged")
+            }
+            Unrecoverable::HeaderLost => {
+                f.write_str("both copies of the sidecar header are damaged")
+            }
+            Unrecoverable::WrongSidecar {
+                sidecar_guid,
+                stream_guid,
+            } => write!(
+                f,
+                "the sidecar is for stream {sidecar_guid:#x}, the file is {stream_guid:#x}"
+            ),
+            Unrecoverable::StreamChecksum { detail } => {
+                write!(f, "the stream does not verify: {detail}")
+            }
+        }
+    }
+}
+
+/// What [`check_file`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Condition {
+    /// Every block matches its digest and the stream verifies.
+    Intact {
+        summary: StreamSummary,
+        /// Damage to the sidecar ([`repair_file`] rebuilds it).
+        sidecar: Vec<SidecarDamage>,
+    },
+    /// Damaged, and every damaged word has parity enough.
+    Repairable {
+        /// The stream's damaged bytes (whole blocks; a cut tail; bytes
+        /// beyond the stream's end).
+        damaged: Ranges,
+        margin: Margin,
+        sidecar: Vec<SidecarDamage>,
+    },
+    /// Damaged beyond the parity.
+    Unrecoverable {
+        damaged: Ranges,
+        why: Vec<Unrecoverable>,
+        sidecar: Vec<SidecarDamage>,
+    },
+}
+
+/// How much more damage a repairable file could take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Margin {
+    /// Damaged code words.
+    pub damaged_words: u64,
+    /// The fewest spare parity blocks left in any damaged word: one more
+    /// damaged block beyond this in that word is unrecoverable.
+    pub least_spare: u32,
+}
+
+/// The sidecar of stream file `path`: `path` with `.zpar` appended.
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(".zpar");
+    PathBuf::from(s)
+}
+
+pub(crate) fn io(operation: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests;
