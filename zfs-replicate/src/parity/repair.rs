@@ -140,8 +140,13 @@ impl<'a> RepairingReader<'a> {
         }
         let g = self.g;
         let s = g.span(span);
-        let (table, _) =
-            read_table(&g, &s, self.sidecar).map_err(|e| io("read", self.sidecar_path, e))?;
+        let sidecar_len = self
+            .sidecar
+            .metadata()
+            .map_err(|e| io("stat", self.sidecar_path, e))?
+            .len();
+        let (table, _) = read_table(&g, &s, self.sidecar, sidecar_len)
+            .map_err(|e| io("read", self.sidecar_path, e))?;
         let table =
             table.ok_or_else(|| changed(self.sidecar_path, "its table became unreadable"))?;
         let b = g.block as usize;

@@ -149,21 +149,29 @@ pub(crate) fn read_header(
 }
 
 /// One of `span`'s table copies, and the damaged copies.
+/// A copy that would end past the sidecar's end (`sidecar_len`) is
+/// damaged without reading (nothing is allocated beyond the file).
 pub(crate) fn read_table(
     g: &Geometry,
     span: &Span,
     sidecar: &File,
+    sidecar_len: u64,
 ) -> io::Result<(Option<Table>, Vec<SidecarDamage>)> {
     let len = g.table_len(span);
-    let mut buf = vec![0u8; len as usize];
     let starts = [
         g.record_offset(span),
         g.record_offset(span) + g.record_len(span) - len,
     ];
+    let mut buf = Vec::new();
     let mut found = None;
     let mut damage = Vec::new();
     for (copy, at) in starts.into_iter().enumerate() {
-        let n = read_at_most(sidecar, &mut buf, at)?;
+        let n = if at.saturating_add(len) > sidecar_len {
+            0
+        } else {
+            buf.resize(len as usize, 0);
+            read_at_most(sidecar, &mut buf, at)?
+        };
         match (n == buf.len())
             .then(|| parse_table(g, span, &buf).ok())
             .flatten()
@@ -272,7 +280,7 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
     for index in 0..g.spans() {
         let span = g.span(index);
         let (table, damage) =
-            read_table(&g, &span, &sidecar).map_err(|e| io("read", &sidecar_at, e))?;
+            read_table(&g, &span, &sidecar, sidecar_len).map_err(|e| io("read", &sidecar_at, e))?;
         sidecar_damage.extend(damage);
         // Per word: damaged data positions and damaged parity indices
         // (kept up to one more than the word's parity).
