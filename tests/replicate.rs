@@ -489,7 +489,7 @@ fn stream_file_verified_corrupted_and_refused() {
     assert!(receive_file(&p.zfs, &target, &bad).is_err());
     assert!(!p.zfs.exists(&target));
     // The intact file restores.
-    let r = receive_file(&p.zfs, &target, &path).unwrap();
+    let r = receive_file(&p.zfs, &target, &path).unwrap().received;
     assert_eq!(r.snapshot.short_name(), "s1");
     assert_eq!(contents(&r.snapshot), contents(&s1));
 

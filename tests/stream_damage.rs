@@ -221,7 +221,7 @@ mod stream_damage {
             assert!(counts[ty] > 0, "no {} record: {counts:?}", RECORD_NAMES[ty]);
         }
         let restored = tank.root().child("restored").unwrap();
-        let r = receive_file(&zfs, &restored, &path).unwrap();
+        let r = receive_file(&zfs, &restored, &path).unwrap().received;
         assert_eq!(zfs.snapshot_info(&r.snapshot).unwrap().guid(), sub.to_guid);
         print_hex("small.zstream", &data);
         std::fs::remove_file(&path).unwrap();
@@ -230,7 +230,9 @@ mod stream_damage {
         let fixture = io_dir().join(format!("fixture-{}.zstream", std::process::id()));
         std::fs::write(&fixture, SMALL).unwrap();
         let from_fixture = tank.root().child("fixture").unwrap();
-        let r = receive_file(&zfs, &from_fixture, &fixture).unwrap();
+        let r = receive_file(&zfs, &from_fixture, &fixture)
+            .unwrap()
+            .received;
         let guid = zfs.snapshot_info(&r.snapshot).unwrap().guid();
         assert_eq!(
             guid,
@@ -444,7 +446,7 @@ mod stream_damage {
             });
             let r = receive_file(&zfs, &case.target, &intact).unwrap();
             assert_eq!(
-                zfs.snapshot_info(&r.snapshot).unwrap().guid(),
+                zfs.snapshot_info(&r.received.snapshot).unwrap().guid(),
                 layout_guid(&case.data)
             );
         }

@@ -1313,7 +1313,7 @@ fn receive(args: &[OsString]) -> Result<u8, Fail> {
     };
     let path = Path::new(input);
     let zfs = open()?;
-    let received = file::receive_file(&zfs, &target, path)?;
+    let received = file::receive_file(&zfs, &target, path)?.received;
     out!(
         "received {} from {}: {} bytes, guid {:#x}{}",
         received.snapshot,

@@ -32,6 +32,8 @@ use zfs_core::{
 
 use crate::error::{Error, Result};
 use crate::execute::CancelToken;
+#[cfg(feature = "parity")]
+use crate::parity::{self, Parity, Sidecar, SidecarWriter, StreamFacts};
 use crate::plan::DEFAULT_FLAGS;
 use crate::stream::{self, StreamSummary, StreamVerifier};
 
@@ -65,16 +67,20 @@ pub struct SendFileOptions {
     raw: bool,
     cancel: CancelToken,
     progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    #[cfg(feature = "parity")]
+    parity: Option<Parity>,
 }
 
 impl std::fmt::Debug for SendFileOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendFileOptions")
-            .field("base", &self.base)
+        let mut f = f.debug_struct("SendFileOptions");
+        f.field("base", &self.base)
             .field("raw", &self.raw)
             .field("cancel", &self.cancel)
-            .field("progress", &self.progress.is_some())
-            .finish()
+            .field("progress", &self.progress.is_some());
+        #[cfg(feature = "parity")]
+        f.field("parity", &self.parity);
+        f.finish()
     }
 }
 
@@ -111,6 +117,16 @@ impl SendFileOptions {
         self
     }
 
+    /// Also writes a parity sidecar, `FILE.zpar`, in the same pass (see
+    /// [`crate::parity`]): the file can then be checked, repaired, and
+    /// received through a repair. The sidecar is linked into place before
+    /// the stream, so a stream file written with parity always has it.
+    #[cfg(feature = "parity")]
+    pub fn parity(mut self, parity: Parity) -> Self {
+        self.parity = Some(parity);
+        self
+    }
+
     fn send_options(&self) -> SendOptions {
         let mut flags = DEFAULT_FLAGS;
         if self.raw {
@@ -134,6 +150,9 @@ pub struct SentFile {
     pub guid: u64,
     /// The stream as it was verified while it was written.
     pub summary: StreamSummary,
+    /// The parity sidecar written with it, if asked for.
+    #[cfg(feature = "parity")]
+    pub sidecar: Option<Sidecar>,
 }
 
 /// Writes a stream of `snapshot` to a new file at `path` (an existing file
@@ -168,33 +187,157 @@ pub fn send_to_file(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let mut partial_name = std::ffi::OsString::from(".");
-    partial_name.push(name);
-    partial_name.push(format!(".partial-{}", std::process::id()));
-    let partial = dir.join(partial_name);
+    let partial = dir.join(partial_name(name));
+    #[cfg(feature = "parity")]
+    let sidecar = match opts.parity {
+        Some(parity) => Some(SidecarOutput::create(
+            zfs, snapshot, opts, &dir, path, parity,
+        )?),
+        None => None,
+    };
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&partial)
         .map_err(|e| io("create", &partial, e))?;
-    let result = write_stream(zfs, snapshot, opts, &file, &partial).and_then(|summary| {
-        file.sync_all().map_err(|e| io("sync", &partial, e))?;
-        check_stream_of(path, &summary, guid)?;
-        // A link, not a rename: it refuses a file that appeared meanwhile.
-        std::fs::hard_link(&partial, path).map_err(|e| io("link", path, e))?;
-        if let Ok(d) = File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(SentFile {
-            bytes: summary.total_bytes,
-            guid,
-            summary,
-        })
-    });
+    #[cfg(feature = "parity")]
+    let mut writer = match &sidecar {
+        Some(out) => Some(out.writer()?),
+        None => None,
+    };
+    #[cfg(not(feature = "parity"))]
+    let mut writer: Option<NoSidecar> = None;
+    let result =
+        write_stream(zfs, snapshot, opts, &file, &partial, writer.as_mut()).and_then(|summary| {
+            file.sync_all().map_err(|e| io("sync", &partial, e))?;
+            check_stream_of(path, &summary, guid)?;
+            #[cfg(feature = "parity")]
+            let sidecar = match (&sidecar, writer) {
+                (Some(out), Some(w)) => Some(out.commit(w, &summary)?),
+                _ => None,
+            };
+            // A link, not a rename: it refuses a file that appeared meanwhile.
+            if let Err(e) = std::fs::hard_link(&partial, path) {
+                #[cfg(feature = "parity")]
+                if let Some(s) = &sidecar {
+                    let _ = std::fs::remove_file(&s.path);
+                }
+                return Err(io("link", path, e));
+            }
+            if let Ok(d) = File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok(SentFile {
+                bytes: summary.total_bytes,
+                guid,
+                summary,
+                #[cfg(feature = "parity")]
+                sidecar,
+            })
+        });
     drop(file);
     let _ = std::fs::remove_file(&partial);
     result
 }
+
+/// `.NAME.partial-PID`: a temporary name no finished file has.
+fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(format!(".partial-{}", std::process::id()));
+    partial
+}
+
+/// The sidecar [`send_to_file`] writes beside the stream: its temporary
+/// file (removed on drop), linked into place by `commit`.
+#[cfg(feature = "parity")]
+struct SidecarOutput {
+    file: File,
+    partial: std::path::PathBuf,
+    path: std::path::PathBuf,
+    level_bp: u32,
+    block: u32,
+    words: u32,
+}
+
+#[cfg(feature = "parity")]
+impl SidecarOutput {
+    fn create(
+        zfs: &Zfs,
+        snapshot: &SnapshotName,
+        opts: &SendFileOptions,
+        dir: &Path,
+        stream: &Path,
+        parity: Parity,
+    ) -> Result<SidecarOutput> {
+        let path = parity::sidecar_path(stream);
+        if path.symlink_metadata().is_ok() {
+            return Err(io(
+                "create",
+                &path,
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ));
+        }
+        // The send's estimate sizes the words (no estimate: the most).
+        let estimate = zfs.send_space(snapshot, &opts.send_options()).ok();
+        let (level_bp, block, words) = parity.code_for(estimate);
+        let name = path.file_name().unwrap_or_default();
+        let partial = dir.join(partial_name(name));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(|e| io("create", &partial, e))?;
+        Ok(SidecarOutput {
+            file,
+            partial,
+            path,
+            level_bp,
+            block,
+            words,
+        })
+    }
+
+    fn writer(&self) -> Result<SidecarWriter<'_>> {
+        SidecarWriter::new(&self.file, self.level_bp, self.block, self.words)
+            .map_err(|e| io("write", &self.partial, e))
+    }
+
+    fn commit(&self, writer: SidecarWriter<'_>, summary: &StreamSummary) -> Result<Sidecar> {
+        let header = writer
+            .finish(&StreamFacts::of(summary))
+            .map_err(|e| io("write", &self.partial, e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| io("sync", &self.partial, e))?;
+        std::fs::hard_link(&self.partial, &self.path).map_err(|e| io("link", &self.path, e))?;
+        Ok(Sidecar::new(self.path.clone(), &header))
+    }
+}
+
+#[cfg(feature = "parity")]
+impl Drop for SidecarOutput {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.partial);
+    }
+}
+
+/// Without the `parity` feature, nothing is written beside the stream.
+#[cfg(not(feature = "parity"))]
+struct NoSidecar;
+
+#[cfg(not(feature = "parity"))]
+impl NoSidecar {
+    fn update(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(feature = "parity")]
+type SidecarSink<'a> = SidecarWriter<'a>;
+#[cfg(not(feature = "parity"))]
+type SidecarSink<'a> = NoSidecar;
 
 /// How the copy from the send's pipe into the file ended.
 enum Copied {
@@ -211,6 +354,7 @@ fn write_stream(
     opts: &SendFileOptions,
     file: &File,
     path: &Path,
+    sidecar: Option<&mut SidecarSink<'_>>,
 ) -> Result<StreamSummary> {
     let send = opts.send_options();
     let pipe = Pipe::new(COPY_CHUNK).map_err(Error::from)?;
@@ -229,7 +373,7 @@ fn write_stream(
         })?;
         // `read` is closed when the copy ends: a sender still writing gets
         // EPIPE (its signals are blocked) and stops.
-        let copied = copy_verified(read, file, &wakeup, opts, path);
+        let copied = copy_verified(read, file, &wakeup, opts, path, sidecar);
         let sent = sender.join().map_err(|_| Error::Panicked {
             thread: "send",
             target: target.clone(),
@@ -265,6 +409,7 @@ fn copy_verified(
     wakeup: &Wakeup,
     opts: &SendFileOptions,
     path: &Path,
+    mut sidecar: Option<&mut SidecarSink<'_>>,
 ) -> Result<Copied> {
     let mut verifier = StreamVerifier::new();
     let mut buf = vec![0u8; COPY_CHUNK];
@@ -288,6 +433,11 @@ fn copy_verified(
         })?;
         file.write_all(&buf[..n])
             .map_err(|e| io("write", path, e))?;
+        if let Some(sidecar) = sidecar.as_mut() {
+            sidecar
+                .update(&buf[..n])
+                .map_err(|e| io("write the sidecar of", path, e))?;
+        }
         written += n as u64;
         if let Some(progress) = &opts.progress {
             progress(written);
@@ -337,26 +487,187 @@ pub fn verify_file(path: &Path) -> Result<StreamSummary> {
     })
 }
 
-/// Receives a stream file into `target`: verifies it first, then receives
+/// What [`receive_file`] received.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ReceivedFile {
+    /// What the receive reported.
+    pub received: Received,
+    /// The stream's bytes rebuilt from its parity sidecar on the way into
+    /// the receive (the file itself is not changed); empty when it was
+    /// intact or has no sidecar.
+    #[cfg(feature = "parity")]
+    pub repaired: parity::Ranges,
+}
+
+/// Receives a stream file into `target`: checks it first, then receives
 /// without resumable state, so a failure leaves no partial dataset.
-pub fn receive_file(zfs: &Zfs, target: &DatasetName, path: &Path) -> Result<Received> {
+///
+/// Without a sidecar the file must verify (every record checksum). With
+/// one (`FILE.zpar`, feature `parity`), it is checked against the sidecar
+/// first: a damaged but repairable file is received through the repair
+/// (its damaged blocks rebuilt as they stream into the receive, the file
+/// left as it is; see [`ReceivedFile::repaired`]); an unrecoverable one is
+/// [`Error::Unrecoverable`] and nothing is received.
+pub fn receive_file(zfs: &Zfs, target: &DatasetName, path: &Path) -> Result<ReceivedFile> {
+    #[cfg(feature = "parity")]
+    {
+        let sidecar = parity::sidecar_path(path);
+        if sidecar.symlink_metadata().is_ok() {
+            return receive_with_sidecar(zfs, target, path, &sidecar);
+        }
+    }
     let summary = verify_file(path)?;
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
+    Ok(ReceivedFile {
+        received: receive_verified(zfs, target, path, &summary, &file)?,
+        #[cfg(feature = "parity")]
+        repaired: parity::Ranges::default(),
+    })
+}
+
+#[cfg(feature = "parity")]
+fn receive_with_sidecar(
+    zfs: &Zfs,
+    target: &DatasetName,
+    path: &Path,
+    sidecar_path: &Path,
+) -> Result<ReceivedFile> {
+    let scan = parity::scan(path)?;
+    if !scan.why.is_empty() {
+        return Err(parity::refuse(path, scan.condition()));
+    }
+    let file = File::open(path).map_err(|e| io("open", path, e))?;
+    let header = match (scan.header, &scan.verified, scan.damaged.is_empty()) {
+        (_, Ok(summary), true) => {
+            return Ok(ReceivedFile {
+                received: receive_verified(zfs, target, path, summary, &file)?,
+                repaired: parity::Ranges::default(),
+            })
+        }
+        (Some(header), _, false) => header,
+        _ => return Err(parity::refuse(path, scan.condition())),
+    };
+    if header.compound {
+        return Err(Error::CompoundStream {
+            path: path.to_path_buf(),
+        });
+    }
+    let sidecar = File::open(sidecar_path).map_err(|e| io("open", sidecar_path, e))?;
+    let mut reader =
+        parity::RepairingReader::new(&scan, &header, path, &file, sidecar_path, &sidecar);
+    let dataset_type = match header.dataset_type {
+        1 => Some(zfs_core::DatasetType::Filesystem),
+        2 => Some(zfs_core::DatasetType::Volume),
+        _ => None,
+    };
+    let opts = receive_options(header.from_guid, dataset_type)?;
+    let pipe = Pipe::new(COPY_CHUNK).map_err(Error::from)?;
+    let (read, write) = (pipe.read, pipe.write);
+    let existed = zfs.exists(target);
+    let repaired = scan.damaged.clone();
+    let received = std::thread::scope(|scope| {
+        let feeder = crate::execute::spawn(scope, "zfs-repair", move || -> Result<()> {
+            let mut out = File::from(write); // closed when this ends
+            let mut buf = vec![0u8; COPY_CHUNK];
+            loop {
+                let n = read_repaired(&mut reader, &mut buf, path)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                // Every block is the one the sidecar's digest names (read
+                // as such, or rebuilt and checked), and the kernel checks
+                // the stream's own checksums.
+                out.write_all(&buf[..n])
+                    .map_err(|e| io("write into the receive of", path, e))?;
+            }
+        })
+        .map_err(|source| Error::Thread {
+            target: target.clone(),
+            source,
+        })?;
+        let received = zfs.receive(target, &read, &opts);
+        drop(read);
+        let fed = feeder.join().map_err(|_| Error::Panicked {
+            thread: "repair",
+            target: target.clone(),
+        })?;
+        match (received, fed) {
+            (Ok(r), Ok(())) => Ok(r),
+            // The receive stopped first and closed the pipe: the feeder's
+            // broken pipe is its echo.
+            (Err(e), Err(Error::Io { source, .. }))
+                if source.kind() == std::io::ErrorKind::BrokenPipe =>
+            {
+                Err(Error::Zfs(e))
+            }
+            // The feeder failed first (a read error, a rebuilt block that
+            // does not match): the receive's error is its echo.
+            (Err(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(Error::Zfs(e)),
+            (Ok(_), Err(e)) => Err(e),
+        }
+    });
+    match received {
+        Ok(received) => Ok(ReceivedFile { received, repaired }),
+        Err(e) => {
+            if !existed {
+                let _ = zfs.abort_resumable_receive(target);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(feature = "parity")]
+fn read_repaired(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<usize> {
+    loop {
+        match reader.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(match e.downcast::<Error>() {
+                    Ok(inner) => inner,
+                    Err(e) => io("read", path, e),
+                })
+            }
+        }
+    }
+}
+
+/// A full stream (`from_guid` 0) creates the target: a backup's defaults,
+/// where its type has them (from the stream's BEGIN record).
+fn receive_options(
+    from_guid: u64,
+    dataset_type: Option<zfs_core::DatasetType>,
+) -> Result<ReceiveOptions> {
+    let mut opts = ReceiveOptions::new();
+    if let (0, Some(on)) = (from_guid, dataset_type) {
+        opts = opts.with_overrides(crate::plan::backup_defaults(on, &NvList::new())?);
+    }
+    Ok(opts)
+}
+
+/// Receives a verified stream file (`summary`) from `file`.
+fn receive_verified(
+    zfs: &Zfs,
+    target: &DatasetName,
+    path: &Path,
+    summary: &StreamSummary,
+    file: &File,
+) -> Result<Received> {
     if summary.compound {
         return Err(Error::CompoundStream {
             path: path.to_path_buf(),
         });
     }
     let existed = zfs.exists(target);
-    let file = File::open(path).map_err(|e| io("open", path, e))?;
-    // A full stream creates the target: a backup's defaults, where its
-    // type has them (the verification read its BEGIN record).
-    let mut opts = ReceiveOptions::new();
-    if let Some(s) = summary.substreams.first() {
-        if let (0, Some(on)) = (s.from_guid, s.dataset_type) {
-            opts = opts.with_overrides(crate::plan::backup_defaults(on, &NvList::new())?);
-        }
-    }
-    match zfs.receive(target, &file, &opts) {
+    let first = summary.substreams.first();
+    let opts = receive_options(
+        first.map_or(0, |s| s.from_guid),
+        first.and_then(|s| s.dataset_type),
+    )?;
+    match zfs.receive(target, file, &opts) {
         Ok(r) => Ok(r),
         Err(e) => {
             // A non-resumable receive leaves nothing; make sure of it.

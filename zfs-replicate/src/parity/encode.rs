@@ -108,6 +108,7 @@ pub(crate) struct StreamFacts {
     pub to_guid: u64,
     pub from_guid: u64,
     pub end_checksum: [u64; 4],
+    pub dataset_type: u8,
 }
 
 impl StreamFacts {
@@ -119,6 +120,11 @@ impl StreamFacts {
             to_guid: first.map_or(0, |s| s.to_guid),
             from_guid: first.map_or(0, |s| s.from_guid),
             end_checksum: summary.substreams.last().map_or([0; 4], |s| s.checksum),
+            dataset_type: match first.and_then(|s| s.dataset_type) {
+                Some(zfs_core::DatasetType::Filesystem) => 1,
+                Some(zfs_core::DatasetType::Volume) => 2,
+                _ => 0,
+            },
         }
     }
 }
@@ -249,6 +255,7 @@ impl<'f> SidecarWriter<'f> {
             to_guid: facts.to_guid,
             from_guid: facts.from_guid,
             end_checksum: facts.end_checksum,
+            dataset_type: facts.dataset_type,
         };
         let bytes = header.encode();
         self.file.write_all_at(&bytes, 0)?;

@@ -58,6 +58,9 @@ pub(crate) struct Header {
     pub from_guid: u64,
     /// The last substream's END checksum, as the verifier computed it.
     pub end_checksum: [u64; 4],
+    /// The first substream's `drr_type` (a receive's defaults depend on
+    /// it): 0 another, 1 a filesystem, 2 a volume.
+    pub dataset_type: u8,
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -91,6 +94,7 @@ impl Header {
         b[40..48].copy_from_slice(&g.sidecar_len().to_le_bytes());
         b[48..52].copy_from_slice(&self.substreams.to_le_bytes());
         b[52] = u8::from(self.compound);
+        b[53] = self.dataset_type;
         b[56..64].copy_from_slice(&self.to_guid.to_le_bytes());
         b[64..72].copy_from_slice(&self.from_guid.to_le_bytes());
         for (i, v) in self.end_checksum.iter().enumerate() {
@@ -135,7 +139,11 @@ impl Header {
         if u64_at(b, 40) != geometry.sidecar_len() {
             return Err(FormatError::Field("sidecar length"));
         }
-        if b[52] > 1 || b[53..56] != [0; 3] || b[104..HEADER_DIGEST_AT].iter().any(|&x| x != 0) {
+        if b[52] > 1
+            || b[53] > 2
+            || b[54..56] != [0; 2]
+            || b[104..HEADER_DIGEST_AT].iter().any(|&x| x != 0)
+        {
             return Err(FormatError::Field("reserved"));
         }
         let mut end_checksum = [0u64; 4];
@@ -149,6 +157,7 @@ impl Header {
             to_guid: u64_at(b, 56),
             from_guid: u64_at(b, 64),
             end_checksum,
+            dataset_type: b[53],
         })
     }
 }
@@ -234,6 +243,7 @@ mod tests {
             to_guid: 0x1234,
             from_guid: 0x5678,
             end_checksum: [1, 2, 3, 4],
+            dataset_type: 1,
         }
     }
 

@@ -236,12 +236,6 @@ impl Geometry {
         let start = b * u64::from(self.block);
         start..(start + u64::from(self.block)).min(self.len)
     }
-
-    /// The longest contiguous run of damaged blocks (or truncated tail)
-    /// every full span can rebuild: each of its words loses at most `m`.
-    pub fn hole_blocks(&self) -> u64 {
-        u64::from(self.words) * u64::from(self.m)
-    }
 }
 
 #[cfg(test)]

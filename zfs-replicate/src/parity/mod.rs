@@ -154,6 +154,11 @@ impl Parity {
         }
     }
 
+    /// `(level, block, words)` for a stream of about `estimate` bytes.
+    pub(crate) fn code_for(&self, estimate: Option<u64>) -> (u32, u32, u32) {
+        (self.level_bp, self.block, self.words_for(estimate))
+    }
+
     /// Bytes of a full span (the stream is protected span by span).
     pub fn span_bytes(&self) -> u64 {
         let (k, _, _) = geometry::code(self.level_bp);
@@ -294,9 +299,8 @@ impl fmt::Display for Unrecoverable {
     }
 }
 
-/// What [`check_file`] found.
+/// What [`check_file`] found: one of three states.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Condition {
     /// Every block matches its digest and the stream verifies.
     Intact {
