@@ -615,3 +615,200 @@ fn backup_cli_remote_over_tcp() {
     let _ = std::fs::remove_file(&token);
     let _ = std::fs::remove_file(&wrong);
 }
+
+/// Runs `dd` as a user would, to damage a file in place.
+fn dd(args: &[&str]) {
+    let o = Command::new("dd").args(args).output().expect("dd");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn backup_cli_repairs_stream_files_with_parity() {
+    let zfs = Zfs::open().unwrap();
+    let tank = FilePool::create_unique(&zfs, "paritytank", SIZE).unwrap();
+    let pipe = FilePool::create_unique(&zfs, "paritypipe", SIZE).unwrap();
+    let src = tank.root().child("data").unwrap();
+    zfs.create_filesystem(&src, &NvList::new()).unwrap();
+    zfs_replicate_tests::fill(&src, 5, 4, 2 << 20);
+    let snap = src.snapshot("monday").unwrap();
+    zfs.snapshot(std::slice::from_ref(&snap)).unwrap();
+    let file = std::env::temp_dir().join("parity cli.zstream");
+    let f = file.to_str().unwrap();
+    let sidecar = format!("{f}.zpar");
+
+    assert_fails(
+        &backup(&["send", snap.as_str(), "-o", f, "--parity", "0"]),
+        2,
+        "1 to 50",
+    );
+    assert_fails(
+        &backup(&["send", snap.as_str(), "-o", f, "--parity", "x"]),
+        2,
+        "--parity",
+    );
+    assert!(!file.exists());
+    let out = ok(&backup(&["send", snap.as_str(), "-o", f, "--parity", "5"]));
+    assert!(out.contains(".zpar") && out.contains("5% parity"), "{out}");
+    assert!(std::path::Path::new(&sidecar).exists());
+    let original = std::fs::read(&file).unwrap();
+    let original_sidecar = std::fs::read(&sidecar).unwrap();
+    ok(&backup(&["verify", f]));
+    // Without this library: the file is a plain stream.
+    let plain = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "zfs receive -u {}/plain < '{f}'",
+            pipe.root().as_str()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    // Damage within the level, with dd: verify says repairable (7) and
+    // lists the ranges; receive repairs on the fly (the file unchanged).
+    dd(&[
+        &format!("of={f}"),
+        "if=/dev/urandom",
+        "bs=4096",
+        "seek=100",
+        "count=4",
+        "conv=notrunc",
+    ]);
+    let damaged = std::fs::read(&file).unwrap();
+    assert_ne!(damaged, original);
+    let o = backup(&["verify", f]);
+    assert_eq!(code(&o), 7, "{}", String::from_utf8_lossy(&o.stdout));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("repairable") && out.contains("409600.."),
+        "{out}"
+    );
+    let restored = pipe.root().child("restored").unwrap();
+    let o = backup(&["receive", restored.as_str(), "-i", f]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let warning = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        warning.starts_with("backup: warning: repaired ") && warning.contains("409600.."),
+        "{warning}"
+    );
+    assert_eq!(
+        zfs.snapshots(&restored).unwrap()[0].guid(),
+        zfs.snapshot_info(&snap).unwrap().guid()
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        damaged,
+        "receive leaves FILE as it was"
+    );
+    // repair: 0, the file as it was sent; then intact, still 0.
+    let out = ok(&backup(&["repair", f]));
+    assert!(out.contains("repaired"), "{out}");
+    assert_eq!(std::fs::read(&file).unwrap(), original);
+    let out = ok(&backup(&["repair", f]));
+    assert!(out.contains("intact"), "{out}");
+    // A damaged sidecar is rebuilt from the stream.
+    dd(&[
+        &format!("of={sidecar}"),
+        "if=/dev/zero",
+        "bs=512",
+        "count=2",
+        "conv=notrunc",
+    ]);
+    let out = ok(&backup(&["verify", f]));
+    assert!(out.contains("sidecar is damaged"), "{out}");
+    ok(&backup(&["repair", f]));
+    assert_eq!(std::fs::read(&sidecar).unwrap(), original_sidecar);
+
+    // Beyond the level: verify 4, repair 4 with the file unchanged, and
+    // receive 4 with nothing received.
+    dd(&[
+        &format!("of={f}"),
+        "if=/dev/zero",
+        "bs=1M",
+        "seek=1",
+        "count=3",
+        "conv=notrunc",
+    ]);
+    let beyond = std::fs::read(&file).unwrap();
+    let o = backup(&["verify", f]);
+    assert_eq!(code(&o), 4, "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("beyond repair"));
+    assert_fails(&backup(&["repair", f]), 4, "beyond repair");
+    assert_eq!(std::fs::read(&file).unwrap(), beyond, "left unchanged");
+    let lost = pipe.root().child("lost").unwrap();
+    assert_fails(
+        &backup(&["receive", lost.as_str(), "-i", f]),
+        4,
+        "beyond repair",
+    );
+    assert!(!zfs.exists(&lost), "nothing received");
+    // No sidecar: repair says so (5).
+    std::fs::remove_file(&sidecar).unwrap();
+    assert_fails(&backup(&["repair", f]), 5, "zpar");
+    std::fs::remove_file(&file).unwrap();
+}
+
+/// The README's parity demo, line by line as shown (its pool names changed
+/// to this test's), each with the exit code its comment names (0 if none).
+#[test]
+#[ignore = "needs ZFS: run cargo xtask test"]
+fn readme_parity_demo_runs_as_shown() {
+    const README: &str = include_str!("../README.md");
+    let block = README
+        .split("<!-- parity-demo")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- end parity-demo -->").next())
+        .expect("the README has the parity demo");
+    let lines: Vec<&str> = block
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .collect();
+    assert!(lines.len() >= 5, "{lines:?}");
+    let zfs = Zfs::open().unwrap();
+    let tank = FilePool::create_unique(&zfs, "demotank", SIZE).unwrap();
+    let pipe = FilePool::create_unique(&zfs, "demopipe", SIZE).unwrap();
+    let home = tank.root().child("home").unwrap();
+    zfs.create_filesystem(&home, &NvList::new()).unwrap();
+    zfs_replicate_tests::fill(&home, 9, 4, 2 << 20);
+    zfs.snapshot(&[home.snapshot("monday").unwrap()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("readme-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for line in lines {
+        let (command, comment) = line.split_once(" #").unwrap_or((line, ""));
+        let expected: i32 = comment
+            .split("exit ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .map_or(0, |n| n.parse().unwrap());
+        let command = command
+            .replace("tank/", &format!("{}/", tank.root()))
+            .replace("pipe/", &format!("{}/", pipe.root()));
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(&command)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ {command}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(code(&o), expected, "{command}");
+    }
+    let restored = pipe.root().child("restored").unwrap();
+    assert_eq!(
+        zfs.snapshots(&restored).unwrap()[0].guid(),
+        zfs.snapshot_info(&home.snapshot("monday").unwrap())
+            .unwrap()
+            .guid()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

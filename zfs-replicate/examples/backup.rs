@@ -94,10 +94,22 @@
 //!   `--from`. BASE is a full name (`pool/fs@snap`, `pool/fs#mark`), or a
 //!   short one resolved in SNAPSHOT's dataset: `@snap` or a bare `snap`
 //!   means the snapshot `dataset@snap`, `#mark` the bookmark `dataset#mark`.
-//! - `receive` verifies FILE, then receives it into TARGET (a full stream
+//!   `--parity PERCENT` (1 to 50) also writes the parity sidecar FILE.zpar
+//!   in the same pass; FILE stays a plain stream.
+//! - `receive` checks FILE, then receives it into TARGET (a full stream
 //!   creates it `readonly=on`, `canmount=noauto`: never mounted by itself);
-//!   a bad stream leaves no TARGET behind.
-//! - `verify` checks every record checksum of FILE without any pool.
+//!   a bad stream leaves no TARGET behind. With FILE.zpar beside it, a
+//!   damaged FILE is received through its repair (FILE itself is left as it
+//!   is), with a warning line `backup: warning: repaired N bytes at RANGES`
+//!   on stderr, and exit 0; beyond the parity, exit 4 and nothing received.
+//! - `verify` checks every record checksum of FILE without any pool; with
+//!   FILE.zpar beside it, every block against the sidecar too: exit 0
+//!   intact, 7 damaged but repairable (the damaged byte ranges and the
+//!   margin are listed), 4 unrecoverable (the ranges and why).
+//! - `repair` rebuilds a damaged FILE from FILE.zpar, atomically (a
+//!   temporary file, verified, then renamed over FILE), and a damaged
+//!   sidecar from the stream: exit 0 repaired or already intact, 4
+//!   unrecoverable (FILE left unchanged), 5 without a sidecar.
 //!
 //! Names are taken whole from their argument, spaces included. Options may
 //! come anywhere after the command, also as `--keep=N`; `--` ends options.
@@ -113,6 +125,7 @@
 //! | 4 | a bad or damaged stream |
 //! | 5 | not found (dataset, snapshot, bookmark or file) |
 //! | 6 | permission denied: a request the server's policy refuses (the line names the dataset and the operation; `sync` refuses up front what the run would need), or one the kernel refuses (EPERM: not root, no `zfs allow`) |
+//! | 7 | `verify`: damaged, but its sidecar can repair it |
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -127,6 +140,7 @@ use std::time::{Duration, Instant};
 
 use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
 use zfs_replicate::endpoint::{Endpoint, Local};
+use zfs_replicate::parity::{self, Condition, Parity};
 use zfs_replicate::prune::{PruneReport, Retention};
 use zfs_replicate::remote::{self, Channel, Client, ClientOptions, Policy, ServeOptions};
 use zfs_replicate::retention::{Grid, Rule};
@@ -163,13 +177,19 @@ const USAGE: &str = "usage:
       receive-only server keeps its backups bounded; never held ones, nor others'
   backup load-key DATASET
       load the key of the encryption root DATASET from stdin (its keyformat)
-  backup send SNAPSHOT [--from BASE] [--raw] -o FILE
+  backup send SNAPSHOT [--from BASE] [--raw] -o FILE [--parity PERCENT]
       write a stream of SNAPSHOT to a new FILE; BASE is pool/fs@snap, pool/fs#mark,
-      or @snap, snap, #mark in SNAPSHOT's dataset
+      or @snap, snap, #mark in SNAPSHOT's dataset; --parity (1 to 50) also writes
+      the parity sidecar FILE.zpar
   backup receive TARGET -i FILE
-      verify FILE, then receive it into TARGET
+      check FILE, then receive it into TARGET; with FILE.zpar, a damaged FILE is
+      received through its repair (a warning names the ranges; FILE is unchanged)
   backup verify FILE
-      check every record of FILE; exit 0 only for an intact stream
+      check every record of FILE (and every block against FILE.zpar): exit 0
+      intact, 7 damaged but repairable (ranges listed), 4 unrecoverable
+  backup repair FILE
+      rebuild a damaged FILE (and FILE.zpar) from FILE.zpar: exit 0 repaired or
+      already intact, 4 unrecoverable (FILE left unchanged)
 
 SELECTION (sync and plan):
   --exclude GLOB              skip datasets whose name relative to SOURCE matches
@@ -194,7 +214,7 @@ exit codes: 0 ok, 1 other error (also a connection that cannot be made or is los
             token file, --listen beyond loopback without a token), 3 divergence or
             no common snapshot, 4 bad or damaged stream, 5 not found,
             6 permission denied: refused by the server's policy, or by the kernel
-            (EPERM: not root, no zfs allow)";
+            (EPERM: not root, no zfs allow), 7 (verify) damaged but repairable";
 
 /// Writes a line to stdout, ignoring a closed stdout (no panic on `| head`).
 macro_rules! out {
@@ -283,6 +303,7 @@ fn run(args: &[OsString]) -> Result<u8, Fail> {
         "send" => send(rest),
         "receive" | "recv" => receive(rest),
         "verify" => verify(rest),
+        "repair" => repair(rest),
         "serve" => serve(rest),
         "prune" => prune(rest),
         "load-key" => load_key(rest),
@@ -344,6 +365,12 @@ const FROM: Opt = Opt {
 const OUTPUT: Opt = Opt {
     names: &["-o", "--output"],
     key: "output",
+    takes_value: true,
+    repeatable: false,
+};
+const PARITY: Opt = Opt {
+    names: &["--parity"],
+    key: "parity",
     takes_value: true,
     repeatable: false,
 };
@@ -1271,7 +1298,7 @@ fn plan(args: &[OsString]) -> Result<u8, Fail> {
 }
 
 fn send(args: &[OsString]) -> Result<u8, Fail> {
-    let Some(p) = parse("send", args, &["SNAPSHOT"], &[FROM, RAW, OUTPUT])? else {
+    let Some(p) = parse("send", args, &["SNAPSHOT"], &[FROM, RAW, OUTPUT, PARITY])? else {
         out!("{USAGE}");
         return Ok(0);
     };
@@ -1284,12 +1311,26 @@ fn send(args: &[OsString]) -> Result<u8, Fail> {
         return Err(usage("send needs -o FILE"));
     };
     let path = PathBuf::from(output);
+    let parity = p
+        .value("parity")
+        .map(|v| {
+            let text = utf8("--parity", v)?.trim_end_matches('%');
+            let percent: u32 = text
+                .parse()
+                .map_err(|_| usage(format!("--parity {text:?}: not a whole percent")))?;
+            Parity::percent(percent).map_err(usage)
+        })
+        .transpose()?;
     let zfs = open()?;
     let mut opts = file::SendFileOptions::new().raw(p.has("raw"));
     if let Some(base) = &from {
         opts = opts.from(base.clone());
     }
-    let bytes = file::send_to_file(&zfs, &snapshot, &opts, &path)?.bytes;
+    if let Some(parity) = parity {
+        opts = opts.parity(parity);
+    }
+    let sent = file::send_to_file(&zfs, &snapshot, &opts, &path)?;
+    let bytes = sent.bytes;
     out!(
         "wrote {snapshot}{}{} to {}: {bytes} bytes",
         match &from {
@@ -1299,6 +1340,16 @@ fn send(args: &[OsString]) -> Result<u8, Fail> {
         if p.has("raw") { " raw" } else { "" },
         path.display()
     );
+    if let Some(sidecar) = &sent.sidecar {
+        out!(
+            "wrote {}: {} bytes of {}% parity; repairs a hole of up to {} bytes per {} bytes of stream",
+            sidecar.path.display(),
+            sidecar.bytes,
+            sidecar.level_percent,
+            sidecar.hole_bytes,
+            sidecar.span_bytes.min(bytes)
+        );
+    }
     Ok(0)
 }
 
@@ -1313,7 +1364,16 @@ fn receive(args: &[OsString]) -> Result<u8, Fail> {
     };
     let path = Path::new(input);
     let zfs = open()?;
-    let received = file::receive_file(&zfs, &target, path)?.received;
+    let got = file::receive_file(&zfs, &target, path)?;
+    if !got.repaired.is_empty() {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "backup: warning: repaired {} bytes at {}",
+            got.repaired.bytes,
+            ranges_text(&got.repaired)
+        );
+    }
+    let received = got.received;
     out!(
         "received {} from {}: {} bytes, guid {:#x}{}",
         received.snapshot,
@@ -1346,7 +1406,53 @@ fn verify(args: &[OsString]) -> Result<u8, Fail> {
             format!("{}: is a directory", path.display()),
         ));
     }
-    let summary = file::verify_file(path)?;
+    let summary = if parity::sidecar_path(path).symlink_metadata().is_ok() {
+        match parity::check_file(path)? {
+            Condition::Intact { summary, sidecar } => {
+                report_sidecar_damage(path, &sidecar);
+                summary
+            }
+            Condition::Repairable {
+                damaged,
+                margin,
+                sidecar,
+            } => {
+                out!(
+                    "{}: damaged but repairable: {} bytes at {}",
+                    path.display(),
+                    damaged.bytes,
+                    ranges_text(&damaged)
+                );
+                out!(
+                    "  {} damaged code word(s); the worst can lose {} more block(s)",
+                    margin.damaged_words,
+                    margin.least_spare
+                );
+                report_sidecar_damage(path, &sidecar);
+                out!("  repair it with: backup repair {}", path.display());
+                return Ok(7);
+            }
+            Condition::Unrecoverable {
+                damaged,
+                why,
+                sidecar,
+            } => {
+                out!(
+                    "{}: damaged beyond repair: {} bytes at {}",
+                    path.display(),
+                    damaged.bytes,
+                    ranges_text(&damaged)
+                );
+                for w in &why {
+                    out!("  {w}");
+                }
+                report_sidecar_damage(path, &sidecar);
+                return Ok(4);
+            }
+        }
+    } else {
+        file::verify_file(path)?
+    };
     out!(
         "{}: intact {}stream, {} bytes, {} substream(s)",
         path.display(),
@@ -1388,6 +1494,59 @@ fn verify(args: &[OsString]) -> Result<u8, Fail> {
         );
         let [a, b, c, d] = s.checksum;
         out!("    checksum {a:x}/{b:x}/{c:x}/{d:x}");
+    }
+    Ok(0)
+}
+
+/// Damaged byte ranges as `START..END` (half-open), the first 20.
+fn ranges_text(r: &parity::Ranges) -> String {
+    let mut parts: Vec<String> = r
+        .ranges
+        .iter()
+        .take(20)
+        .map(|x| format!("{}..{}", x.start, x.end))
+        .collect();
+    let more = (r.ranges.len().saturating_sub(20)) as u64 + r.more;
+    if more > 0 {
+        parts.push(format!("and {more} more"));
+    }
+    parts.join(", ")
+}
+
+fn report_sidecar_damage(path: &Path, damage: &[parity::SidecarDamage]) {
+    if !damage.is_empty() {
+        out!(
+            "  its sidecar is damaged ({damage:?}); backup repair {} rebuilds it",
+            path.display()
+        );
+    }
+}
+
+fn repair(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse("repair", args, &["FILE"], &[])? else {
+        out!("{USAGE}");
+        return Ok(0);
+    };
+    let path = Path::new(&p.positional[0]);
+    // Unrecoverable: one line on stderr, exit 4, the file unchanged.
+    let done = parity::repair_file(path)?;
+    if done.repaired.is_empty() && done.sidecar.is_empty() {
+        out!("{}: intact, nothing to repair", path.display());
+    }
+    if !done.repaired.is_empty() {
+        out!(
+            "{}: repaired {} bytes at {}",
+            path.display(),
+            done.repaired.bytes,
+            ranges_text(&done.repaired)
+        );
+    }
+    if !done.sidecar.is_empty() {
+        out!(
+            "{}: rebuilt its damaged sidecar ({:?})",
+            path.display(),
+            done.sidecar
+        );
     }
     Ok(0)
 }

@@ -211,16 +211,20 @@ impl Ranges {
     }
 }
 
+/// The first 8 ranges (half-open byte offsets), how many more, and the
+/// bytes in all: `409600..425984, 1048576..1064960 (32768 bytes)`.
 impl fmt::Display for Ranges {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, r) in self.ranges.iter().enumerate() {
+        const SHOWN: usize = 8;
+        for (i, r) in self.ranges.iter().take(SHOWN).enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }
             write!(f, "{}..{}", r.start, r.end)?;
         }
-        if self.more > 0 {
-            write!(f, " and {} more", self.more)?;
+        let more = self.ranges.len().saturating_sub(SHOWN) as u64 + self.more;
+        if more > 0 {
+            write!(f, " and {more} more")?;
         }
         write!(f, " ({} bytes)", self.bytes)
     }

@@ -54,19 +54,25 @@ pub struct Sidecar {
 impl Sidecar {
     pub(crate) fn new(path: PathBuf, header: &Header) -> Sidecar {
         let g = &header.geometry;
-        // Every span's words keep at least this many parity blocks (short
-        // words keep fewer: the smallest over the stream's spans).
+        // A span survives a hole of (its words) × (their least parity)
+        // blocks; a span whose every word has as much parity as data (a
+        // short last span) survives losing all of it. The least over the
+        // spans; the whole stream if no span is bounded.
         let hole_blocks = (0..g.spans())
-            .map(|i| {
+            .filter_map(|i| {
                 let span = g.span(i);
-                let least = (0..g.words.min(span.n))
-                    .map(|w| g.word_parity(&span, w))
-                    .min()
-                    .unwrap_or(0);
-                u64::from(least) * u64::from(g.words.min(span.n))
+                let used = g.words.min(span.n);
+                let bounded = (0..used).any(|w| g.word_parity(&span, w) < g.word_data(&span, w));
+                bounded.then(|| {
+                    let least = (0..used)
+                        .map(|w| g.word_parity(&span, w))
+                        .min()
+                        .unwrap_or(0);
+                    u64::from(least) * u64::from(used)
+                })
             })
             .min()
-            .unwrap_or(0);
+            .unwrap_or(g.blocks());
         Sidecar {
             path,
             bytes: g.sidecar_len(),
