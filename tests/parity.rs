@@ -37,7 +37,7 @@ fn incremental_with_parity(
     fill(&src, 2, 16, 4 << 20);
     let s2 = p.snap(&src, "s2");
     let dst = p.dst("fs");
-    let full = temp("parity-full");
+    let full = path.with_extension("full");
     remove(&full);
     send_to_file(&p.zfs, &s1, &SendFileOptions::new(), &full).unwrap();
     receive_file(&p.zfs, &dst, &full).unwrap();
