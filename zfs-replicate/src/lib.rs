@@ -27,9 +27,12 @@
 //! - [`event`]: one stream of events per job (steps *i of n*, progress with
 //!   the job's totals, rollbacks, prunes); [`SyncRun`]: a sync step by step.
 //! - [`mod@file`] and [`stream`]: streams kept in files, verified record by
-//!   record without a pool.
+//!   record without a pool; `parity` (default feature): a parity sidecar
+//!   beside a stream file, to find, repair, and receive through damage.
 //!
 //! Features:
+//! - `parity` (default): `zfs_replicate::parity` (Reed–Solomon with
+//!   `reed-solomon-simd`, block digests with `blake3`).
 //! - `remote` (default): `zfs_replicate::remote`, the wire protocol, the
 //!   client endpoint and the server. It enables `serde`.
 //! - `zstd`: zstd on the wire, when both sides have it.
