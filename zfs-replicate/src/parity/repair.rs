@@ -55,10 +55,15 @@ impl Sidecar {
     pub(crate) fn new(path: PathBuf, header: &Header) -> Sidecar {
         let g = &header.geometry;
         // Every span's words keep at least this many parity blocks (short
-        // words keep fewer: the smallest over the stream's spans).
+        // words keep fewer: the smallest over the stream's spans). The last
+        // of several spans keeps min(m, k_w) per word: a run of words × m
+        // blocks loses at most that in each, as in a full span.
         let hole_blocks = (0..g.spans())
             .map(|i| {
                 let span = g.span(i);
+                if span.tail_reserve {
+                    return g.hole_blocks();
+                }
                 let least = (0..g.words.min(span.n))
                     .map(|w| g.word_parity(&span, w))
                     .min()
