@@ -11,8 +11,8 @@ use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, RateDecoder};
 
 use super::encode::{SidecarWriter, StreamFacts};
-use super::format::{digest, Header};
-use super::geometry::Geometry;
+use super::format::{digest, record_code, Header};
+use super::geometry::{Geometry, HEADER_LEN};
 use super::scan::{read_block, read_table, scan, DamagedWord, Scan};
 use super::{io, sidecar_path, Condition, Parity, Ranges, SidecarDamage};
 use crate::error::{Error, Result};
@@ -337,15 +337,19 @@ pub fn repair_file(path: &Path) -> Result<Repaired> {
         (None, _, _) => return Err(refuse(path, scan.condition())),
     };
     if !sidecar_damage.is_empty() {
-        // Rebuild the sidecar as it was made: same code, same words (or
-        // the defaults when no header survived).
+        // Rebuild the sidecar as it was made: same code, same words (when
+        // no header survived, those span 0's table names, or the
+        // defaults).
         let (level_bp, block, words) = match &scan.header {
             Some(h) => (h.geometry.level_bp, h.geometry.block, h.geometry.words),
-            None => {
-                let p = Parity::percent(5)?;
-                let len = scan.file_len;
-                (p.level_bp, p.block, p.words_for(Some(len)))
-            }
+            None => match code_from_table(&sidecar_path(path), scan.file_len) {
+                Some(code) => code,
+                None => {
+                    let p = Parity::percent(5)?;
+                    let len = scan.file_len;
+                    (p.level_bp, p.block, p.words_for(Some(len)))
+                }
+            },
         };
         write_sidecar(path, level_bp, block, words, true)?;
     }
@@ -354,6 +358,24 @@ pub fn repair_file(path: &Path) -> Result<Repaired> {
         sidecar: sidecar_damage,
         summary,
     })
+}
+
+/// The code `(level_bp, block, words)` of a sidecar whose header copies
+/// are both lost, from the record header of span 0's first table copy, if
+/// a copy of that table parses with it (its digest, and its record header
+/// equal to what the code implies for a stream of `len` bytes).
+fn code_from_table(sidecar_at: &Path, len: u64) -> Option<(u32, u32, u32)> {
+    let file = File::open(sidecar_at).ok()?;
+    let sidecar_len = file.metadata().ok()?.len();
+    let mut head = [0u8; 64];
+    let n = super::scan::read_at_most(&file, &mut head, HEADER_LEN).ok()?;
+    let (level_bp, block, words) = record_code(&head[..n])?;
+    let g = Geometry::new(level_bp, block, words, len).ok()?;
+    if g.spans() == 0 {
+        return None;
+    }
+    let (table, _) = read_table(&g, &g.span(0), &file, sidecar_len).ok()?;
+    table.map(|_| (level_bp, block, words))
 }
 
 fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSummary> {
