@@ -191,6 +191,19 @@ pub(crate) fn encode_table(g: &Geometry, span: &Span, table: &Table) -> Vec<u8> 
     b
 }
 
+/// The code a table's record header names, `(level_bp, block, words)`,
+/// unchecked ([`parse_table`] vouches for it).
+pub(crate) fn record_code(b: &[u8]) -> Option<(u32, u32, u32)> {
+    if b.len() < RECORD_HEADER_LEN || b[..4] != RECORD_MAGIC {
+        return None;
+    }
+    Some((
+        u32::from(u16_at(b, 36)),
+        u32_at(b, 32),
+        u32::from(u16_at(b, 38)),
+    ))
+}
+
 /// Parses one copy of `span`'s table: exactly `g.table_len(span)` bytes,
 /// its digest matching and its record header equal to what `g` implies.
 pub(crate) fn parse_table(g: &Geometry, span: &Span, b: &[u8]) -> Result<Table, FormatError> {

@@ -11,8 +11,8 @@
 //!
 //! | level | span | one hole (or cut tail) per span | scattered damage |
 //! |---|---|---|---|
-//! | 5% | 360 MiB (24 × 960 blocks) | 18 MiB (1152 blocks) | 48 bad blocks in any word of 960 + 48; 2% of all blocks at random almost surely (one word in 4·10⁷ fails) |
-//! | 10% | 168 MiB (12 × 896 blocks) | 16.9 MiB (1080 blocks) | 90 in any word of 896 + 90; 5% at random (one word in 4·10⁷ fails) |
+//! | 5% | 360 MiB (24 × 960 blocks) | 1152 blocks: 17.98 MiB anywhere, 18 MiB block-aligned | 48 bad blocks in any word of 960 + 48; 2% of all blocks at random almost surely (one word in 4·10⁷ fails) |
+//! | 10% | 168 MiB (12 × 896 blocks) | 1080 blocks: 16.86 MiB anywhere, 16.88 MiB aligned | 90 in any word of 896 + 90; 5% at random (one word in 4·10⁷ fails) |
 //!
 //! A stream shorter than a span gets fewer, longer words (sized from the
 //! send's estimate), so the hole it survives is the level's share of it:
@@ -24,7 +24,7 @@
 //! Memory: writing holds two buffers of `s` blocks per interleaved word
 //! (`s` = the word's parity rounded up to a power of two: 48 MiB at the
 //! default, whatever the stream's size) plus 8.5 MiB of code tables;
-//! reading holds one span's table (368 KiB at the default), one
+//! reading holds one span's table (378 KiB at the default), one
 //! word's decoder (16 MiB) and at most one span's repaired blocks.
 //!
 //! ```no_run
@@ -165,8 +165,9 @@ impl Parity {
         u64::from(self.words()) * u64::from(k) * u64::from(self.block)
     }
 
-    /// The longest hole (or cut tail), in whole blocks, that every full span
-    /// can rebuild.
+    /// The longest run of whole damaged blocks (a hole, or a cut tail), in
+    /// bytes, that every full span rebuilds; `hole_bytes() − block + 1`
+    /// bytes wherever they start.
     pub fn hole_bytes(&self) -> u64 {
         let (_, m, _) = geometry::code(self.level_bp);
         u64::from(self.words()) * u64::from(m) * u64::from(self.block)

@@ -11,8 +11,8 @@ use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, RateDecoder};
 
 use super::encode::{SidecarWriter, StreamFacts};
-use super::format::{digest, Header};
-use super::geometry::Geometry;
+use super::format::{digest, record_code, Header};
+use super::geometry::{Geometry, HEADER_LEN};
 use super::scan::{read_block, read_table, scan, DamagedWord, Scan};
 use super::{io, sidecar_path, Condition, Parity, Ranges, SidecarDamage};
 use crate::error::{Error, Result};
@@ -45,34 +45,34 @@ pub struct Sidecar {
     pub words: u32,
     /// Bytes of stream per full span.
     pub span_bytes: u64,
-    /// The longest hole (or cut tail) any span can rebuild, in bytes of
-    /// whole blocks: the words' smallest parity times the words, for this
-    /// stream's spans.
+    /// The longest run of whole damaged blocks (a hole, or a cut tail) any
+    /// span of this stream rebuilds, in bytes: the words' smallest parity
+    /// times the words. A hole that starts inside a block touches one more
+    /// block: `hole_bytes − block + 1` bytes are rebuilt wherever they lie.
     pub hole_bytes: u64,
 }
 
 impl Sidecar {
     pub(crate) fn new(path: PathBuf, header: &Header) -> Sidecar {
         let g = &header.geometry;
-        // A span survives a hole of (its words) × (their least parity)
-        // blocks; a span whose every word has as much parity as data (a
-        // short last span) survives losing all of it. The least over the
-        // spans; the whole stream if no span is bounded.
+        // Every span's words keep at least this many parity blocks (short
+        // words keep fewer: the smallest over the stream's spans). The last
+        // of several spans keeps min(m, k_w) per word: a run of words × m
+        // blocks loses at most that in each, as in a full span.
         let hole_blocks = (0..g.spans())
-            .filter_map(|i| {
+            .map(|i| {
                 let span = g.span(i);
-                let used = g.words.min(span.n);
-                let bounded = (0..used).any(|w| g.word_parity(&span, w) < g.word_data(&span, w));
-                bounded.then(|| {
-                    let least = (0..used)
-                        .map(|w| g.word_parity(&span, w))
-                        .min()
-                        .unwrap_or(0);
-                    u64::from(least) * u64::from(used)
-                })
+                if span.tail_reserve {
+                    return u64::from(g.words) * u64::from(g.m);
+                }
+                let least = (0..g.words.min(span.n))
+                    .map(|w| g.word_parity(&span, w))
+                    .min()
+                    .unwrap_or(0);
+                u64::from(least) * u64::from(g.words.min(span.n))
             })
             .min()
-            .unwrap_or(g.blocks());
+            .unwrap_or(0);
         Sidecar {
             path,
             bytes: g.sidecar_len(),
@@ -338,15 +338,19 @@ pub fn repair_file(path: &Path) -> Result<Repaired> {
         (None, _, _) => return Err(refuse(path, scan.condition())),
     };
     if !sidecar_damage.is_empty() {
-        // Rebuild the sidecar as it was made: same code, same words (or
-        // the defaults when no header survived).
+        // Rebuild the sidecar as it was made: same code, same words (when
+        // no header survived, those span 0's table names, or the
+        // defaults).
         let (level_bp, block, words) = match &scan.header {
             Some(h) => (h.geometry.level_bp, h.geometry.block, h.geometry.words),
-            None => {
-                let p = Parity::percent(5)?;
-                let len = scan.file_len;
-                (p.level_bp, p.block, p.words_for(Some(len)))
-            }
+            None => match code_from_table(&sidecar_path(path), scan.file_len) {
+                Some(code) => code,
+                None => {
+                    let p = Parity::percent(5)?;
+                    let len = scan.file_len;
+                    (p.level_bp, p.block, p.words_for(Some(len)))
+                }
+            },
         };
         write_sidecar(path, level_bp, block, words, true)?;
     }
@@ -355,6 +359,24 @@ pub fn repair_file(path: &Path) -> Result<Repaired> {
         sidecar: sidecar_damage,
         summary,
     })
+}
+
+/// The code `(level_bp, block, words)` of a sidecar whose header copies
+/// are both lost, from the record header of span 0's first table copy, if
+/// a copy of that table parses with it (its digest, and its record header
+/// equal to what the code implies for a stream of `len` bytes).
+fn code_from_table(sidecar_at: &Path, len: u64) -> Option<(u32, u32, u32)> {
+    let file = File::open(sidecar_at).ok()?;
+    let sidecar_len = file.metadata().ok()?.len();
+    let mut head = [0u8; 64];
+    let n = super::scan::read_at_most(&file, &mut head, HEADER_LEN).ok()?;
+    let (level_bp, block, words) = record_code(&head[..n])?;
+    let g = Geometry::new(level_bp, block, words, len).ok()?;
+    if g.spans() == 0 {
+        return None;
+    }
+    let (table, _) = read_table(&g, &g.span(0), &file, sidecar_len).ok()?;
+    table.map(|_| (level_bp, block, words))
 }
 
 fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSummary> {

@@ -369,28 +369,31 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
             out.why.push(Unrecoverable::TablesLost { span: span.index });
         }
     }
-    if out.damaged.is_empty() && out.why.is_empty() {
-        // Every block matches: the stream must verify, and be the one the
-        // sidecar was made for.
-        match &verified {
-            Ok(summary) => {
-                let first = summary.substreams.first().map_or(0, |s| s.to_guid);
-                let end = summary.substreams.last().map_or([0; 4], |s| s.checksum);
-                if first != header.to_guid {
-                    out.why.push(Unrecoverable::WrongSidecar {
-                        sidecar_guid: header.to_guid,
-                        stream_guid: first,
-                    });
-                } else if end != header.end_checksum {
-                    out.why.push(Unrecoverable::StreamChecksum {
-                        detail: "its END checksum is not the one the sidecar recorded".into(),
-                    });
-                }
+    // A stream that verifies by its own checksums must be the one the
+    // sidecar was made for, whatever its blocks' digests say: one whose
+    // blocks differ is another stream, which a repair would replace with
+    // the sidecar's. One that does not verify must have damaged blocks.
+    match &verified {
+        Ok(summary) => {
+            let first = summary.substreams.first().map_or(0, |s| s.to_guid);
+            let end = summary.substreams.last().map_or([0; 4], |s| s.checksum);
+            if first != header.to_guid {
+                out.why.push(Unrecoverable::WrongSidecar {
+                    sidecar_guid: header.to_guid,
+                    stream_guid: first,
+                });
+            } else if end != header.end_checksum {
+                out.why.push(Unrecoverable::StreamChecksum {
+                    detail: "its END checksum is not the one the sidecar recorded".into(),
+                });
             }
-            Err(e) => out.why.push(Unrecoverable::StreamChecksum {
-                detail: e.to_string(),
-            }),
         }
+        Err(e) if out.damaged.is_empty() && out.why.is_empty() => {
+            out.why.push(Unrecoverable::StreamChecksum {
+                detail: e.to_string(),
+            })
+        }
+        Err(_) => {}
     }
     if out.margin.damaged_words == 0 {
         out.margin.least_spare = 0;
