@@ -391,7 +391,7 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
             format!("{what} {} ({:.0} MB/s)", secs(seconds), mb_s(len, seconds))
         };
         notes.push_str(&format!(
-            "; alone on the same bytes, CPU: {}, {}, {}, {}; BLAKE3 + RS {}{note}",
+            "; alone on the same bytes, CPU: {}, {}, {}, {}; BLAKE3 + RS {}; {}{note}",
             part("read", read),
             part("read + verify (`verify_file`)", verify),
             part(
@@ -400,6 +400,7 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
             ),
             part(&format!("Reed–Solomon {k} + {m} per word"), rs),
             part("", blake3 + rs).trim_start(),
+            simd(),
         ));
         rows.push(Row {
             label: format!("make a {percent}% sidecar for {label}"),
@@ -409,6 +410,25 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
         });
     }
     rows
+}
+
+/// The x86 SIMD the CPU reports (both crates pick their code at run time:
+/// under TCG, the guest's vector instructions are emulated).
+fn simd() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let has = |yes: bool| if yes { "yes" } else { "no" };
+        format!(
+            "CPU reports AVX-512F {}, AVX2 {}, SSSE3 {}",
+            has(std::arch::is_x86_feature_detected!("avx512f")),
+            has(std::arch::is_x86_feature_detected!("avx2")),
+            has(std::arch::is_x86_feature_detected!("ssse3")),
+        )
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        std::env::consts::ARCH.to_owned()
+    }
 }
 
 fn remove_sidecar(file: &Path) {

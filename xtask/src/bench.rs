@@ -87,7 +87,7 @@ pub fn bench(args: &[String]) -> Result<bool> {
             "cargo xtask bench",
             &suite_args,
         );
-        text.push_str(&format!("- machine: {}\n\n", host_machine()));
+        text.push_str(&format!("- machine: {}\n", host_machine()));
         append_host(&mut text, &host);
         let f = work_dir.join("bench-host.md");
         fs::create_dir_all(&work_dir)?;
