@@ -322,24 +322,47 @@ fn read_all(path: &Path) -> u64 {
     }
 }
 
-/// The wall time of `f`, and the CPU time this process spent meanwhile
-/// (user + system, every thread).
-fn timed_cpu<T>(f: impl FnOnce() -> T) -> (Duration, f64) {
-    let cpu = cpu_seconds().0;
-    let wall = timed(f);
-    (wall, cpu_seconds().0 - cpu)
+/// Seconds this thread has waited on a run queue, runnable but not
+/// running (`/proc/thread-self/schedstat`, its second field; NaN where
+/// the kernel does not say).
+fn run_delay() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(f64::NAN, |ns| ns as f64 / 1e9)
 }
 
-/// `runs` runs of `run` (which returns what [`timed_cpu`] does): the wall
-/// times' median, and the CPU times' median.
-fn sample(runs: usize, mut run: impl FnMut() -> (Duration, f64)) -> (Measured, f64) {
+/// What [`timed_cpu`] measures of one run.
+struct Run {
+    wall: Duration,
+    /// CPU seconds of this process meanwhile (user + system, every thread).
+    cpu: f64,
+    /// Seconds this thread waited for a CPU meanwhile.
+    waited: f64,
+}
+
+fn timed_cpu<T>(f: impl FnOnce() -> T) -> Run {
+    let (cpu, waited) = (cpu_seconds().0, run_delay());
+    let wall = timed(f);
+    Run {
+        wall,
+        cpu: cpu_seconds().0 - cpu,
+        waited: run_delay() - waited,
+    }
+}
+
+/// `runs` runs of `run`: the wall times' median, the CPU times' median
+/// and the median wait for a CPU.
+fn sample(runs: usize, mut run: impl FnMut() -> Run) -> (Measured, f64, f64) {
     let mut cpu = Vec::new();
+    let mut waited = Vec::new();
     let wall = times(runs, |_| {
-        let (w, c) = run();
-        cpu.push(c);
-        w
+        let r = run();
+        cpu.push(r.cpu);
+        waited.push(r.waited);
+        r.wall
     });
-    (wall, median(cpu))
+    (wall, median(cpu), median(waited))
 }
 
 /// `create_sidecar` of the stream file at `file` at each level, and its
@@ -350,21 +373,21 @@ fn sample(runs: usize, mut run: impl FnMut() -> (Duration, f64)) -> (Measured, f
 /// second is held against the target for one core.
 fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool) -> Vec<Row> {
     let len = len_of(file);
-    let (_, read) = sample(runs, || timed_cpu(|| read_all(file)));
-    let (_, verify) = sample(runs, || {
+    let (_, read, _) = sample(runs, || timed_cpu(|| read_all(file)));
+    let (_, verify, _) = sample(runs, || {
         timed_cpu(|| {
             verify_file(file).unwrap_or_else(|e| panic!("verifying {}: {e}", file.display()))
         })
     });
     let data = fs::read(file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
-    let (_, blake3) = sample(runs, || timed_cpu(|| blake3_blocks(&data)));
+    let (_, blake3, _) = sample(runs, || timed_cpu(|| blake3_blocks(&data)));
     let mut rows = Vec::new();
     for percent in LEVELS {
         let parity = Parity::percent(percent).expect("a valid level");
         let (k, m) = code(percent);
-        let (_, rs) = sample(runs, || timed_cpu(|| rs_encode(&data, k, m)));
+        let (_, rs, _) = sample(runs, || timed_cpu(|| rs_encode(&data, k, m)));
         let mut sidecar_bytes = 0;
-        let (made, made_cpu) = sample(runs, || {
+        let (made, made_cpu, waited) = sample(runs, || {
             remove_sidecar(file);
             timed_cpu(|| {
                 sidecar_bytes = create_sidecar(file, &parity)
@@ -381,6 +404,12 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
             sidecar_bytes as f64 / f64::from(1 << 20),
             secs(made_cpu),
         );
+        if waited.is_finite() {
+            notes.push_str(&format!(
+                ", waited for a CPU {} (run-queue delay)",
+                secs(waited)
+            ));
+        }
         if target {
             notes.push_str(&format!(
                 ", target ≥ {HOST_TARGET_MB_S:.0} MB/s on one core: {}",
