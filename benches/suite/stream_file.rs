@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use reed_solomon_simd::engine::DefaultEngine;
+use reed_solomon_simd::engine::{DefaultEngine, Engine, NoSimd};
 use reed_solomon_simd::rate::{HighRateEncoder, RateEncoder};
 use zfs_core::SnapshotName;
 use zfs_replicate::file::{send_to_file, verify_file, SendFileOptions};
@@ -281,9 +281,15 @@ fn code(percent: u32) -> (usize, usize) {
 /// encoder, whose output the sidecar's streaming encoder equals (the same
 /// transforms, taken a chunk at a time).
 fn rs_encode(data: &[u8], k: usize, m: usize) -> usize {
+    rs_encode_with(data, k, m, DefaultEngine::new)
+}
+
+/// [`rs_encode`] with the crate's engine `engine` makes (the sidecar's is
+/// `DefaultEngine`: the best SIMD the CPU reports).
+fn rs_encode_with<E: Engine>(data: &[u8], k: usize, m: usize, engine: impl Fn() -> E) -> usize {
     let b = DEFAULT_BLOCK as usize;
     let blocks: Vec<&[u8]> = data.chunks_exact(b).collect();
-    let mut encoder: Option<HighRateEncoder<DefaultEngine>> = None;
+    let mut encoder: Option<HighRateEncoder<E>> = None;
     let mut out = 0;
     for word in blocks.chunks(k) {
         let mut e = match encoder.take() {
@@ -291,14 +297,45 @@ fn rs_encode(data: &[u8], k: usize, m: usize) -> usize {
                 e.reset(word.len(), m, b).expect("a valid code");
                 e
             }
-            None => HighRateEncoder::new(word.len(), m, b, DefaultEngine::new(), None)
-                .expect("a valid code"),
+            None => HighRateEncoder::new(word.len(), m, b, engine(), None).expect("a valid code"),
         };
         for block in word {
             e.add_original_shard(block).expect("a block");
         }
         out += e.encode().expect("encoding").recovery_iter().count();
         encoder = Some(e);
+    }
+    out
+}
+
+/// [`rs_encode`]'s CPU time with the crate's portable engine and, where
+/// the CPU has them, its SSSE3 and AVX2 engines.
+fn rs_engines(runs: usize, data: &[u8], k: usize, m: usize) -> Vec<(&'static str, f64)> {
+    let mut out = vec![(
+        "portable (NoSimd)",
+        sample(runs, || {
+            timed_cpu(|| rs_encode_with(data, k, m, NoSimd::new))
+        })
+        .1,
+    )];
+    #[cfg(target_arch = "x86_64")]
+    {
+        use reed_solomon_simd::engine::{Avx2, Ssse3};
+        if std::arch::is_x86_feature_detected!("ssse3") {
+            out.push((
+                "SSSE3",
+                sample(runs, || {
+                    timed_cpu(|| rs_encode_with(data, k, m, Ssse3::new))
+                })
+                .1,
+            ));
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            out.push((
+                "AVX2",
+                sample(runs, || timed_cpu(|| rs_encode_with(data, k, m, Avx2::new))).1,
+            ));
+        }
     }
     out
 }
@@ -386,6 +423,13 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
         let parity = Parity::percent(percent).expect("a valid level");
         let (k, m) = code(percent);
         let (_, rs, _) = sample(runs, || timed_cpu(|| rs_encode(&data, k, m)));
+        // At the send's level, the encoder's other engines too: how much
+        // the SIMD the CPU reports (and, in the guest, TCG emulates) gives.
+        let engines = if percent == LEVEL {
+            rs_engines(runs, &data, k, m)
+        } else {
+            Vec::new()
+        };
         let mut sidecar_bytes = 0;
         let (made, made_cpu, waited) = sample(runs, || {
             remove_sidecar(file);
@@ -420,7 +464,7 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
             format!("{what} {} ({:.0} MB/s)", secs(seconds), mb_s(len, seconds))
         };
         notes.push_str(&format!(
-            "; alone on the same bytes, CPU: {}, {}, {}, {}; BLAKE3 + RS {}; {}{note}",
+            "; alone on the same bytes, CPU: {}, {}, {}, {}; BLAKE3 + RS {}",
             part("read", read),
             part("read + verify (`verify_file`)", verify),
             part(
@@ -429,8 +473,15 @@ fn sidecar_rows(runs: usize, file: &Path, label: &str, note: &str, target: bool)
             ),
             part(&format!("Reed–Solomon {k} + {m} per word"), rs),
             part("", blake3 + rs).trim_start(),
-            simd(),
         ));
+        if !engines.is_empty() {
+            let list: Vec<String> = engines.iter().map(|(name, t)| part(name, *t)).collect();
+            notes.push_str(&format!(
+                "; Reed–Solomon by engine, CPU: {}",
+                list.join(", ")
+            ));
+        }
+        notes.push_str(&format!("; {}{note}", simd()));
         rows.push(Row {
             label: format!("make a {percent}% sidecar for {label}"),
             ours: made,
