@@ -6,6 +6,8 @@
 //! suite recipe [OPTIONS]   (host) the pools these options need, for xtask's image cache
 //! suite build  [OPTIONS]   (guest) builds the pools on the blank disks /dev/vda, /dev/vdb
 //! suite run    [OPTIONS]   (guest) imports them and runs the benchmarks
+//! suite host   [OPTIONS]   (host) the host's benchmarks: a parity sidecar's
+//!                          making on one core (xtask runs it before the guest)
 //!
 //! OPTIONS: --small      tiny pools and 3 runs (for development)
 //!          --runs N     runs per sample (default 5)
@@ -22,6 +24,7 @@ mod plan;
 mod pools;
 mod recipe;
 mod remote;
+mod stream_file;
 mod sync;
 mod table;
 mod transfer;
@@ -33,11 +36,14 @@ use zfs_core::Zfs;
 
 use context::Context;
 use plan::State;
-use recipe::Recipe;
+use recipe::{Recipe, DATA_SNAPSHOT};
 use table::Row;
 
 const DEFAULT_RUNS: usize = 5;
 const SMALL_RUNS: usize = 3;
+/// The host's stream for a sidecar's making, in MiB (1 GiB; 128 MiB small).
+const HOST_STREAM_MIB: u64 = 1024;
+const HOST_STREAM_MIB_SMALL: u64 = 128;
 
 struct Options {
     small: bool,
@@ -88,7 +94,7 @@ impl Options {
 }
 
 fn usage(error: &str) -> ! {
-    eprintln!("suite: {error}\nusage: suite recipe|build|run [--small] [--runs N] [NAME...]");
+    eprintln!("suite: {error}\nusage: suite recipe|build|run|host [--small] [--runs N] [NAME...]");
     std::process::exit(2);
 }
 
@@ -106,6 +112,15 @@ fn main() {
             println!("disks_mib={src} {dst}");
             let complete = !options.small && options.filters.is_empty() && options.runs.is_none();
             println!("complete={complete}");
+            let count = |ids: Vec<String>| ids.iter().filter(|id| options.selects(id)).count();
+            println!(
+                "benches={}",
+                count(benches(&recipe).into_iter().map(|b| b.id).collect())
+            );
+            println!(
+                "host_benches={}",
+                count(host_benches(&options).into_iter().map(|b| b.id).collect())
+            );
         }
         "build" => build::build(&open(), &recipe),
         "run" => {
@@ -114,6 +129,7 @@ fn main() {
             let ok = run(Context::new(zfs, recipe, options.runs()), &options);
             std::process::exit(if ok { 0 } else { 1 });
         }
+        "host" => std::process::exit(if run_host(&options) { 0 } else { 1 }),
         other => usage(&format!("unknown mode {other}")),
     }
 }
@@ -186,6 +202,33 @@ fn benches(recipe: &Recipe) -> Vec<Bench> {
         vec![transfer::single_row(c)]
     }));
     out.push(bench(format!("remote-{}", recipe.single_mib), remote::rows));
+    // Stream files with parity: the smallest data set and the single one.
+    let small = recipe.rss_mib[0];
+    let small_snapshot = recipe
+        .rss_src(small)
+        .snapshot(DATA_SNAPSHOT)
+        .expect("a valid snapshot name");
+    for (mib, snapshot) in [
+        (small, small_snapshot.clone()),
+        (
+            recipe.single_mib,
+            recipe
+                .single_src()
+                .snapshot(DATA_SNAPSHOT)
+                .expect("a valid snapshot name"),
+        ),
+    ] {
+        out.push(bench(format!("stream-file-{mib}"), move |c| {
+            stream_file::send_rows(c, mib, &snapshot)
+        }));
+    }
+    let snapshot = small_snapshot.clone();
+    out.push(bench(format!("parity-repair-{small}"), move |c| {
+        stream_file::repair_rows(c, small, &snapshot)
+    }));
+    out.push(bench(format!("parity-parts-{small}"), move |c| {
+        stream_file::parts_rows(c, small, &small_snapshot)
+    }));
     for mib in recipe.rss_mib.clone() {
         out.push(bench(format!("rss-{mib}"), move |c| {
             vec![memory::row(c, mib)]
@@ -244,5 +287,81 @@ fn run(mut ctx: Context, options: &Options) -> bool {
         println!("FAILED: {id} (its panic is in the log above)");
     }
     println!("ZFS-HARNESS-REPORT-END");
+    failed.is_empty()
+}
+
+/// A benchmark of the host's (no pool, no guest): the rows it measures
+/// with `runs` runs each.
+struct HostBench {
+    id: String,
+    run: Box<dyn Fn(usize) -> Vec<Row>>,
+}
+
+fn host_benches(options: &Options) -> Vec<HostBench> {
+    let mib = if options.small {
+        HOST_STREAM_MIB_SMALL
+    } else {
+        HOST_STREAM_MIB
+    };
+    vec![HostBench {
+        id: format!("parity-host-{mib}"),
+        run: Box::new(move |runs| stream_file::host_rows(runs, mib)),
+    }]
+}
+
+/// Runs the selected host benchmarks (none selected: nothing, and
+/// success), then prints their table between the host's report markers.
+fn run_host(options: &Options) -> bool {
+    let selected: Vec<HostBench> = host_benches(options)
+        .into_iter()
+        .filter(|b| options.selects(&b.id))
+        .collect();
+    if selected.is_empty() {
+        return true;
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for b in &selected {
+        let t = Instant::now();
+        println!("suite: running {} (host)", b.id);
+        match catch_unwind(AssertUnwindSafe(|| (b.run)(options.runs()))) {
+            Ok(new_rows) => {
+                for r in &new_rows {
+                    println!("{}", r.markdown());
+                }
+                rows.extend(new_rows);
+            }
+            Err(_) => failed.push(b.id.clone()),
+        }
+        println!("suite: {} took {:.0} s", b.id, t.elapsed().as_secs_f64());
+    }
+    println!("SUITE-HOST-REPORT-BEGIN");
+    println!("## On the host, one core");
+    println!();
+    println!(
+        "- run on the host before the guest booted, pinned to one core; the host's load \
+         average (1, 5, 15 min) when it started: {load} (other work may share the host)"
+    );
+    println!(
+        "- the host's rows ran {:.0} s; times are wall-clock medians",
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    println!("{}", table::HEADER);
+    for r in &rows {
+        println!("{}", r.markdown());
+    }
+    for id in &failed {
+        println!();
+        println!("FAILED: {id} (its panic is in the log above)");
+    }
+    println!("SUITE-HOST-REPORT-END");
     failed.is_empty()
 }

@@ -9,10 +9,17 @@
 //! a run never changes them. The guest prints the results between report
 //! markers; they go to `target/xtask-vm/bench-<version>.md` and, for a
 //! complete run (every benchmark, full size), to `benches/RESULTS-<version>.md`.
+//!
+//! The suite's host benchmarks (`suite host`: a parity sidecar's making,
+//! pinned to one core) run first, on the host, before any guest boots; their
+//! table follows the guest's in every version's results. When no guest
+//! benchmark is selected, no guest boots, and the host's rows go to
+//! `target/xtask-vm/bench-host.md`.
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::install::Guest;
@@ -64,6 +71,31 @@ pub fn bench(args: &[String]) -> Result<bool> {
     let vm_opts = vm::VmOptions::from_env(10800, Vec::new());
     let work_dir = workspace_root().join("target/xtask-vm");
     let mut ok = true;
+    let host = if recipe.host_benches > 0 {
+        eprintln!("xtask: === the host's benchmarks, before any guest boots ===");
+        let (host_ok, lines) = host_rows(&suite, &suite_args)?;
+        ok &= host_ok;
+        lines
+    } else {
+        Vec::new()
+    };
+    if recipe.benches == 0 {
+        eprintln!("xtask: no guest benchmark selected: no guest boots");
+        let mut text = header(
+            "the host's rows only",
+            &commit,
+            "cargo xtask bench",
+            &suite_args,
+        );
+        text.push_str(&format!("- machine: {}\n", host_machine()));
+        append_host(&mut text, &host);
+        let f = work_dir.join("bench-host.md");
+        fs::create_dir_all(&work_dir)?;
+        fs::write(&f, &text)?;
+        eprintln!("xtask: wrote {}", f.display());
+        output(&text);
+        return Ok(ok);
+    }
     for (version, guest) in &guests {
         eprintln!("xtask: === bench on OpenZFS {} ===", version.as_str());
         let images = pool_images(guest, &recipe, &suite, &suite_args, &work_dir, &vm_opts)?;
@@ -88,7 +120,8 @@ pub fn bench(args: &[String]) -> Result<bool> {
         if outcome.report.is_empty() {
             eprintln!("xtask: the guest printed no results");
         } else {
-            let text = report(*version, &commit, &outcome, &suite_args, &vm_opts);
+            let mut text = report(*version, &commit, &outcome, &suite_args, &vm_opts);
+            append_host(&mut text, &host);
             let mut files = vec![work_dir.join(format!("bench-{}.md", version.as_str()))];
             if recipe.complete && run_ok {
                 files.push(
@@ -125,6 +158,9 @@ struct Recipe {
     disks_mib: Vec<u64>,
     /// Every benchmark at full size: the results are the project's.
     complete: bool,
+    /// Benchmarks selected in the guest, and on the host (`suite host`).
+    benches: usize,
+    host_benches: usize,
 }
 
 impl Recipe {
@@ -154,7 +190,61 @@ impl Recipe {
                 .map(|d| d.parse().map_err(|e| format!("disks_mib {d:?}: {e}")))
                 .collect::<Result<_, _>>()?,
             complete: get("complete")? == "true",
+            benches: get("benches")?
+                .parse()
+                .map_err(|e| format!("benches: {e}"))?,
+            host_benches: get("host_benches")?
+                .parse()
+                .map_err(|e| format!("host_benches: {e}"))?,
         })
+    }
+}
+
+/// Runs the suite's host benchmarks (`suite host ARGS`), its output echoed;
+/// whether they all succeeded, and their report (the lines between its
+/// markers).
+fn host_rows(suite: &Path, suite_args: &[String]) -> Result<(bool, Vec<String>)> {
+    let started = Instant::now();
+    let mut child = Command::new(suite)
+        .arg("host")
+        .args(suite_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", suite.display()))?;
+    let stdout = child.stdout.take().expect("a piped stdout");
+    let mut report = Vec::new();
+    let mut inside = false;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        eprintln!("host| {line}");
+        match line.as_str() {
+            "SUITE-HOST-REPORT-BEGIN" => inside = true,
+            "SUITE-HOST-REPORT-END" => inside = false,
+            _ if inside => report.push(line),
+            _ => {}
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        eprintln!("xtask: the suite's host benchmarks failed ({status})");
+    }
+    eprintln!(
+        "xtask: the host's benchmarks took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok((status.success(), report))
+}
+
+/// The host's table after the guest's report.
+fn append_host(text: &mut String, host: &[String]) {
+    if host.is_empty() {
+        return;
+    }
+    text.push('\n');
+    for line in host {
+        text.push_str(line);
+        text.push('\n');
     }
 }
 
@@ -271,18 +361,24 @@ fn built_commit() -> String {
     commit
 }
 
-fn report(
-    version: ZfsVersion,
-    commit: &str,
-    outcome: &VmOutcome,
-    suite_args: &[String],
-    vm_opts: &vm::VmOptions,
-) -> String {
-    let mut command = format!("cargo xtask bench --zfs {}", version.as_str());
+/// The results file's title and its first lines: when, what, how.
+fn header(title: &str, commit: &str, command: &str, suite_args: &[String]) -> String {
+    let mut command = command.to_owned();
     if !suite_args.is_empty() {
         command.push_str(" -- ");
         command.push_str(&suite_args.join(" "));
     }
+    let date = command_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
+    format!(
+        "<!-- Written by `cargo xtask bench`; rerun it rather than editing. -->\n\
+         # Benchmarks: {title}\n\n\
+         - date: {date}; commit {commit}\n\
+         - command: `{command}`\n"
+    )
+}
+
+/// `a 2-core host (AMD EPYC)`.
+fn host_machine() -> String {
     let host_cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -292,19 +388,33 @@ fn report(
         })
         .unwrap_or_else(|| "unknown".into());
     let host_cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let date = command_output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]));
-    let mut text = format!(
-        "<!-- Written by `cargo xtask bench`; rerun it rather than editing. -->\n\
-         # Benchmarks: zfs-replicate against the zfs CLI, OpenZFS {}\n\n\
-         - date: {date}; commit {commit}\n\
-         - command: `{command}`\n\
-         - machine: QEMU TCG guest (no KVM), {} vCPUs, {} MiB, on a {host_cores}-core host ({host_cpu})\n\
+    format!("a {host_cores}-core host ({host_cpu})")
+}
+
+fn report(
+    version: ZfsVersion,
+    commit: &str,
+    outcome: &VmOutcome,
+    suite_args: &[String],
+    vm_opts: &vm::VmOptions,
+) -> String {
+    let mut text = header(
+        &format!(
+            "zfs-replicate against the zfs CLI, OpenZFS {}",
+            version.as_str()
+        ),
+        commit,
+        &format!("cargo xtask bench --zfs {}", version.as_str()),
+        suite_args,
+    );
+    text.push_str(&format!(
+        "- machine: QEMU TCG guest (no KVM), {} vCPUs, {} MiB, on {}\n\
          - guest: {}\n",
-        version.as_str(),
         vm_opts.cpus,
         vm_opts.memory_mib,
+        host_machine(),
         outcome.versions.as_deref().unwrap_or("(not reported)"),
-    );
+    ));
     for line in &outcome.report {
         text.push_str(line);
         text.push('\n');

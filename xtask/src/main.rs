@@ -41,7 +41,11 @@ const USAGE: &str = "usage:
                         the benchmark suite (benches/suite) in a QEMU guest:
                         the library against the zfs CLI in the same run, on
                         pool images built once and cached in target/xtask-vm;
+                        first, on the host, the suite's host rows (a parity
+                        sidecar's making for a 1 GiB stream, one core);
                         NAME runs only benchmarks whose name contains it
+                        (host ones included: parity-host; none in the guest:
+                        no guest boots)
   cargo xtask bindgen   regenerate zfs-sys/src/bindings.rs (needs libclang)
 
 VERSIONS: 2.3.2 (the default: the host's apt-installed OpenZFS), 2.1.11, 2.4.4,
