@@ -1819,6 +1819,27 @@ fn stream_file_progress_cancel_and_failure_leave_no_file() {
     let e = send_to_file(&p.zfs, &s1, &opts, &path).unwrap_err();
     assert!(matches!(e, Error::Cancelled { .. }), "{e}");
     assert!(!path.exists(), "a cancelled send leaves no file");
+    // Cancelled with a sidecar being written: neither file is left.
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let opts = SendFileOptions::new()
+        .cancel_token(cancel)
+        .parity(zfs_replicate::parity::Parity::percent(5).unwrap())
+        .on_progress(move |written| {
+            if written >= 2 << 20 {
+                trigger.cancel();
+            }
+        });
+    let e = send_to_file(&p.zfs, &s1, &opts, &path).unwrap_err();
+    assert!(matches!(e, Error::Cancelled { .. }), "{e}");
+    let sidecar = zfs_replicate::parity::sidecar_path(&path);
+    assert!(!path.exists() && !sidecar.exists());
+    let partials = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .count();
+    assert_eq!(partials, 0, "no temporary file left");
 
     // A base that does not exist: the send's error, no file.
     let opts = SendFileOptions::new().from(src.snapshot("nope").unwrap());
@@ -1857,11 +1878,19 @@ fn stream_file_on_a_full_disk_reports_the_disk() {
     let path = dir.join("s1.zstream");
     let e = send_to_file(&p.zfs, &s1, &SendFileOptions::new(), &path).unwrap_err();
     let leftovers = std::fs::read_dir(&dir).unwrap().count();
+    // With a parity sidecar (written by a thread of its own), the same:
+    // the disk's error, neither file nor sidecar nor temporary left.
+    let opts = SendFileOptions::new().parity(zfs_replicate::parity::Parity::percent(10).unwrap());
+    let with_parity = send_to_file(&p.zfs, &s1, &opts, &path).unwrap_err();
+    let leftovers_with_parity = std::fs::read_dir(&dir).unwrap().count();
     let _ = Command::new("umount").arg(&dir).status();
     let _ = std::fs::remove_dir(&dir);
-    assert!(
-        matches!(&e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
-        "{e:?}"
-    );
+    for e in [&e, &with_parity] {
+        assert!(
+            matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC)),
+            "{e:?}"
+        );
+    }
     assert_eq!(leftovers, 0, "no file left behind");
+    assert_eq!(leftovers_with_parity, 0, "no file left behind");
 }

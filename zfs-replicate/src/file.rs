@@ -371,13 +371,49 @@ fn write_stream(
             target: target.clone(),
             source,
         })?;
+        // The sidecar is computed on a thread of its own, from the chunks
+        // the copy hands it (at most PARITY_IN_FLIGHT at once).
+        let (mut feed, parity) = match sidecar {
+            None => (None, None),
+            Some(writer) => {
+                let (to, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(PARITY_IN_FLIGHT);
+                let (give_back, back) = std::sync::mpsc::channel::<Vec<u8>>();
+                let parity = crate::execute::spawn(scope, "zfs-parity", move || {
+                    for chunk in chunks {
+                        writer.update(&chunk)?;
+                        let _ = give_back.send(chunk);
+                    }
+                    Ok::<(), std::io::Error>(())
+                })
+                .map_err(|source| Error::Thread {
+                    target: target.clone(),
+                    source,
+                })?;
+                let feed = Feed {
+                    to,
+                    back,
+                    buffers: 0,
+                };
+                (Some(feed), Some(parity))
+            }
+        };
         // `read` is closed when the copy ends: a sender still writing gets
         // EPIPE (its signals are blocked) and stops.
-        let copied = copy_verified(read, file, &wakeup, opts, path, sidecar);
+        let copied = copy_verified(read, file, &wakeup, opts, path, feed.as_mut());
+        drop(feed); // the parity thread ends with the last chunk
         let sent = sender.join().map_err(|_| Error::Panicked {
             thread: "send",
             target: target.clone(),
         })?;
+        if let Some(parity) = parity {
+            let computed = parity.join().map_err(|_| Error::Panicked {
+                thread: "parity",
+                target: target.clone(),
+            })?;
+            // A sidecar that could not be written is the cause (the copy
+            // only saw its thread gone).
+            computed.map_err(|e| io("write the sidecar of", path, e))?;
+        }
         match (copied, sent) {
             (Ok(Copied::Cancelled), _) => Err(Error::Cancelled {
                 done: Box::default(),
@@ -403,13 +439,41 @@ fn write_stream(
 /// Bytes per read from the send's pipe (and the pipe's size).
 const COPY_CHUNK: usize = 1 << 20;
 
+/// Chunks queued for the parity thread at most (each `COPY_CHUNK`).
+const PARITY_IN_FLIGHT: usize = 4;
+
+/// The copy's side of the parity thread: chunks go to it, and come back
+/// to be read into again.
+struct Feed {
+    to: std::sync::mpsc::SyncSender<Vec<u8>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Buffers made so far (at most `PARITY_IN_FLIGHT + 2`).
+    buffers: usize,
+}
+
+impl Feed {
+    /// Hands `chunk` over; a buffer to read the next chunk into.
+    fn pass(&mut self, chunk: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        let gone = || std::io::Error::other("the parity thread stopped");
+        self.to.send(chunk).map_err(|_| gone())?;
+        if let Ok(b) = self.back.try_recv() {
+            return Ok(b);
+        }
+        if self.buffers < PARITY_IN_FLIGHT + 1 {
+            self.buffers += 1;
+            return Ok(Vec::with_capacity(COPY_CHUNK));
+        }
+        self.back.recv().map_err(|_| gone())
+    }
+}
+
 fn copy_verified(
     read: OwnedFd,
     mut file: &File,
     wakeup: &Wakeup,
     opts: &SendFileOptions,
     path: &Path,
-    mut sidecar: Option<&mut SidecarSink<'_>>,
+    mut feed: Option<&mut Feed>,
 ) -> Result<Copied> {
     let mut verifier = StreamVerifier::new();
     let mut buf = vec![0u8; COPY_CHUNK];
@@ -433,14 +497,16 @@ fn copy_verified(
         })?;
         file.write_all(&buf[..n])
             .map_err(|e| io("write", path, e))?;
-        if let Some(sidecar) = sidecar.as_mut() {
-            sidecar
-                .update(&buf[..n])
-                .map_err(|e| io("write the sidecar of", path, e))?;
-        }
         written += n as u64;
         if let Some(progress) = &opts.progress {
             progress(written);
+        }
+        if let Some(feed) = feed.as_mut() {
+            buf.truncate(n);
+            buf = feed
+                .pass(buf)
+                .map_err(|e| io("write the sidecar of", path, e))?;
+            buf.resize(COPY_CHUNK, 0);
         }
     }
     verifier
