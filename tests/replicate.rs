@@ -1837,7 +1837,10 @@ fn stream_file_progress_cancel_and_failure_leave_no_file() {
     let partials = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".partial-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!(".cf-{}.zstream", std::process::id()))
+        })
         .count();
     assert_eq!(partials, 0, "no temporary file left");
 
