@@ -345,3 +345,222 @@ fn wire_handshake(body: &[u8]) -> bool {
     }
     hello.is_ok() || welcome.is_ok()
 }
+
+/// Bytes a sidecar parse may allocate at once beyond its input's length.
+pub const ZPAR_SLACK: usize = 64 << 10;
+
+/// The sidecar parser (`zfs_replicate::parity::fuzzing::parse_sidecar`, the
+/// reads `check_file` makes, on bytes in memory), on the input as it is and
+/// on two copies of it with their digests made to match
+/// (`fuzzing::seal`), the second with each header's derived fields (k, m,
+/// span count, sidecar length) and each table's record header set from its
+/// other fields, so that the checks behind the digests are reached too.
+/// Each time: no single allocation over the input's length + 64 KiB (when
+/// [`BoundedAlloc`] is the global allocator); a header copy that parses
+/// encodes to its 4096 bytes again, and the first good copy is used; the
+/// second copy is read where the first says the sidecar ends (at the
+/// input's end when the first is refused); the geometry is one version 1
+/// allows; the spans parsed are spans 0, 1, … whose records follow one
+/// another from byte 4096, each inside the input, stopping at the first
+/// that is not (at most one per 192 bytes); a table copy that parses
+/// encodes to its bytes again and has one digest per data and parity
+/// block. Returns whether the input's own header parsed.
+pub fn zpar_parse(data: &[u8]) -> bool {
+    use zfs_replicate::parity::fuzzing::seal;
+
+    let accepted = zpar_properties(data);
+    for derive in [false, true] {
+        let mut sealed = data.to_vec();
+        seal(&mut sealed, derive);
+        zpar_properties(&sealed);
+    }
+    accepted
+}
+
+fn zpar_properties(data: &[u8]) -> bool {
+    use zfs_replicate::parity::fuzzing::parse_sidecar;
+
+    const HEADER: usize = 4096;
+    let len = data.len();
+    let bound = len + ZPAR_SLACK;
+    let (p, largest) = bounded_allocations(bound, || parse_sidecar(data));
+    assert!(
+        largest <= bound,
+        "an allocation of {largest} bytes parsing {len} bytes"
+    );
+    for c in p.header_copies.iter().flatten() {
+        assert!(c.at + HEADER <= len);
+        if let Some(e) = &c.encoded {
+            assert_eq!(e[..], data[c.at..c.at + HEADER], "header at {}", c.at);
+        }
+    }
+    assert_eq!(
+        p.header_copies[0].as_ref().map(|c| c.at),
+        (len >= HEADER).then_some(0)
+    );
+    let good = |i: usize| {
+        p.header_copies[i]
+            .as_ref()
+            .is_some_and(|c| c.encoded.is_some())
+    };
+    let from = if good(0) {
+        Some(0)
+    } else if good(1) {
+        Some(1)
+    } else {
+        None
+    };
+    assert_eq!(p.header_from, from);
+    assert_eq!(p.geometry.is_some(), from.is_some());
+    let Some(g) = p.geometry else {
+        assert!(p.spans.is_empty() && p.next_record_end.is_none());
+        if len >= HEADER {
+            // The first copy is refused: the second is read at the end.
+            assert_eq!(
+                p.header_copies[1].as_ref().map(|c| c.at),
+                Some(len - HEADER)
+            );
+        }
+        return false;
+    };
+    let second_at = if good(0) {
+        g.sidecar_len - HEADER as u64
+    } else {
+        (len - HEADER) as u64
+    };
+    match &p.header_copies[1] {
+        Some(c) => assert_eq!(c.at as u64, second_at),
+        None => assert!(second_at + HEADER as u64 > len as u64),
+    }
+    assert!(g.block.is_power_of_two() && (512..=65536).contains(&g.block));
+    assert!((100..=5000).contains(&g.level_bp));
+    assert!(g.k + g.s == 1024 && g.s.is_power_of_two() && 1 <= g.m && g.m <= g.s);
+    assert!(u64::from(g.m) * 10_000 >= u64::from(g.k) * u64::from(g.level_bp));
+    assert!((1..=4096).contains(&g.words) && g.len <= 1 << 50);
+    assert_eq!(g.span_blocks, u64::from(g.words) * u64::from(g.k));
+    assert!(g.span_blocks <= 1 << 22);
+    assert_eq!(
+        g.spans,
+        g.len.div_ceil(u64::from(g.block)).div_ceil(g.span_blocks)
+    );
+    let (mut at, mut first) = (HEADER as u64, 0u64);
+    for (i, s) in p.spans.iter().enumerate() {
+        assert_eq!((s.index, s.first, s.record_at), (i as u64, first, at));
+        assert!(s.n >= 1 && u64::from(s.n) <= g.span_blocks);
+        assert!(s.parity >= 1 && s.parity <= g.words * g.m);
+        assert_eq!(s.tail_reserve, g.spans > 1 && s.index + 1 == g.spans);
+        assert_eq!(s.table_len, 96 + 16 * u64::from(s.n + s.parity));
+        assert_eq!(
+            s.record_len,
+            2 * s.table_len + u64::from(s.parity) * u64::from(g.block)
+        );
+        assert!(s.record_at + s.record_len <= len as u64);
+        let starts = [s.record_at, s.record_at + s.record_len - s.table_len];
+        for (t, start) in s.tables.iter().zip(starts) {
+            assert_eq!(t.at, start);
+            let bytes = &data[t.at as usize..(t.at + s.table_len) as usize];
+            match &t.encoded {
+                Some(e) => {
+                    assert_eq!(e[..], bytes[..], "span {} table at {}", s.index, t.at);
+                    assert_eq!(t.digests, (s.n as usize, s.parity as usize));
+                }
+                None => assert_eq!(t.digests, (0, 0)),
+            }
+        }
+        at += s.record_len;
+        first += u64::from(s.n);
+    }
+    match p.next_record_end {
+        Some(end) => assert!(end > len as u64 && (p.spans.len() as u64) < g.spans),
+        None => {
+            assert_eq!(p.spans.len() as u64, g.spans);
+            // Every record parsed: the sidecar's length is theirs and two
+            // headers'; the blocks are the stream's.
+            assert_eq!(g.sidecar_len, at + HEADER as u64);
+            assert_eq!(first, g.len.div_ceil(u64::from(g.block)));
+        }
+    }
+    assert!(p.spans.len() * 192 <= len);
+    true
+}
+
+/// The system allocator, counting: within [`bounded_allocations`] it
+/// records the largest single allocation (or reallocation) the current
+/// thread asks for, and refuses (so the process aborts with "memory
+/// allocation of N bytes failed") any over both the bound and 1 GiB. The
+/// zpar_parse fuzz target and `tests/fuzz_mutation.rs` install it with
+/// `#[global_allocator]`; elsewhere the window records nothing.
+pub struct BoundedAlloc;
+
+thread_local! {
+    static ALLOC_BOUND: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    static ALLOC_LARGEST: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+static ALLOC_INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl BoundedAlloc {
+    /// Notes an allocation of `size` bytes: whether to make it.
+    fn note(size: usize) -> bool {
+        if !ALLOC_INSTALLED.load(std::sync::atomic::Ordering::Relaxed) {
+            ALLOC_INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let bound = ALLOC_BOUND.try_with(|b| b.get()).unwrap_or(usize::MAX);
+        if bound == usize::MAX {
+            return true;
+        }
+        let _ = ALLOC_LARGEST.try_with(|l| l.set(l.get().max(size)));
+        size <= bound || size <= 1 << 30
+    }
+}
+
+unsafe impl std::alloc::GlobalAlloc for BoundedAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if !Self::note(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        if !Self::note(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        if !Self::note(new_size) {
+            return std::ptr::null_mut();
+        }
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Whether [`BoundedAlloc`] is the global allocator (it has been asked
+/// for memory).
+pub fn bounded_alloc_installed() -> bool {
+    ALLOC_INSTALLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Runs `f` with this thread's allocations bounded by `bound` bytes each
+/// (see [`BoundedAlloc`]): its result and the largest allocation it asked
+/// for (0 when [`BoundedAlloc`] is not the global allocator).
+pub fn bounded_allocations<R>(bound: usize, f: impl FnOnce() -> R) -> (R, usize) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            ALLOC_BOUND.with(|b| b.set(usize::MAX));
+        }
+    }
+    ALLOC_LARGEST.with(|l| l.set(0));
+    ALLOC_BOUND.with(|b| b.set(bound.min(usize::MAX - 1)));
+    let reset = Reset;
+    let r = f();
+    drop(reset);
+    (r, ALLOC_LARGEST.with(|l| l.get()))
+}

@@ -11,6 +11,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use zfs_replicate_tests::Rng;
 
+// Bounds single allocations within `checks::bounded_allocations` (the
+// sidecar parser's property); elsewhere it only passes calls through.
+#[global_allocator]
+static ALLOC: checks::BoundedAlloc = checks::BoundedAlloc;
+
 /// libFuzzer-like mutations: bit flips, random and "interesting" bytes and
 /// words, insertions, deletions, truncation, copies within the input and
 /// splices with another seed.
@@ -234,4 +239,79 @@ fn mutated_wire_frames_keep_the_reader_properties() {
         4096,
         checks::wire_frame,
     );
+}
+
+#[test]
+fn mutated_sidecars_keep_the_parser_properties() {
+    run(
+        "zpar_parse",
+        0x5eed_0006,
+        seeds!(
+            "zpar_parse/small-512",
+            "zpar_parse/two-spans",
+            "zpar_parse/header-only",
+        ),
+        5000,
+        65536,
+        checks::zpar_parse,
+    );
+}
+
+/// The sidecar seeds parse as made (every copy good), the counting
+/// allocator is in place, and a header whose geometry asks for the largest
+/// tables allocates nothing of their size.
+#[test]
+fn sidecar_seeds_parse_whole_and_a_huge_geometry_allocates_little() {
+    use zfs_replicate::parity::fuzzing::{parse_sidecar, seal};
+
+    let (_, largest) = checks::bounded_allocations(10, || vec![0u8; 1000]);
+    assert!(checks::bounded_alloc_installed() && largest >= 1000);
+
+    let small = include_bytes!("../fuzz/seeds/zpar_parse/small-512");
+    let p = parse_sidecar(small);
+    let g = p.geometry.unwrap();
+    assert_eq!((g.block, g.level_bp, g.words, g.len), (512, 500, 1, 52752));
+    assert_eq!((g.spans, g.sidecar_len), (1, small.len() as u64));
+    assert_eq!(p.header_from, Some(0));
+    assert!(p
+        .header_copies
+        .iter()
+        .all(|c| c.as_ref().unwrap().encoded.is_some()));
+    assert_eq!(p.spans.len(), 1);
+    assert_eq!(p.next_record_end, None);
+    assert!(p.spans[0].tables.iter().all(|t| t.encoded.is_some()));
+
+    let two = include_bytes!("../fuzz/seeds/zpar_parse/two-spans");
+    let p = parse_sidecar(two);
+    let g = p.geometry.unwrap();
+    assert_eq!((g.level_bp, g.words, g.spans), (100, 1, 2));
+    assert_eq!(p.spans.len(), 2);
+    assert!(!p.spans[0].tail_reserve && p.spans[1].tail_reserve);
+    assert!(p
+        .spans
+        .iter()
+        .all(|s| s.tables.iter().all(|t| t.encoded.is_some())));
+
+    // The first header alone: the second copy and the records lie beyond.
+    let header = include_bytes!("../fuzz/seeds/zpar_parse/header-only");
+    let p = parse_sidecar(header);
+    assert_eq!(p.header_from, Some(0));
+    assert!(p.header_copies[1].is_none() && p.spans.is_empty());
+    assert_eq!(p.next_record_end, Some(small.len() as u64 - 4096));
+
+    // 4096 words of 512 blocks at 50% and 64 KiB blocks over 1 PiB: a
+    // table of 2^22 + 2^21 digests (96 MiB) per span, in 64 KiB of input.
+    let mut huge = header.to_vec();
+    huge[12..16].copy_from_slice(&(64u32 << 10).to_le_bytes());
+    huge[16..24].copy_from_slice(&(1u64 << 50).to_le_bytes());
+    huge[24..26].copy_from_slice(&5000u16.to_le_bytes());
+    huge[26..28].copy_from_slice(&2048u16.to_le_bytes());
+    huge.resize(64 << 10, 0x5a);
+    seal(&mut huge, true);
+    let (p, largest) = checks::bounded_allocations(huge.len() + 4096, || parse_sidecar(&huge));
+    let g = p.geometry.expect("the sealed header parses");
+    assert_eq!((g.words, g.span_blocks, g.spans), (2048, 1 << 20, 1 << 14));
+    assert!(p.spans.is_empty() && p.next_record_end.unwrap() > 1 << 30);
+    assert!(largest <= huge.len(), "{largest}");
+    assert!(checks::zpar_parse(&huge));
 }

@@ -50,6 +50,8 @@
 
 mod encode;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod geometry;
 mod repair;
 mod scan;
