@@ -279,6 +279,24 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
     let mut lost_tables = Vec::new();
     for index in 0..g.spans() {
         let span = g.span(index);
+        // A span wholly past the file's end lost all its data: only words
+        // with as much parity as data (a short last span's) rebuild that.
+        // Anything else ends the scan here, so a header naming a far
+        // longer stream than the file costs no more than the file.
+        if span.first * u64::from(g.block) >= file_len {
+            let short =
+                (0..g.words.min(span.n)).find(|&w| g.word_parity(&span, w) < g.word_data(&span, w));
+            if let Some(w) = short {
+                out.damaged.add(span.first * u64::from(g.block)..g.len);
+                out.why.push(Unrecoverable::TooManyDamaged {
+                    span: index,
+                    word: w,
+                    damaged: g.word_data(&span, w),
+                    parity: g.word_parity(&span, w),
+                });
+                break;
+            }
+        }
         let (table, damage) =
             read_table(&g, &span, &sidecar, sidecar_len).map_err(|e| io("read", &sidecar_at, e))?;
         sidecar_damage.extend(damage);

@@ -438,6 +438,22 @@ fn expect(g: &Model, orig: &[u8], cur: &[u8], osc: &[u8], csc: &[u8]) -> Expecte
     let mut damaged = 0;
     let words = g.words as usize;
     for i in 0..g.spans() {
+        // A span wholly past the file's end: all its data is lost; the scan
+        // stops at its first word that has less parity than data.
+        let start = i * g.span_blocks() * g.block;
+        if start >= cur.len() as u64 {
+            let words_used = g.words.min(g.n(i));
+            if let Some(w) = (0..words_used).find(|&w| g.parity(i, w) < g.data(i, w)) {
+                damaged += g.len - start;
+                why.push(Unrecoverable::TooManyDamaged {
+                    span: i,
+                    word: w as u32,
+                    damaged: g.data(i, w) as u32,
+                    parity: g.parity(i, w) as u32,
+                });
+                break;
+            }
+        }
         let [t0, t1] = g.tables(i);
         let (b0, b1) = (differs(osc, csc, t0), differs(osc, csc, t1));
         for (copy, bad) in [(0u8, b0), (1, b1)] {
@@ -1632,4 +1648,38 @@ fn a_sidecar_cut_short_or_grown_is_rebuilt() {
         assert!(std::fs::read(&side).unwrap() == osc, "{len}");
     }
     assert_eq!(names(&dir), ["s.zstream", "s.zstream.zpar"]);
+}
+
+/// A header naming a far longer stream than the file (a sidecar of another,
+/// longer stream, or a crafted one) is refused after reading the file, not
+/// after walking the header's length.
+#[test]
+fn a_sidecar_of_a_far_longer_stream_stops_at_the_file_end() {
+    let dir = Dir::new("far-longer");
+    let long = dir.0.join("long.zstream");
+    let short = dir.0.join("short.zstream");
+    let stream = synthetic_stream(8 << 20, 11);
+    std::fs::write(&long, &stream).unwrap();
+    let parity = Parity::percent(5)
+        .unwrap()
+        .block_size(512)
+        .unwrap()
+        .memory(1 << 16);
+    create_sidecar(&long, &parity).unwrap();
+    // The first 64 KiB of the stream, beside the long stream's sidecar.
+    std::fs::write(&short, &stream[..64 << 10]).unwrap();
+    std::fs::copy(sidecar_path(&long), sidecar_path(&short)).unwrap();
+    match check_file(&short).unwrap() {
+        Condition::Unrecoverable { damaged, why, .. } => {
+            // The span the file ends in, then the first span past it, where
+            // the scan stops (before, every one of the 18 spans was read).
+            assert_eq!(why.len(), 2, "{why:?}");
+            assert!(matches!(
+                why[1],
+                Unrecoverable::TooManyDamaged { span: 1, .. }
+            ));
+            assert_eq!(damaged.ranges.last().unwrap().end, stream.len() as u64);
+        }
+        other => panic!("{other:?}"),
+    }
 }
