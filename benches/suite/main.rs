@@ -234,6 +234,11 @@ fn benches(recipe: &Recipe) -> Vec<Bench> {
             vec![memory::row(c, mib)]
         }));
     }
+    for mib in recipe.rss_mib.clone() {
+        out.push(bench(format!("rss-parity-{mib}"), move |c| {
+            memory::parity_rows(c, mib)
+        }));
+    }
     out
 }
 
