@@ -440,14 +440,15 @@ fn write_stream(
 const COPY_CHUNK: usize = 1 << 20;
 
 /// Chunks queued for the parity thread at most (each `COPY_CHUNK`).
-const PARITY_IN_FLIGHT: usize = 4;
+const PARITY_IN_FLIGHT: usize = 2;
 
 /// The copy's side of the parity thread: chunks go to it, and come back
 /// to be read into again.
 struct Feed {
     to: std::sync::mpsc::SyncSender<Vec<u8>>,
     back: std::sync::mpsc::Receiver<Vec<u8>>,
-    /// Buffers made so far (at most `PARITY_IN_FLIGHT + 2`).
+    /// Buffers made so far (at most `PARITY_IN_FLIGHT + 1`, besides the
+    /// copy's first).
     buffers: usize,
 }
 

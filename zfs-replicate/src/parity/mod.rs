@@ -6,26 +6,28 @@
 //! stream's blocks, a BLAKE3 digest of every block (to find damage) and a
 //! header with the stream's length and END checksum (to prove a repair).
 //!
-//! What it repairs, at the default 16 KiB blocks and 48 MiB of encoder
+//! What it repairs, at the default 16 KiB blocks and 40 MiB of encoder
 //! memory (see [`Parity`] for other levels):
 //!
 //! | level | span | one hole (or cut tail) per span | scattered damage |
 //! |---|---|---|---|
-//! | 5% | 360 MiB (24 × 960 blocks) | 1152 blocks: 17.98 MiB anywhere, 18 MiB block-aligned | 48 bad blocks in any word of 960 + 48; 2% of all blocks at random almost surely (one word in 4·10⁷ fails) |
-//! | 10% | 168 MiB (12 × 896 blocks) | 1080 blocks: 16.86 MiB anywhere, 16.88 MiB aligned | 90 in any word of 896 + 90; 5% at random (one word in 4·10⁷ fails) |
+//! | 5% | 300 MiB (20 × 960 blocks) | 960 blocks: 14.98 MiB anywhere, 15 MiB block-aligned | 48 bad blocks in any word of 960 + 48; 2% of all blocks at random almost surely (one word in 4·10⁷ fails) |
+//! | 10% | 140 MiB (10 × 896 blocks) | 900 blocks: 14.05 MiB anywhere, 14.06 MiB aligned | 90 in any word of 896 + 90; 5% at random (one word in 4·10⁷ fails) |
 //!
 //! A stream shorter than a span gets fewer, longer words (sized from the
 //! send's estimate), so the hole it survives is the level's share of it:
-//! about 3.2 MiB of a 64 MiB stream at 5%. Damaged parity blocks count
+//! about 3.3 MiB of a 64 MiB stream at 5%. Damaged parity blocks count
 //! against their word like damaged data. The sidecar's own header and
 //! tables are stored twice; a damaged sidecar is rebuilt from an intact
 //! (or repaired) stream by [`repair_file`].
 //!
 //! Memory: writing holds two buffers of `s` blocks per interleaved word
-//! (`s` = the word's parity rounded up to a power of two: 48 MiB at the
-//! default, whatever the stream's size) plus 8.5 MiB of code tables;
-//! reading holds one span's table (378 KiB at the default), one
-//! word's decoder (16 MiB) and at most one span's repaired blocks.
+//! (`s` = the word's parity rounded up to a power of two: 40 MiB at the
+//! default, whatever the stream's size) plus 8.5 MiB of code tables and
+//! 4 MiB of chunks on their way to the parity thread (a send's peak RSS
+//! measured 57 MiB for 1 GiB); reading holds one span's table (315 KiB
+//! at the default), one word's decoder (16 MiB) and at most one span's
+//! repaired blocks (≤ 15 MiB).
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -69,8 +71,9 @@ pub(crate) use repair::{refuse, RepairingReader};
 pub use scan::check_file;
 pub(crate) use scan::scan;
 
-/// Encoder memory by default: 48 MiB (24 interleaved words at 5%).
-pub const DEFAULT_MEMORY: u64 = 48 << 20;
+/// Encoder memory by default: 40 MiB (20 interleaved words at 5%, 10 at
+/// 10%), which keeps a send's peak RSS under 64 MiB.
+pub const DEFAULT_MEMORY: u64 = 40 << 20;
 /// Block size by default: 16 KiB.
 pub const DEFAULT_BLOCK: u32 = 16 << 10;
 
@@ -80,8 +83,8 @@ pub const DEFAULT_BLOCK: u32 = 16 << 10;
 /// use zfs_replicate::parity::Parity;
 ///
 /// let p = Parity::percent(5)?;
-/// assert_eq!(p.span_bytes(), 360 << 20);
-/// assert_eq!(p.hole_bytes(), 18 << 20); // per span
+/// assert_eq!(p.span_bytes(), 300 << 20);
+/// assert_eq!(p.hole_bytes(), 15 << 20); // per span
 /// // 3 GiB of encoder memory: holes of 1.1 GiB per 22 GiB span.
 /// let big = Parity::percent(5)?.memory(3 << 30);
 /// assert_eq!(big.hole_bytes(), 1152 << 20);
