@@ -103,6 +103,10 @@ fn main() {
     let Some(mode) = args.first() else {
         usage("which mode?")
     };
+    if mode == measure::RSS_OF {
+        // Before the options: the rest is a command line, not ours.
+        measure::rss_of(&args[1..]);
+    }
     let options = Options::parse(&args[1..]);
     let recipe = options.recipe();
     match mode.as_str() {
