@@ -299,19 +299,20 @@ fn sidecar_seeds_parse_whole_and_a_huge_geometry_allocates_little() {
     assert!(p.header_copies[1].is_none() && p.spans.is_empty());
     assert_eq!(p.next_record_end, Some(small.len() as u64 - 4096));
 
-    // 4096 words of 512 blocks at 50% and 64 KiB blocks over 1 PiB: a
-    // table of 2^22 + 2^21 digests (96 MiB) per span, in 64 KiB of input.
+    // 4096 words of 1008 blocks at 1% and 512-byte blocks over 1 PiB (the
+    // most a header may name within the 1 GiB memory cap): a table of
+    // about 4.2 million digests (66 MiB) per span, in 64 KiB of input.
     let mut huge = header.to_vec();
-    huge[12..16].copy_from_slice(&(64u32 << 10).to_le_bytes());
+    huge[12..16].copy_from_slice(&512u32.to_le_bytes());
     huge[16..24].copy_from_slice(&(1u64 << 50).to_le_bytes());
-    huge[24..26].copy_from_slice(&5000u16.to_le_bytes());
-    huge[26..28].copy_from_slice(&2048u16.to_le_bytes());
+    huge[24..26].copy_from_slice(&100u16.to_le_bytes());
+    huge[26..28].copy_from_slice(&4096u16.to_le_bytes());
     huge.resize(64 << 10, 0x5a);
     seal(&mut huge, true);
     let (p, largest) = checks::bounded_allocations(huge.len() + 4096, || parse_sidecar(&huge));
     let g = p.geometry.expect("the sealed header parses");
-    assert_eq!((g.words, g.span_blocks, g.spans), (2048, 1 << 20, 1 << 14));
-    assert!(p.spans.is_empty() && p.next_record_end.unwrap() > 1 << 30);
+    assert_eq!((g.words, g.span_blocks), (4096, 4096 * 1008));
+    assert!(p.spans.is_empty() && p.next_record_end.unwrap() > 1 << 26);
     assert!(largest <= huge.len(), "{largest}");
     assert!(checks::zpar_parse(&huge));
 }

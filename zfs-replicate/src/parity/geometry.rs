@@ -26,6 +26,10 @@ pub(crate) const MAX_LEVEL_BP: u32 = 5000;
 /// at most 2²² digests, 64 MiB).
 pub(crate) const MAX_WORDS: u32 = 4096;
 const MAX_SPAN_BLOCKS: u64 = 1 << 22;
+/// Most encoder memory (two buffers of `s` blocks per word): 1 GiB. It
+/// bounds what a reader holds too: a span's rebuilt blocks (at most half
+/// of it) whatever a header says.
+pub(crate) const MAX_MEMORY: u64 = 1 << 30;
 /// Longest stream a sidecar describes (1 PiB).
 pub(crate) const MAX_LEN: u64 = 1 << 50;
 
@@ -101,7 +105,11 @@ impl Geometry {
             return Err(BadGeometry::Block(block));
         }
         let (k, m, s) = code(level_bp);
-        if words == 0 || words > MAX_WORDS || u64::from(words) * u64::from(k) > MAX_SPAN_BLOCKS {
+        if words == 0
+            || words > MAX_WORDS
+            || u64::from(words) * u64::from(k) > MAX_SPAN_BLOCKS
+            || 2 * u64::from(words) * u64::from(s) * u64::from(block) > MAX_MEMORY
+        {
             return Err(BadGeometry::Words(words));
         }
         if len > MAX_LEN {
@@ -123,8 +131,10 @@ impl Geometry {
     pub fn words_for_memory(level_bp: u32, block: u32, memory: u64) -> u32 {
         let (k, _, s) = code(level_bp);
         let per_word = 2 * u64::from(s) * u64::from(block);
-        let most = u64::from(MAX_WORDS).min(MAX_SPAN_BLOCKS / u64::from(k));
-        (memory / per_word.max(1)).clamp(1, most) as u32
+        let most = u64::from(MAX_WORDS)
+            .min(MAX_SPAN_BLOCKS / u64::from(k))
+            .min(MAX_MEMORY / per_word);
+        (memory.min(MAX_MEMORY) / per_word.max(1)).clamp(1, most) as u32
     }
 
     /// Blocks of the stream (the last one may be short).
@@ -303,6 +313,17 @@ mod tests {
             Geometry::new(500, 4096, 4097, 0),
             Err(BadGeometry::Words(4097))
         );
+        // 4096 words at 50% over 64 KiB blocks would let a crafted header
+        // make a reader hold 64 GiB of rebuilt blocks (found by review):
+        // over the memory cap, refused.
+        assert_eq!(
+            Geometry::new(5000, 65536, 4096, 0),
+            Err(BadGeometry::Words(4096))
+        );
+        // Two buffers of 512 blocks of 64 KiB per word: 16 words in 1 GiB.
+        assert!(Geometry::new(5000, 65536, 16, 0).is_ok());
+        assert!(Geometry::new(5000, 65536, 17, 0).is_err());
+        assert_eq!(Geometry::words_for_memory(5000, 65536, u64::MAX), 16);
         assert_eq!(
             Geometry::new(500, 4096, 1, MAX_LEN + 1),
             Err(BadGeometry::Len(MAX_LEN + 1))

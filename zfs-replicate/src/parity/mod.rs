@@ -74,6 +74,8 @@ pub(crate) use scan::scan;
 /// Encoder memory by default: 40 MiB (20 interleaved words at 5%, 10 at
 /// 10%), which keeps a send's peak RSS under 64 MiB.
 pub const DEFAULT_MEMORY: u64 = 40 << 20;
+/// Most encoder memory a sidecar may be written with (1 GiB).
+pub const MAX_MEMORY: u64 = geometry::MAX_MEMORY;
 /// Block size by default: 16 KiB.
 pub const DEFAULT_BLOCK: u32 = 16 << 10;
 
@@ -85,9 +87,10 @@ pub const DEFAULT_BLOCK: u32 = 16 << 10;
 /// let p = Parity::percent(5)?;
 /// assert_eq!(p.span_bytes(), 300 << 20);
 /// assert_eq!(p.hole_bytes(), 15 << 20); // per span
-/// // 3 GiB of encoder memory: holes of 1.1 GiB per 22 GiB span.
-/// let big = Parity::percent(5)?.memory(3 << 30);
-/// assert_eq!(big.hole_bytes(), 1152 << 20);
+/// // 1 GiB of encoder memory (the most): holes of 384 MiB per 7.5 GiB span.
+/// let big = Parity::percent(5)?.memory(1 << 30)?;
+/// assert_eq!(big.hole_bytes(), 384 << 20);
+/// assert_eq!(big.span_bytes(), 7680 << 20);
 /// # Ok::<(), zfs_replicate::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,10 +117,16 @@ impl Parity {
 
     /// Encoder memory: more interleaved words, so longer holes (the hole
     /// a span survives is 3/8 of it at 5%). At least one word's worth is
-    /// used whatever this says.
-    pub fn memory(mut self, bytes: u64) -> Parity {
+    /// used whatever this says; at most [`MAX_MEMORY`] (1 GiB), which also
+    /// bounds what reading a sidecar can cost, whatever its header says.
+    pub fn memory(mut self, bytes: u64) -> Result<Parity> {
+        if bytes > MAX_MEMORY {
+            return Err(Error::InvalidParity {
+                reason: format!("memory {bytes} bytes: at most {MAX_MEMORY}"),
+            });
+        }
         self.memory = bytes;
-        self
+        Ok(self)
     }
 
     /// Bytes per block: a power of two from 512 to 64 KiB. Smaller blocks
@@ -196,6 +205,9 @@ impl Ranges {
     /// Ranges listed at most.
     pub const LISTED: usize = 1024;
 
+    /// Adds `r`, wherever it lies: the list stays sorted and coalesced
+    /// (ranges usually come in order; a span whose tables are lost is
+    /// judged after the ones behind it).
     pub(crate) fn add(&mut self, r: Range<u64>) {
         if r.is_empty() {
             return;
@@ -203,11 +215,39 @@ impl Ranges {
         self.bytes += r.end - r.start;
         let listed = self.ranges.len();
         match self.ranges.last_mut() {
-            Some(last) if self.more == 0 && last.end >= r.start => {
+            // In order, and the common case: extend or append.
+            Some(last) if last.end >= r.start && last.start <= r.start => {
                 last.end = last.end.max(r.end);
+                return;
             }
-            _ if listed < Self::LISTED => self.ranges.push(r),
-            _ => self.more += 1,
+            Some(last) if last.end < r.start => {
+                if listed < Self::LISTED && self.more == 0 {
+                    self.ranges.push(r);
+                } else {
+                    self.more += 1;
+                }
+                return;
+            }
+            None => {
+                self.ranges.push(r);
+                return;
+            }
+            _ => {}
+        }
+        // Out of order: insert, then merge the neighbours it touches.
+        let at = self.ranges.partition_point(|x| x.start < r.start);
+        self.ranges.insert(at, r);
+        let mut merged: Vec<Range<u64>> = Vec::with_capacity(self.ranges.len());
+        for x in self.ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if last.end >= x.start => last.end = last.end.max(x.end),
+                _ => merged.push(x),
+            }
+        }
+        self.ranges = merged;
+        if self.ranges.len() > Self::LISTED {
+            self.more += (self.ranges.len() - Self::LISTED) as u64;
+            self.ranges.truncate(Self::LISTED);
         }
     }
 
@@ -249,6 +289,11 @@ pub enum SidecarDamage {
     Parity { span: u64, blocks: u32 },
     /// The sidecar is not as long as its header says.
     Length { expected: u64, found: u64 },
+    /// The sidecar describes another stream (its first substream's GUID,
+    /// END checksum or length differ), while the file is a valid stream by
+    /// itself: the file is intact, the sidecar useless for it
+    /// ([`repair_file`] makes it a new one).
+    Foreign { sidecar_guid: u64, stream_guid: u64 },
 }
 
 /// Why a stream file cannot be repaired.
@@ -269,8 +314,6 @@ pub enum Unrecoverable {
     /// Both copies of the sidecar's header are damaged and so is the
     /// stream.
     HeaderLost,
-    /// The sidecar is another stream's (its stream GUID differs).
-    WrongSidecar { sidecar_guid: u64, stream_guid: u64 },
     /// Every block matches its digest, yet the stream does not verify (or
     /// its END checksum is not the sidecar's): the stream was damaged
     /// before its sidecar was made, or a repair went wrong.
@@ -295,13 +338,6 @@ impl fmt::Display for Unrecoverable {
             Unrecoverable::HeaderLost => {
                 f.write_str("both copies of the sidecar header are damaged")
             }
-            Unrecoverable::WrongSidecar {
-                sidecar_guid,
-                stream_guid,
-            } => write!(
-                f,
-                "the sidecar is for stream {sidecar_guid:#x}, the file is {stream_guid:#x}"
-            ),
             Unrecoverable::StreamChecksum { detail } => {
                 write!(f, "the stream does not verify: {detail}")
             }

@@ -293,6 +293,19 @@ fn temporary(path: &Path, tag: &str) -> Result<(PathBuf, PathBuf)> {
     Ok((dir.clone(), dir.join(t)))
 }
 
+/// Gives the new file `file` (at `temp`) the mode and, where allowed (as
+/// root), the owner of the file `original` it will replace: a repaired
+/// backup stays as private as it was.
+fn keep_metadata(original: &Path, file: &File, temp: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(original).map_err(|e| io("stat", original, e))?;
+    file.set_permissions(meta.permissions())
+        .map_err(|e| io("chmod", temp, e))?;
+    // Not root: the file stays ours (the owner cannot be given away).
+    let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
@@ -383,13 +396,16 @@ fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSum
     let sidecar_at = sidecar_path(path);
     let stream = File::open(path).map_err(|e| io("open", path, e))?;
     let sidecar = File::open(&sidecar_at).map_err(|e| io("open", &sidecar_at, e))?;
-    let (dir, temp) = temporary(path, "repair")?;
+    // The file replaced is the one `path` names, through any symlink.
+    let real = std::fs::canonicalize(path).map_err(|e| io("resolve", path, e))?;
+    let (dir, temp) = temporary(&real, "repair")?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&temp)
         .map_err(|e| io("create", &temp, e))?;
     let result = (|| {
+        keep_metadata(&real, &out, &temp)?;
         let mut reader = RepairingReader::new(scan, header, path, &stream, &sidecar_at, &sidecar);
         let mut verifier = StreamVerifier::new();
         let mut buf = vec![0u8; 1 << 20];
@@ -427,7 +443,7 @@ fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSum
             });
         }
         out.sync_all().map_err(|e| io("sync", &temp, e))?;
-        std::fs::rename(&temp, path).map_err(|e| io("rename", path, e))?;
+        std::fs::rename(&temp, &real).map_err(|e| io("rename", &real, e))?;
         sync_dir(&dir);
         Ok(summary)
     })();
@@ -455,6 +471,12 @@ fn write_sidecar(
             io::Error::from(io::ErrorKind::AlreadyExists),
         ));
     }
+    // A sidecar replaced is the file it names, through any symlink, and
+    // keeps its mode and owner.
+    let target = match replace {
+        true => std::fs::canonicalize(&target).unwrap_or(target),
+        false => target,
+    };
     let (dir, temp) = temporary(&target, "partial")?;
     let file = OpenOptions::new()
         .read(true)
@@ -463,6 +485,9 @@ fn write_sidecar(
         .open(&temp)
         .map_err(|e| io("create", &temp, e))?;
     let result = (|| {
+        if replace && target.exists() {
+            keep_metadata(&target, &file, &temp)?;
+        }
         let mut stream = File::open(path).map_err(|e| io("open", path, e))?;
         let mut writer =
             SidecarWriter::new(&file, level_bp, block, words).map_err(|e| io("write", &temp, e))?;

@@ -3,7 +3,7 @@
 //! the stream's own checksums, in one sequential pass over the stream.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -94,17 +94,17 @@ pub(crate) fn read_at_most(file: &File, buf: &mut [u8], mut at: u64) -> io::Resu
     Ok(done)
 }
 
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match reader.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Reads stream bytes at `at` (all of `buf` unless the file ends first).
+/// In unit tests, reads touching [`tests::UNREADABLE`] fail with EIO, as
+/// a bad sector does.
+pub(crate) fn read_stream_at(file: &File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    #[cfg(test)]
+    if let Some(bad) = super::tests::UNREADABLE.with(|u| u.get()) {
+        if at < bad.1 && bad.0 < at + buf.len() as u64 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
     }
-    Ok(done)
+    read_at_most(file, buf, at)
 }
 
 /// A block of the stream file (`b`), zero-padded to the block size:
@@ -127,7 +127,7 @@ pub(crate) fn read_header(
         if at.checked_add(HEADER_LEN).is_none_or(|end| end > len) {
             return Ok(None);
         }
-        let n = read_at_most(sidecar, &mut buf, at)?;
+        let n = read_at_most(sidecar, &mut buf, at).unwrap_or(0);
         Ok((n == buf.len()).then(|| Header::parse(&buf).ok()).flatten())
     };
     let first = copy(0)?;
@@ -170,7 +170,7 @@ pub(crate) fn read_table(
             0
         } else {
             buf.resize(len as usize, 0);
-            read_at_most(sidecar, &mut buf, at)?
+            read_at_most(sidecar, &mut buf, at).unwrap_or(0)
         };
         match (n == buf.len())
             .then(|| parse_table(g, span, &buf).ok())
@@ -211,6 +211,16 @@ impl Verifying {
                 self.error = Some(e);
                 self.verifier = None;
             }
+        }
+    }
+
+    /// Bytes could not be read: the stream cannot be verified past them.
+    fn fail(&mut self) {
+        if let Some(v) = self.verifier.take() {
+            self.error = Some(StreamError::Io {
+                offset: v.position(),
+                source: io::Error::from_raw_os_error(libc::EIO),
+            });
         }
     }
 
@@ -273,7 +283,6 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
         });
     }
     let mut verifying = Verifying::new();
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, &stream);
     let b = g.block as usize;
     let mut buf = vec![0u8; b];
     let mut lost_tables = Vec::new();
@@ -308,7 +317,15 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
             let block = span.first + u64::from(j);
             let range = g.block_range(block);
             let want = (range.end - range.start) as usize;
-            let got = read_full(&mut reader, &mut buf[..want]).map_err(|e| io("read", path, e))?;
+            // An unreadable block (a bad sector: EIO) is damage like any
+            // other, not the end of the check.
+            let got = match read_stream_at(&stream, &mut buf[..want], range.start) {
+                Ok(got) => got,
+                Err(_) => {
+                    verifying.fail();
+                    0
+                }
+            };
             verifying.update(&buf[..got]);
             buf[got..].fill(0);
             let Some(table) = &table else { continue };
@@ -328,8 +345,7 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
             let mut bad_parity = 0;
             for w in 0..g.words {
                 for jp in 0..g.word_parity(&span, w) {
-                    let n = read_at_most(&sidecar, &mut buf, at)
-                        .map_err(|e| io("read", &sidecar_at, e))?;
+                    let n = read_at_most(&sidecar, &mut buf, at).unwrap_or(0);
                     if n < b || digest(&buf) != table.parity[idx] {
                         bad[w as usize].1.push(jp);
                         bad_parity += 1;
@@ -387,31 +403,53 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
             out.why.push(Unrecoverable::TablesLost { span: span.index });
         }
     }
-    // A stream that verifies by its own checksums must be the one the
-    // sidecar was made for, whatever its blocks' digests say: one whose
-    // blocks differ is another stream, which a repair would replace with
-    // the sidecar's. One that does not verify must have damaged blocks.
-    match &verified {
-        Ok(summary) => {
-            let first = summary.substreams.first().map_or(0, |s| s.to_guid);
-            let end = summary.substreams.last().map_or([0; 4], |s| s.checksum);
-            if first != header.to_guid {
-                out.why.push(Unrecoverable::WrongSidecar {
-                    sidecar_guid: header.to_guid,
-                    stream_guid: first,
-                });
-            } else if end != header.end_checksum {
-                out.why.push(Unrecoverable::StreamChecksum {
-                    detail: "its END checksum is not the one the sidecar recorded".into(),
-                });
-            }
+    // A file that verifies by its own checksums, whole, is a valid stream:
+    // never "repair" it into another. If it is not the stream the sidecar
+    // describes (another snapshot's or send's sidecar, one left by a crash,
+    // a header naming another length), the sidecar is what is wrong.
+    let first_guid = |s: &StreamSummary| s.substreams.first().map_or(0, |x| x.to_guid);
+    let end_checksum = |s: &StreamSummary| s.substreams.last().map_or([0; 4], |x| x.checksum);
+    let describes = |s: &StreamSummary| {
+        first_guid(s) == header.to_guid
+            && end_checksum(s) == header.end_checksum
+            && s.total_bytes == g.len
+    };
+    let whole = match &verified {
+        Ok(summary) if file_len == g.len => Some(summary.clone()),
+        _ if !out.damaged.is_empty() || !out.why.is_empty() || verified.is_err() => {
+            crate::file::verify_file(path).ok()
         }
-        Err(e) if out.damaged.is_empty() && out.why.is_empty() => {
+        _ => None,
+    };
+    match whole {
+        Some(summary) if !describes(&summary) => {
+            out.damaged = Ranges::default();
+            out.words.clear();
+            out.why.clear();
+            out.margin = Margin {
+                damaged_words: 0,
+                least_spare: 0,
+            };
+            sidecar_damage.push(SidecarDamage::Foreign {
+                sidecar_guid: header.to_guid,
+                stream_guid: first_guid(&summary),
+            });
+            out.verified = Ok(summary);
+            out.sidecar = sidecar_damage;
+            return Ok(out);
+        }
+        // The stream the sidecar describes: blocks whose digests differ
+        // are damaged, whatever the weaker stream checksums say.
+        Some(_) | None => {}
+    }
+    // Not valid by itself, and no damaged block below the stream's end
+    // that parity could rebuild: the sidecar cannot make it valid.
+    if let Err(e) = &verified {
+        if out.words.is_empty() && out.why.is_empty() {
             out.why.push(Unrecoverable::StreamChecksum {
                 detail: e.to_string(),
-            })
+            });
         }
-        Err(_) => {}
     }
     if out.margin.damaged_words == 0 {
         out.margin.least_spare = 0;

@@ -686,7 +686,8 @@ impl Bench {
             .unwrap()
             .block_size(block as u32)
             .unwrap()
-            .memory(memory);
+            .memory(memory)
+            .unwrap();
         let sidecar = create_sidecar(&path, &parity).unwrap();
         let osc = std::fs::read(&side).unwrap();
         let g = Model::new(percent, block, memory, stream.len() as u64);
@@ -1224,7 +1225,8 @@ fn guarantees(block: u64, seed: u64) {
                 .unwrap()
                 .block_size(block as u32)
                 .unwrap()
-                .memory(memory);
+                .memory(memory)
+                .unwrap();
             let sidecar = create_sidecar(&path, &parity).unwrap();
             let osc = std::fs::read(&side).unwrap();
             let g = Model::new(percent, block, memory, len);
@@ -1419,8 +1421,32 @@ fn assert_refused(dir: &Dir, path: &Path, want: &Unrecoverable) {
     assert_eq!(names(dir), ["s.zstream", "s.zstream.zpar"]);
 }
 
+/// A valid stream beside a sidecar that describes another stream is
+/// intact, its sidecar foreign: never "repaired" into the sidecar's
+/// stream; `repair_file` leaves it and makes it its own sidecar.
+fn assert_foreign(dir: &Dir, path: &Path, sidecar_guid: u64, stream_guid: u64) {
+    let stream = std::fs::read(path).unwrap();
+    let foreign = SidecarDamage::Foreign {
+        sidecar_guid,
+        stream_guid,
+    };
+    match check_file(path).unwrap() {
+        Condition::Intact { sidecar, .. } => assert_eq!(sidecar, std::slice::from_ref(&foreign)),
+        other => panic!("expected intact, a foreign sidecar: {other:?}"),
+    }
+    let done = repair_file(path).unwrap();
+    assert!(done.repaired.is_empty(), "{done:?}");
+    assert_eq!(done.sidecar, [foreign]);
+    assert!(std::fs::read(path).unwrap() == stream, "the stream changed");
+    match check_file(path).unwrap() {
+        Condition::Intact { sidecar, .. } => assert!(sidecar.is_empty(), "{sidecar:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(names(dir), ["s.zstream", "s.zstream.zpar"]);
+}
+
 #[test]
-fn another_streams_sidecar_is_the_wrong_sidecar() {
+fn another_streams_sidecar_is_foreign() {
     let parity = Parity::percent(5).unwrap().block_size(4096).unwrap();
     // (stream, the stream whose sidecar it gets): other data; the same
     // data under another snapshot GUID (its records' checksums differ,
@@ -1436,12 +1462,35 @@ fn another_streams_sidecar_is_the_wrong_sidecar() {
         let (dir, path, _) = pair("wrong", other, &parity);
         std::fs::write(&path, stream).unwrap();
         let guid = |s: &[u8]| u64::from_le_bytes(s[40..48].try_into().unwrap());
-        let want = Unrecoverable::WrongSidecar {
-            sidecar_guid: guid(other),
-            stream_guid: guid(stream),
-        };
-        assert_refused(&dir, &path, &want);
+        assert_foreign(&dir, &path, guid(other), guid(stream));
     }
+}
+
+/// A header naming another length (here 0: every byte "past the end"),
+/// digest and all: the intact stream was called repairable, and a repair
+/// would have fed nothing to a receive (found by review).
+#[test]
+fn a_sidecar_naming_another_length_is_foreign() {
+    let stream = synthetic_stream(1 << 20, 12);
+    let parity = Parity::percent(5).unwrap().block_size(4096).unwrap();
+    let (dir, path, _) = pair("len0", &stream, &parity);
+    let side = sidecar_path(&path);
+    let mut sc = std::fs::read(&side).unwrap();
+    let mut header = format::Header::parse(&sc[..HEADER as usize]).unwrap();
+    header.geometry = geometry::Geometry::new(
+        header.geometry.level_bp,
+        header.geometry.block,
+        header.geometry.words,
+        0,
+    )
+    .unwrap();
+    let bytes = header.encode();
+    sc.truncate(0);
+    sc.extend_from_slice(&bytes);
+    sc.extend_from_slice(&bytes);
+    std::fs::write(&side, &sc).unwrap();
+    let guid = u64::from_le_bytes(stream[40..48].try_into().unwrap());
+    assert_foreign(&dir, &path, guid, guid);
 }
 
 /// The header copies of the sidecar at `side`, changed by `f` and sealed
@@ -1460,15 +1509,25 @@ fn reseal_headers(side: &Path, f: impl Fn(&mut [u8])) {
 }
 
 #[test]
-fn a_sidecar_recording_another_end_checksum_is_refused() {
+fn a_sidecar_recording_another_end_checksum_is_foreign_or_refused() {
     let stream = synthetic_stream(1 << 20, 11);
     let parity = Parity::percent(5).unwrap().block_size(4096).unwrap();
     let (dir, path, _) = pair("endck", &stream, &parity);
     reseal_headers(&sidecar_path(&path), |h| h[72] ^= 1);
-    let want = Unrecoverable::StreamChecksum {
-        detail: "its END checksum is not the one the sidecar recorded".into(),
-    };
-    assert_refused(&dir, &path, &want);
+    // Intact by itself: the sidecar is another send's.
+    let guid = u64::from_le_bytes(stream[40..48].try_into().unwrap());
+    let side = std::fs::read(sidecar_path(&path)).unwrap();
+    match check_file(&path).unwrap() {
+        Condition::Intact { sidecar, .. } => assert_eq!(
+            sidecar,
+            [SidecarDamage::Foreign {
+                sidecar_guid: guid,
+                stream_guid: guid
+            }]
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(std::fs::read(sidecar_path(&path)).unwrap() == side);
     // Damaged too: the repair is written, found wrong, and removed.
     damage(&path, 5000, 10);
     let before = std::fs::read(&path).unwrap();
@@ -1491,7 +1550,8 @@ fn both_header_copies_damaged() {
         .unwrap()
         .block_size(4096)
         .unwrap()
-        .memory(1);
+        .memory(1)
+        .unwrap();
     let (dir, path, osc) = pair("headers", &stream, &parity);
     let side = sidecar_path(&path);
     let n = osc.len() as u64;
@@ -1532,7 +1592,8 @@ fn both_table_copies_of_a_span_damaged() {
         .unwrap()
         .block_size(4096)
         .unwrap()
-        .memory(1);
+        .memory(1)
+        .unwrap();
     let (dir, path, osc) = pair("tables", &stream, &parity);
     let side = sidecar_path(&path);
     let g = Model::new(5, 4096, 1, stream.len() as u64);
@@ -1597,7 +1658,7 @@ fn repairs_leave_no_temporary_file() {
     assert!(repair_file(&path).is_err());
     assert_eq!(names(&dir), ["s.zstream", "s.zstream.zpar"]);
     // Failed after writing (see
-    // a_sidecar_recording_another_end_checksum_is_refused), and a
+    // a_sidecar_recording_another_end_checksum_is_foreign_or_refused), and a
     // temporary name already taken: an error, the other file kept.
     std::fs::write(&path, &stream).unwrap();
     damage(&path, 5000, 10);
@@ -1664,7 +1725,8 @@ fn a_sidecar_of_a_far_longer_stream_stops_at_the_file_end() {
         .unwrap()
         .block_size(512)
         .unwrap()
-        .memory(1 << 16);
+        .memory(1 << 16)
+        .unwrap();
     create_sidecar(&long, &parity).unwrap();
     // The first 64 KiB of the stream, beside the long stream's sidecar.
     std::fs::write(&short, &stream[..64 << 10]).unwrap();
@@ -1682,4 +1744,90 @@ fn a_sidecar_of_a_far_longer_stream_stops_at_the_file_end() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+thread_local! {
+    /// Stream bytes `start..end` that reads in this thread fail with EIO
+    /// (`scan::read_stream_at`), as a bad sector would.
+    pub(crate) static UNREADABLE: std::cell::Cell<Option<(u64, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// A bad sector (EIO) in the stream is damage the parity rebuilds, not the
+/// end of the check (before, `check_file` failed with `Error::Io`: found by
+/// review).
+#[test]
+fn an_unreadable_block_is_damage() {
+    let stream = synthetic_stream(2 << 20, 13);
+    let parity = Parity::percent(5).unwrap().block_size(4096).unwrap();
+    let (_dir, path, _) = pair("eio", &stream, &parity);
+    UNREADABLE.with(|u| u.set(Some((100_000, 100_512))));
+    let checked = check_file(&path);
+    let repaired = repair_file(&path);
+    UNREADABLE.with(|u| u.set(None));
+    match checked.unwrap() {
+        Condition::Repairable { damaged, .. } => {
+            // The bad sector's block.
+            assert_eq!(damaged.ranges, vec![98_304..102_400])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(repaired.unwrap().repaired.ranges, vec![98_304..102_400]);
+    assert_eq!(std::fs::read(&path).unwrap(), stream);
+}
+
+/// Ranges judged out of order (a span whose tables are both lost is judged
+/// after the spans behind it) are listed in order (before, span 0's range
+/// was merged into the last one: found by review).
+#[test]
+fn ranges_stay_sorted_when_added_out_of_order() {
+    let mut r = Ranges::default();
+    r.add(987_136..987_648);
+    r.add(0..491_520);
+    r.add(491_520..500_000);
+    r.add(990_000..990_010);
+    assert_eq!(r.ranges, [0..500_000, 987_136..987_648, 990_000..990_010]);
+    assert_eq!(r.bytes, 500_000 + 512 + 10);
+}
+
+/// A repair replaces the file a symlink names (the link stays), and the
+/// new file keeps the old one's mode (before, a 0600 stream came back
+/// 0644: found by review).
+#[test]
+fn a_repair_keeps_the_mode_and_follows_symlinks() {
+    use std::os::unix::fs::PermissionsExt;
+    let stream = synthetic_stream(1 << 20, 14);
+    let parity = Parity::percent(5).unwrap().block_size(4096).unwrap();
+    let (dir, path, _) = pair("mode", &stream, &parity);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(sidecar_path(&path), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.0.join("link.zstream");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    std::os::unix::fs::symlink(sidecar_path(&path), sidecar_path(&link)).unwrap();
+    damage(&path, 5000, 10);
+    damage(&sidecar_path(&path), 10, 10);
+    let done = repair_file(&link).unwrap();
+    assert!(!done.repaired.is_empty() && !done.sidecar.is_empty());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::symlink_metadata(sidecar_path(&link))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&path).unwrap(), stream);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&sidecar_path(&path)), 0o640);
+}
+
+#[test]
+fn encoder_memory_is_capped() {
+    let p = Parity::percent(50).unwrap().block_size(65536).unwrap();
+    assert!(matches!(
+        p.memory(u64::MAX),
+        Err(crate::Error::InvalidParity { .. })
+    ));
+    assert!(p.memory(MAX_MEMORY).is_ok());
 }
