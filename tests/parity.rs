@@ -139,5 +139,18 @@ fn a_stream_damaged_beyond_its_parity_receives_nothing() {
         p.zfs.resume_token(&dst).unwrap().is_none(),
         "no partial receive"
     );
+    // A plain send beside a sidecar left there (by a crash between the two
+    // links) is refused: the sidecar would describe another stream.
+    let plain = temp("parity-stray");
+    remove(&plain);
+    std::fs::copy(sidecar_path(&path), sidecar_path(&plain)).unwrap();
+    let s1 = p.src("fs").snapshot("s1").unwrap();
+    let e = send_to_file(&p.zfs, &s1, &SendFileOptions::new(), &plain).unwrap_err();
+    assert!(
+        matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+        "{e:?}"
+    );
+    assert!(!plain.exists());
+    remove(&plain);
     remove(&path);
 }
