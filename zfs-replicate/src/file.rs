@@ -615,7 +615,7 @@ fn receive_with_sidecar(
         (Some(header), _, false) => header,
         _ => return Err(parity::refuse(path, scan.condition())),
     };
-    if header.compound {
+    if header.stream.compound {
         return Err(Error::CompoundStream {
             path: path.to_path_buf(),
         });
@@ -623,12 +623,12 @@ fn receive_with_sidecar(
     let sidecar = File::open(sidecar_path).map_err(|e| io("open", sidecar_path, e))?;
     let mut reader =
         parity::RepairingReader::new(&scan, &header, path, &file, sidecar_path, &sidecar);
-    let dataset_type = match header.dataset_type {
+    let dataset_type = match header.stream.dataset_type {
         1 => Some(zfs_core::DatasetType::Filesystem),
         2 => Some(zfs_core::DatasetType::Volume),
         _ => None,
     };
-    let opts = receive_options(header.from_guid, dataset_type)?;
+    let opts = receive_options(header.stream.from_guid, dataset_type)?;
     let pipe = Pipe::new(COPY_CHUNK).map_err(Error::from)?;
     let (read, write) = (pipe.read, pipe.write);
     let existed = zfs.exists(target);

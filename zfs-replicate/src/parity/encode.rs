@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 
 use reed_solomon_simd::engine::{utils, DefaultEngine, Engine, ShardsRefMut};
 
-use super::format::{digest, encode_table, Digest, Header, Table};
+use super::format::{digest, encode_table, Digest, Header, StreamFacts, Table};
 use super::geometry::{Geometry, Span, HEADER_LEN};
 
 /// A high-rate Reed–Solomon encoder (the crate's `HighRateEncoder`, the
@@ -97,35 +97,6 @@ impl StreamEncoder {
         self.chunks_done = 0;
         self.count = 0;
         self.acc[..m * u].as_flattened()
-    }
-}
-
-/// What the header records of the stream, known when it ends.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StreamFacts {
-    pub substreams: u32,
-    pub compound: bool,
-    pub to_guid: u64,
-    pub from_guid: u64,
-    pub end_checksum: [u64; 4],
-    pub dataset_type: u8,
-}
-
-impl StreamFacts {
-    pub fn of(summary: &crate::stream::StreamSummary) -> StreamFacts {
-        let first = summary.substreams.first();
-        StreamFacts {
-            substreams: summary.substreams.len() as u32,
-            compound: summary.compound,
-            to_guid: first.map_or(0, |s| s.to_guid),
-            from_guid: first.map_or(0, |s| s.from_guid),
-            end_checksum: summary.substreams.last().map_or([0; 4], |s| s.checksum),
-            dataset_type: match first.and_then(|s| s.dataset_type) {
-                Some(zfs_core::DatasetType::Filesystem) => 1,
-                Some(zfs_core::DatasetType::Volume) => 2,
-                _ => 0,
-            },
-        }
     }
 }
 
@@ -250,12 +221,7 @@ impl<'f> SidecarWriter<'f> {
         }
         let header = Header {
             geometry: g,
-            substreams: facts.substreams,
-            compound: facts.compound,
-            to_guid: facts.to_guid,
-            from_guid: facts.from_guid,
-            end_checksum: facts.end_checksum,
-            dataset_type: facts.dataset_type,
+            stream: *facts,
         };
         let bytes = header.encode();
         self.file.write_all_at(&bytes, 0)?;

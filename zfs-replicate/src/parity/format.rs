@@ -50,6 +50,12 @@ pub(crate) enum FormatError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Header {
     pub geometry: Geometry,
+    pub stream: StreamFacts,
+}
+
+/// What the header records of the stream (known when it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamFacts {
     /// Substreams of the stream (one for a plain stream).
     pub substreams: u32,
     pub compound: bool,
@@ -61,6 +67,24 @@ pub(crate) struct Header {
     /// The first substream's `drr_type` (a receive's defaults depend on
     /// it): 0 another, 1 a filesystem, 2 a volume.
     pub dataset_type: u8,
+}
+
+impl StreamFacts {
+    pub fn of(summary: &crate::stream::StreamSummary) -> StreamFacts {
+        let first = summary.substreams.first();
+        StreamFacts {
+            substreams: summary.substreams.len() as u32,
+            compound: summary.compound,
+            to_guid: first.map_or(0, |s| s.to_guid),
+            from_guid: first.map_or(0, |s| s.from_guid),
+            end_checksum: summary.substreams.last().map_or([0; 4], |s| s.checksum),
+            dataset_type: match first.and_then(|s| s.dataset_type) {
+                Some(zfs_core::DatasetType::Filesystem) => 1,
+                Some(zfs_core::DatasetType::Volume) => 2,
+                _ => 0,
+            },
+        }
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -92,12 +116,12 @@ impl Header {
         b[30..32].copy_from_slice(&(g.m as u16).to_le_bytes());
         b[32..40].copy_from_slice(&g.spans().to_le_bytes());
         b[40..48].copy_from_slice(&g.sidecar_len().to_le_bytes());
-        b[48..52].copy_from_slice(&self.substreams.to_le_bytes());
-        b[52] = u8::from(self.compound);
-        b[53] = self.dataset_type;
-        b[56..64].copy_from_slice(&self.to_guid.to_le_bytes());
-        b[64..72].copy_from_slice(&self.from_guid.to_le_bytes());
-        for (i, v) in self.end_checksum.iter().enumerate() {
+        b[48..52].copy_from_slice(&self.stream.substreams.to_le_bytes());
+        b[52] = u8::from(self.stream.compound);
+        b[53] = self.stream.dataset_type;
+        b[56..64].copy_from_slice(&self.stream.to_guid.to_le_bytes());
+        b[64..72].copy_from_slice(&self.stream.from_guid.to_le_bytes());
+        for (i, v) in self.stream.end_checksum.iter().enumerate() {
             b[72 + 8 * i..80 + 8 * i].copy_from_slice(&v.to_le_bytes());
         }
         let d = blake3::hash(&b[..HEADER_DIGEST_AT]);
@@ -152,12 +176,14 @@ impl Header {
         }
         Ok(Header {
             geometry,
-            substreams: u32_at(b, 48),
-            compound: b[52] == 1,
-            to_guid: u64_at(b, 56),
-            from_guid: u64_at(b, 64),
-            end_checksum,
-            dataset_type: b[53],
+            stream: StreamFacts {
+                substreams: u32_at(b, 48),
+                compound: b[52] == 1,
+                to_guid: u64_at(b, 56),
+                from_guid: u64_at(b, 64),
+                end_checksum,
+                dataset_type: b[53],
+            },
         })
     }
 }
@@ -251,12 +277,14 @@ mod tests {
     fn header() -> Header {
         Header {
             geometry: Geometry::new(500, 16 << 10, 6, 64 << 20).unwrap(),
-            substreams: 1,
-            compound: false,
-            to_guid: 0x1234,
-            from_guid: 0x5678,
-            end_checksum: [1, 2, 3, 4],
-            dataset_type: 1,
+            stream: StreamFacts {
+                substreams: 1,
+                compound: false,
+                to_guid: 0x1234,
+                from_guid: 0x5678,
+                end_checksum: [1, 2, 3, 4],
+                dataset_type: 1,
+            },
         }
     }
 

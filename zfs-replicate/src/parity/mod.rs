@@ -65,7 +65,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::stream::StreamSummary;
 
-pub(crate) use encode::{SidecarWriter, StreamFacts};
+pub(crate) use encode::SidecarWriter;
+pub(crate) use format::StreamFacts;
 pub use repair::{create_sidecar, repair_file, Repaired, Sidecar};
 pub(crate) use repair::{refuse, RepairingReader};
 pub use scan::check_file;

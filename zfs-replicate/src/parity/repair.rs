@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use reed_solomon_simd::engine::DefaultEngine;
 use reed_solomon_simd::rate::{HighRateDecoder, RateDecoder};
 
-use super::encode::{SidecarWriter, StreamFacts};
+use super::encode::SidecarWriter;
+use super::format::StreamFacts;
 use super::format::{digest, record_code, Header};
 use super::geometry::{Geometry, HEADER_LEN};
 use super::scan::{read_block, read_table, scan, DamagedWord, Scan};
@@ -431,7 +432,7 @@ fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSum
             path: temp.clone(),
             source,
         })?;
-        if summary.substreams.last().map_or([0; 4], |s| s.checksum) != header.end_checksum {
+        if summary.substreams.last().map_or([0; 4], |s| s.checksum) != header.stream.end_checksum {
             return Err(Error::Unrecoverable {
                 path: path.to_path_buf(),
                 damaged: scan.damaged.clone(),

@@ -410,8 +410,8 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
     let first_guid = |s: &StreamSummary| s.substreams.first().map_or(0, |x| x.to_guid);
     let end_checksum = |s: &StreamSummary| s.substreams.last().map_or([0; 4], |x| x.checksum);
     let describes = |s: &StreamSummary| {
-        first_guid(s) == header.to_guid
-            && end_checksum(s) == header.end_checksum
+        first_guid(s) == header.stream.to_guid
+            && end_checksum(s) == header.stream.end_checksum
             && s.total_bytes == g.len
     };
     let whole = match &verified {
@@ -431,7 +431,7 @@ pub(crate) fn scan(path: &Path) -> Result<Scan> {
                 least_spare: 0,
             };
             sidecar_damage.push(SidecarDamage::Foreign {
-                sidecar_guid: header.to_guid,
+                sidecar_guid: header.stream.to_guid,
                 stream_guid: first_guid(&summary),
             });
             out.verified = Ok(summary);
