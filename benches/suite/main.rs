@@ -246,6 +246,34 @@ fn benches(recipe: &Recipe) -> Vec<Bench> {
     out
 }
 
+/// Runs each benchmark of `selected` (its id from `id`), printing each row
+/// as it completes: the rows, and the ids of those that panicked (the
+/// others still run).
+fn run_each<B>(
+    selected: &[B],
+    id: impl Fn(&B) -> &String,
+    tag: &str,
+    mut run: impl FnMut(&B) -> Vec<Row>,
+) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for b in selected {
+        let t = Instant::now();
+        println!("suite: running {}{tag}", id(b));
+        match catch_unwind(AssertUnwindSafe(|| run(b))) {
+            Ok(new_rows) => {
+                for r in &new_rows {
+                    println!("{}", r.markdown());
+                }
+                rows.extend(new_rows);
+            }
+            Err(_) => failed.push(id(b).clone()),
+        }
+        println!("suite: {} took {:.0} s", id(b), t.elapsed().as_secs_f64());
+    }
+    (rows, failed)
+}
+
 /// Runs the selected benchmarks, printing each row as it completes, then
 /// the whole table between report markers. A benchmark that panics is
 /// reported and the others still run.
@@ -260,22 +288,7 @@ fn run(mut ctx: Context, options: &Options) -> bool {
         eprintln!("suite: no benchmark matches; names: {}", names.join(" "));
         return false;
     }
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
-    for b in &selected {
-        let t = Instant::now();
-        println!("suite: running {}", b.id);
-        match catch_unwind(AssertUnwindSafe(|| (b.run)(&mut ctx))) {
-            Ok(new_rows) => {
-                for r in &new_rows {
-                    println!("{}", r.markdown());
-                }
-                rows.extend(new_rows);
-            }
-            Err(_) => failed.push(b.id.clone()),
-        }
-        println!("suite: {} took {:.0} s", b.id, t.elapsed().as_secs_f64());
-    }
+    let (rows, failed) = run_each(&selected, |b| &b.id, "", |b| (b.run)(&mut ctx));
     println!("ZFS-HARNESS-REPORT-BEGIN");
     println!("- sizes: {}", ctx.recipe.text());
     println!(
@@ -335,22 +348,7 @@ fn run_host(options: &Options) -> bool {
         .collect::<Vec<_>>()
         .join(" ");
     let started = Instant::now();
-    let mut rows = Vec::new();
-    let mut failed = Vec::new();
-    for b in &selected {
-        let t = Instant::now();
-        println!("suite: running {} (host)", b.id);
-        match catch_unwind(AssertUnwindSafe(|| (b.run)(options.runs()))) {
-            Ok(new_rows) => {
-                for r in &new_rows {
-                    println!("{}", r.markdown());
-                }
-                rows.extend(new_rows);
-            }
-            Err(_) => failed.push(b.id.clone()),
-        }
-        println!("suite: {} took {:.0} s", b.id, t.elapsed().as_secs_f64());
-    }
+    let (rows, failed) = run_each(&selected, |b| &b.id, " (host)", |b| (b.run)(options.runs()));
     println!("SUITE-HOST-REPORT-BEGIN");
     println!("## On the host, one core");
     println!();
