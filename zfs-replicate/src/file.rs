@@ -156,7 +156,7 @@ pub struct SentFile {
 }
 
 /// Writes a stream of `snapshot` to a new file at `path` (an existing file
-/// is refused), verifying every record's checksum as it is written: into a
+/// is refused, and so is an existing `path.zpar`), verifying every record's checksum as it is written: into a
 /// temporary file beside it (`.NAME.partial-PID`), synced, then linked to
 /// `path` (which must not exist then either) and the directory synced. A
 /// failure or a cancel removes the temporary file; a crash leaves it, under
@@ -193,6 +193,15 @@ pub fn send_to_file(
         Some(parity) => Some(SidecarOutput::create(
             zfs, snapshot, opts, &dir, path, parity,
         )?),
+        // A sidecar already there (left by a crash between the two links)
+        // would describe another stream than the one written now.
+        None if parity::sidecar_path(path).symlink_metadata().is_ok() => {
+            return Err(io(
+                "create",
+                &parity::sidecar_path(path),
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            ))
+        }
         None => None,
     };
     let file = OpenOptions::new()

@@ -9,7 +9,9 @@
 //! Every length is computed from the header's geometry (checked by
 //! [`Geometry::new`]); a record header repeats the geometry and must equal
 //! what the header implies. Parsing allocates nothing beyond a table's
-//! computed length, at most 2²² digests.
+//! computed length: a table holds at most 2²² data digests and their
+//! parity's (about 66 MiB at the extreme geometry the 1 GiB memory cap
+//! allows; 315 KiB at the default), parsed once into digests.
 
 use super::geometry::{BadGeometry, Geometry, Span, DIGEST_LEN, HEADER_LEN};
 
