@@ -156,8 +156,8 @@ pub struct SentFile {
 }
 
 /// Writes a stream of `snapshot` to a new file at `path` (an existing file
-/// is refused, and so is an existing `path.zpar`), verifying every record's checksum as it is written: into a
-/// temporary file beside it (`.NAME.partial-PID`), synced, then linked to
+/// is refused, and so is an existing `path.zpar`), verifying every
+/// record's checksum as it is written: into a temporary file beside it (`.NAME.partial-PID`), synced, then linked to
 /// `path` (which must not exist then either) and the directory synced. A
 /// failure or a cancel removes the temporary file; a crash leaves it, under
 /// a name no finished stream has. A file at `path` is therefore always
