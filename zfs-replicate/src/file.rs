@@ -176,23 +176,10 @@ pub fn send_to_file(
             std::io::Error::from(std::io::ErrorKind::AlreadyExists),
         ));
     }
-    let name = path.file_name().ok_or_else(|| {
-        io(
-            "create",
-            path,
-            std::io::Error::from(std::io::ErrorKind::InvalidInput),
-        )
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let partial = dir.join(partial_name(name));
+    let (dir, partial) = temporary_beside(path, "partial")?;
     #[cfg(feature = "parity")]
     let sidecar = match opts.parity {
-        Some(parity) => Some(SidecarOutput::create(
-            zfs, snapshot, opts, &dir, path, parity,
-        )?),
+        Some(parity) => Some(SidecarOutput::create(zfs, snapshot, opts, path, parity)?),
         // A sidecar already there (left by a crash between the two links)
         // would describe another stream than the one written now.
         None if parity::sidecar_path(path).symlink_metadata().is_ok() => {
@@ -233,9 +220,7 @@ pub fn send_to_file(
                 }
                 return Err(io("link", path, e));
             }
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
-            }
+            sync_dir(&dir);
             Ok(SentFile {
                 bytes: summary.total_bytes,
                 guid,
@@ -249,12 +234,35 @@ pub fn send_to_file(
     result
 }
 
-/// `.NAME.partial-PID`: a temporary name no finished file has.
-fn partial_name(name: &std::ffi::OsStr) -> std::ffi::OsString {
-    let mut partial = std::ffi::OsString::from(".");
-    partial.push(name);
-    partial.push(format!(".partial-{}", std::process::id()));
-    partial
+/// The directory of `path`, and a temporary name beside it,
+/// `.NAME.TAG-PID`, that no finished file has (the stream file's and the
+/// sidecar's partial files, a repair's copy).
+pub(crate) fn temporary_beside(
+    path: &Path,
+    tag: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let name = path.file_name().ok_or_else(|| {
+        io(
+            "create",
+            path,
+            std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        )
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut temp = std::ffi::OsString::from(".");
+    temp.push(name);
+    temp.push(format!(".{tag}-{}", std::process::id()));
+    Ok((dir.clone(), dir.join(temp)))
+}
+
+/// Syncs a directory after a link or rename in it (best effort).
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The sidecar [`send_to_file`] writes beside the stream: its temporary
@@ -275,7 +283,6 @@ impl SidecarOutput {
         zfs: &Zfs,
         snapshot: &SnapshotName,
         opts: &SendFileOptions,
-        dir: &Path,
         stream: &Path,
         parity: Parity,
     ) -> Result<SidecarOutput> {
@@ -290,8 +297,7 @@ impl SidecarOutput {
         // The send's estimate sizes the words (no estimate: the most).
         let estimate = zfs.send_space(snapshot, &opts.send_options()).ok();
         let (level_bp, block, words) = parity.code_for(estimate);
-        let name = path.file_name().unwrap_or_default();
-        let partial = dir.join(partial_name(name));
+        let (_, partial) = temporary_beside(&path, "partial")?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -17,6 +17,7 @@ use super::geometry::{Geometry, HEADER_LEN};
 use super::scan::{read_block, read_table, scan, DamagedWord, Scan};
 use super::{io, sidecar_path, Condition, Parity, Ranges, SidecarDamage};
 use crate::error::{Error, Result};
+use crate::file::{sync_dir, temporary_beside};
 use crate::stream::{StreamSummary, StreamVerifier};
 
 /// What [`repair_file`] did.
@@ -279,21 +280,6 @@ fn changed(path: &Path, what: &str) -> Error {
     )
 }
 
-/// The directory of `path`, and a temporary name beside it.
-fn temporary(path: &Path, tag: &str) -> Result<(PathBuf, PathBuf)> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| io("create", path, io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut t = std::ffi::OsString::from(".");
-    t.push(name);
-    t.push(format!(".{tag}-{}", std::process::id()));
-    Ok((dir.clone(), dir.join(t)))
-}
-
 /// Gives the new file `file` (at `temp`) the mode and, where allowed (as
 /// root), the owner of the file `original` it will replace: a repaired
 /// backup stays as private as it was.
@@ -305,12 +291,6 @@ fn keep_metadata(original: &Path, file: &File, temp: &Path) -> Result<()> {
     // Not root: the file stays ours (the owner cannot be given away).
     let _ = std::os::unix::fs::fchown(file, Some(meta.uid()), Some(meta.gid()));
     Ok(())
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 /// The unrecoverable error of a condition.
@@ -399,7 +379,7 @@ fn rewrite_stream(path: &Path, scan: &Scan, header: &Header) -> Result<StreamSum
     let sidecar = File::open(&sidecar_at).map_err(|e| io("open", &sidecar_at, e))?;
     // The file replaced is the one `path` names, through any symlink.
     let real = std::fs::canonicalize(path).map_err(|e| io("resolve", path, e))?;
-    let (dir, temp) = temporary(&real, "repair")?;
+    let (dir, temp) = temporary_beside(&real, "repair")?;
     let mut out = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -478,7 +458,7 @@ fn write_sidecar(
         true => std::fs::canonicalize(&target).unwrap_or(target),
         false => target,
     };
-    let (dir, temp) = temporary(&target, "partial")?;
+    let (dir, temp) = temporary_beside(&target, "partial")?;
     let file = OpenOptions::new()
         .read(true)
         .write(true)
