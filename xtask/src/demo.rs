@@ -1,10 +1,12 @@
 //! `cargo xtask demo`: the `backup` example's story on real OpenZFS in the
 //! QEMU guest. Two file-backed pools, `tank` (live data) and `pipe`
-//! (backups); the script fills `tank/home`, syncs, changes, syncs
+//! (backups, on a "removable drive": a file in `/tmp/drives`); the script
+//! fills `tank/home`, finds the drive's pool (`backup drives`), syncs with
+//! the drive imported for the run and exported after it, changes, syncs
 //! incrementally, prunes, refuses diverged targets, writes, verifies and
 //! damages a stream file, shows the plan up to date, and ends with the GUID
 //! proof: the newest snapshot of every dataset has the same GUID on both
-//! sides. Any failed step or GUID mismatch fails the demo.
+//! sides, and the drive exported, safe to disconnect. Any failed step or GUID mismatch fails the demo.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -101,11 +103,14 @@ newest() { zfs list -H -t snapshot -o name -s createtxg -d 1 "$1" | tail -n 1; }
 count_snaps() { zfs list -H -t snapshot -o name -d 1 "$1" | wc -l; }
 done_bytes() { awk '/^done:/ { print $2 }' "$1"; }
 
-say "two pools on sparse files: tank (live data) and pipe (backups)"
+say "two pools on sparse files: tank (live data) and pipe (backups, on a removable drive)"
+run mkdir -p /tmp/drives
 run truncate -s 256M /tmp/tank.img
-run truncate -s 256M /tmp/pipe.img
+run truncate -s 256M /tmp/drives/pipe.img
 run zpool create -o cachefile=none tank /tmp/tank.img
-run zpool create -o cachefile=none pipe /tmp/pipe.img
+run zpool create -o cachefile=none pipe /tmp/drives/pipe.img
+run zpool export pipe
+note "pipe is exported, as a drive is after the last backup: /tmp/drives stands for /dev/disk/by-id"
 
 say "fill: datasets and files on tank, names with spaces included"
 run zfs create tank/home
@@ -117,9 +122,16 @@ fill "/tank/home/my docs/tax return 2024.pdf" 512
 sync
 run zfs list -r -o name,used,mountpoint tank/home
 
-say "sync: the first run sends everything"
-log /tmp/sync1.out backup sync tank/home pipe/home -r --keep 3
+say "drive connected: which pools can be imported from it?"
+log /tmp/drives.out backup drives -d /tmp/drives
+grep -q "^pipe [0-9]* ONLINE$" /tmp/drives.out || fail "backup drives did not list pipe ONLINE"
+
+say "sync: import the drive (nothing mounted), send everything, export it"
+log /tmp/sync1.out backup sync tank/home pipe/home -r --keep 3 --import /tmp/drives --export-after
 grep -q ": full" /tmp/sync1.out || fail "the first sync was not a full send"
+grep -q "^drive: exported pipe: safe to disconnect$" /tmp/sync1.out || fail "the drive was not exported"
+zpool list pipe >/dev/null 2>&1 && fail "pipe is still imported"
+note "zpool list no longer shows pipe: the drive could be unplugged now"
 
 say "change: new and modified files on the source"
 fill /tank/home/docs/todo.txt 64
@@ -128,8 +140,8 @@ note "overwrote 128 KiB in the middle of /tank/home/photo.raw"
 echo "call the accountant" >>"/tank/home/my docs/tax return 2024.pdf"
 note "appended a line to /tank/home/my docs/tax return 2024.pdf"
 
-say "sync again: only the changes move"
-log /tmp/sync2.out backup sync tank/home pipe/home -r --keep 3
+say "sync again (the drive stays imported this time): only the changes move"
+log /tmp/sync2.out backup sync tank/home pipe/home -r --keep 3 --import /tmp/drives
 grep -q ": full" /tmp/sync2.out && fail "the second sync sent a full stream"
 grep -q "incremental from" /tmp/sync2.out || fail "the second sync was not incremental"
 note "incremental: $(done_bytes /tmp/sync2.out) bytes this time, $(done_bytes /tmp/sync1.out) the first time"
@@ -170,6 +182,7 @@ fill /tank/home/photo-2.raw 384
 log /tmp/sync6.out backup sync tank/home pipe/home -r --keep 3 --rollback
 grep -q "rolled back" /tmp/sync6.out || fail "--rollback did not roll back"
 run zfs create pipe/stranger
+run zfs umount pipe/stranger
 run zfs snapshot pipe/stranger@mine
 expect 3 backup sync tank/home/docs pipe/stranger
 
@@ -220,6 +233,15 @@ while IFS= read -r ds; do
     printf '  %-14s %-30s %-21s %-21s %s\n' "${ds#tank/}" "@${snap#*@}" "$sg" "$tg" "$verdict"
 done </tmp/datasets
 [ $bad -eq 0 ] || fail "GUID mismatch"
+
+say "last sync of the day: the drive is imported already; export it when done"
+log /tmp/sync7.out backup sync tank/home pipe/home -r --keep 3 --import /tmp/drives --export-after
+grep -q "^drive: pipe is imported already$" /tmp/sync7.out || fail "--import did not see pipe imported"
+grep -q "^drive: exported pipe: safe to disconnect$" /tmp/sync7.out || fail "the drive was not exported"
+zpool list pipe >/dev/null 2>&1 && fail "pipe is still imported"
+log /tmp/drives2.out backup drives -d /tmp/drives
+grep -q "^pipe [0-9]* ONLINE$" /tmp/drives2.out || fail "the exported drive is not importable"
+note "pipe is exported and importable anywhere: the drive is safe to disconnect"
 echo
-echo "demo: every step passed; source and backup match"
+echo "demo: every step passed; source and backup match; the drive is safely exported"
 "##;

@@ -233,6 +233,10 @@ pub enum ErrorKind {
     /// The encryption key needed is not loaded: load it first
     /// ([`Zfs::load_key`](crate::Zfs::load_key)). From a key change.
     KeyNotLoaded,
+    /// A pool to import was last used by another system and not exported
+    /// there: it may still be in use. Import with force only once sure it
+    /// is not ([`ImportOptions::force`](crate::pool::ImportOptions::force)).
+    InUseElsewhere,
 }
 
 impl ErrorKind {
@@ -304,6 +308,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Io => "I/O error",
             ErrorKind::WrongKey => "wrong key",
             ErrorKind::KeyNotLoaded => "the encryption key is not loaded",
+            ErrorKind::InUseElsewhere => "last used by another system and not exported",
             ErrorKind::Unavailable => "ZFS is not available (no module loaded, no /dev/zfs)",
             ErrorKind::Other => "failed",
         })
@@ -416,6 +421,7 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "lzc_snaprange_space",
     "lzc_sync",
     "lzc_unload_key",
+    "lzc_wait",
     // raw ioctls
     "ZFS_IOC_DATASET_LIST_NEXT",
     "ZFS_IOC_INHERIT_PROP",
@@ -423,6 +429,11 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "ZFS_IOC_POOL_CONFIGS",
     "ZFS_IOC_POOL_CREATE",
     "ZFS_IOC_POOL_DESTROY",
+    "ZFS_IOC_POOL_EXPORT",
+    "ZFS_IOC_POOL_IMPORT",
+    "ZFS_IOC_POOL_SCAN",
+    "ZFS_IOC_POOL_STATS",
+    "ZFS_IOC_POOL_TRYIMPORT",
     "ZFS_IOC_SEND_PROGRESS",
     "ZFS_IOC_SET_PROP",
     "ZFS_IOC_SNAPSHOT_LIST_NEXT",
@@ -434,6 +445,11 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "resolve resume token",
     "read BEGIN record",
     "read ZFS sysfs",
+    "read vdev labels",
+    "find importable pools",
+    "import pool",
+    "export pool",
+    "read hostid",
     // system calls and I/O
     "create pool file",
     "dup",

@@ -478,9 +478,16 @@ pub(crate) mod profile {
 fn ioctl_name(request: u32) -> &'static str {
     use zfs_sys::ioctl::{
         ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_INHERIT_PROP, ZFS_IOC_OBJSET_STATS,
-        ZFS_IOC_POOL_CONFIGS, ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SET_PROP, ZFS_IOC_SNAPSHOT_LIST_NEXT,
+        ZFS_IOC_POOL_CONFIGS, ZFS_IOC_POOL_EXPORT, ZFS_IOC_POOL_IMPORT, ZFS_IOC_POOL_SCAN,
+        ZFS_IOC_POOL_STATS, ZFS_IOC_POOL_TRYIMPORT, ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SET_PROP,
+        ZFS_IOC_SNAPSHOT_LIST_NEXT,
     };
     match request {
+        ZFS_IOC_POOL_STATS => "ZFS_IOC_POOL_STATS",
+        ZFS_IOC_POOL_TRYIMPORT => "ZFS_IOC_POOL_TRYIMPORT",
+        ZFS_IOC_POOL_IMPORT => "ZFS_IOC_POOL_IMPORT",
+        ZFS_IOC_POOL_EXPORT => "ZFS_IOC_POOL_EXPORT",
+        ZFS_IOC_POOL_SCAN => "ZFS_IOC_POOL_SCAN",
         ZFS_IOC_SET_PROP => "ZFS_IOC_SET_PROP",
         ZFS_IOC_INHERIT_PROP => "ZFS_IOC_INHERIT_PROP",
         ZFS_IOC_OBJSET_STATS => "ZFS_IOC_OBJSET_STATS",
@@ -614,6 +621,21 @@ pub(crate) fn lzc_sync(pool: &CStr) -> Result<(), Errno> {
     }));
     let _ = take_list(out);
     r
+}
+
+/// `lzc_wait`: blocks until no `activity` (a `zpool_wait_activity_t`) is
+/// in progress on `pool`; returns whether it waited at all. A signal
+/// (EINTR) ends the wait early: it is issued again.
+pub(crate) fn lzc_wait(pool: &CStr, activity: u32) -> Result<bool, Errno> {
+    retry_eintr(|| {
+        let mut waited: zfs_sys::boolean_t = zfs_sys::boolean_t_B_FALSE;
+        // SAFETY: a NUL-terminated pool name; `waited` is a valid out
+        // pointer for the whole call.
+        rc(profiled("lzc_wait", || unsafe {
+            zfs_sys::lzc_wait(pool.as_ptr(), activity, &mut waited)
+        }))?;
+        Ok(waited != zfs_sys::boolean_t_B_FALSE)
+    })
 }
 
 pub(crate) fn lzc_create(
@@ -999,6 +1021,14 @@ impl IoctlCmd {
         self.zc.zc_value[..n].copy_from_slice(&value[..n]);
     }
 
+    pub(crate) fn set_guid(&mut self, guid: u64) {
+        self.zc.zc_guid = guid;
+    }
+
+    pub(crate) fn set_flags(&mut self, flags: u32) {
+        self.zc.zc_flags = flags;
+    }
+
     pub(crate) fn set_simple(&mut self, simple: bool) {
         self.zc.zc_simple = u8::from(simple);
     }
@@ -1014,7 +1044,6 @@ impl IoctlCmd {
     }
 
     /// A packed nvlist for `zc_nvlist_conf`.
-    #[cfg_attr(not(feature = "testing"), allow(dead_code))] // only the pool fixture
     pub(crate) fn set_conf(&mut self, packed: Vec<u8>) {
         self.conf = packed;
     }
@@ -1047,9 +1076,10 @@ impl IoctlCmd {
     pub(crate) fn ioctl(&mut self, dev: BorrowedFd<'_>, request: u32) -> Result<(), Errno> {
         use zfs_sys::ioctl::{
             ZFS_IOC_DATASET_LIST_NEXT, ZFS_IOC_OBJSET_STATS, ZFS_IOC_POOL_CONFIGS,
-            ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SNAPSHOT_LIST_NEXT,
+            ZFS_IOC_POOL_STATS, ZFS_IOC_SEND_PROGRESS, ZFS_IOC_SNAPSHOT_LIST_NEXT,
         };
         let read_only = [
+            ZFS_IOC_POOL_STATS,
             ZFS_IOC_OBJSET_STATS,
             ZFS_IOC_DATASET_LIST_NEXT,
             ZFS_IOC_SNAPSHOT_LIST_NEXT,

@@ -4,6 +4,8 @@
 //! backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
 //!             [SELECTION] [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
+//!             [--import DIR_OR_DEVICE] [--export-after]
+//! backup drives [-d DIR]…
 //! backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
 //!             [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
 //!             [--set PROP=VALUE]… [--exclude-property PROP]… [--json] [REMOTE]
@@ -49,6 +51,22 @@
 //!   only; `--create-parents` creates a new target's missing parents as
 //!   empty `canmount=off` filesystems (without it a missing parent blocks
 //!   the plan, exit 3).
+//! - `--import DIR_OR_DEVICE` (`sync`, local TARGET): before anything
+//!   else, find TARGET's pool on the devices in DIR (or on the one device
+//!   or file given), and import it with nothing mounted and not recorded in
+//!   the system's cache file; nothing to do when it is imported already
+//!   (`drive:` lines say which). A pool that is not ONLINE (a DEGRADED
+//!   mirror) gets a warning line on stderr, naming the vdevs, before
+//!   anything is written. A pool last used by another system and not
+//!   exported there is refused (exit 1). `--export-after` exports TARGET's
+//!   pool when the sync ends, even when it failed (the sync's error is the
+//!   one reported, exit code and all), and prints `drive: exported POOL:
+//!   safe to disconnect`.
+//! - `drives` lists the pools that can be imported from the devices in
+//!   each `-d DIR` (default `/dev/disk/by-id`; a device or file is taken as
+//!   it is), one line each: `NAME GUID STATE` (STATE as `zpool import`
+//!   shows it: ONLINE, DEGRADED, UNAVAIL…). Imported pools are not listed.
+//!   None found: exit 5.
 //! - `plan` prints what `sync` would send (with the same `-r`, `--raw`,
 //!   `--rollback`, `--prefix` and selection), then the snapshot `sync`
 //!   would take and send to every target, changes nothing, and exits 3 if
@@ -123,7 +141,7 @@
 //! | 2 | usage: a bad command line (an invalid name, two remote sides, a bad `--allow`), an unusable token file, `--listen` beyond loopback without a token |
 //! | 3 | divergence or no common snapshot (also a stream whose base the target lacks) |
 //! | 4 | a bad or damaged stream |
-//! | 5 | not found (dataset, snapshot, bookmark or file) |
+//! | 5 | not found (dataset, snapshot, bookmark or file; `drives`: no importable pool; `--import`: TARGET's pool is not on the devices) |
 //! | 6 | permission denied: a request the server's policy refuses (the line names the dataset and the operation; `sync` refuses up front what the run would need), or one the kernel refuses (EPERM: not root, no `zfs allow`) |
 //! | 7 | `verify`: damaged, but its sidecar can repair it |
 
@@ -138,7 +156,10 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use zfs_replicate::core::{BookmarkName, DatasetName, SnapshotName, SnapshotOrBookmark, Zfs};
+use zfs_replicate::core::pool::{ImportOptions, SearchPaths};
+use zfs_replicate::core::{
+    BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotOrBookmark, Zfs,
+};
 use zfs_replicate::endpoint::{Endpoint, Local};
 use zfs_replicate::parity::{self, Condition, Parity};
 use zfs_replicate::prune::{PruneReport, Retention};
@@ -153,12 +174,19 @@ const USAGE: &str = "usage:
   backup sync SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P]
               [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
               [SELECTION] [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
+              [--import DIR_OR_DEVICE] [--export-after]
       snapshot SOURCE as <P>_<UTC time> (P defaults to \"backup\"), replicate it into
       TARGET, and prune our snapshots to the newest N: --keep on both sides,
       --keep-source or --keep-target on one (it wins over --keep); --retain GRID
       (e.g. 1h:24,1d:30,1w:8,1m:12) keeps one per time slot instead; datasets it
       creates are readonly=on, canmount=noauto unless --set/--exclude-property
-      (zfs receive -o/-x) say otherwise
+      (zfs receive -o/-x) say otherwise; --import first imports TARGET's pool from
+      the devices in DIR (or the one device) with nothing mounted (a pool that is
+      not ONLINE is reported first), --export-after exports it at the end, even
+      after a failure
+  backup drives [-d DIR]...
+      one line per pool importable from the devices in DIR (default
+      /dev/disk/by-id): NAME GUID STATE; exit 5 when there is none
   backup plan SOURCE TARGET [-r|--recursive] [--raw] [--rollback] [--prefix P] [SELECTION]
               [--keep N] [--keep-source N] [--keep-target N] [--retain GRID]
               [--set PROP=VALUE]... [--exclude-property PROP]... [--json] [REMOTE]
@@ -212,7 +240,8 @@ REMOTE (one side at most):
 exit codes: 0 ok, 1 other error (also a connection that cannot be made or is lost,
             a wrong token, a --via command that exits early), 2 usage (also a bad
             token file, --listen beyond loopback without a token), 3 divergence or
-            no common snapshot, 4 bad or damaged stream, 5 not found,
+            no common snapshot, 4 bad or damaged stream, 5 not found (also: no
+            importable pool),
             6 permission denied: refused by the server's policy, or by the kernel
             (EPERM: not root, no zfs allow), 7 (verify) damaged but repairable";
 
@@ -299,6 +328,7 @@ fn run(args: &[OsString]) -> Result<u8, Fail> {
             Ok(0)
         }
         "sync" => sync(rest),
+        "drives" => drives(rest),
         "plan" => plan(rest),
         "send" => send(rest),
         "receive" | "recv" => receive(rest),
@@ -468,6 +498,24 @@ const CREATE_PARENTS: Opt = Opt {
 const ALLOW: Opt = Opt {
     names: &["--allow"],
     key: "allow",
+    takes_value: true,
+    repeatable: true,
+};
+const IMPORT: Opt = Opt {
+    names: &["--import"],
+    key: "import",
+    takes_value: true,
+    repeatable: false,
+};
+const EXPORT_AFTER: Opt = Opt {
+    names: &["--export-after"],
+    key: "export-after",
+    takes_value: false,
+    repeatable: false,
+};
+const SEARCH_DIR: Opt = Opt {
+    names: &["-d", "--dir"],
+    key: "dir",
     takes_value: true,
     repeatable: true,
 };
@@ -1042,17 +1090,153 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
             EXCLUDE_PROPERTY,
             RETAIN,
             JSON,
+            IMPORT,
+            EXPORT_AFTER,
         ],
     )?
     else {
         out!("{USAGE}");
         return Ok(0);
     };
-    let json = p.has("json");
-    let keep = keep_args(&p)?;
-    let prefix = prefix_arg(p.value("prefix"))?;
+    if !p.has("export-after") && p.value("import").is_none() {
+        return sync_run(&p);
+    }
+    // The drive story: bring TARGET's pool online, sync, take it offline.
     let sides = sides(&p)?;
-    let repl = replication(&p, &sides)?.prefix(prefix.clone());
+    if sides.remote.is_some_and(|(side, _)| side == Side::Target) {
+        return Err(usage("--import and --export-after need a local TARGET"));
+    }
+    let pool = sides.target.pool();
+    let json = p.has("json");
+    let zfs = open()?;
+    if let Some(dir) = p.value("import") {
+        import_drive(&zfs, &pool, Path::new(dir), json)?;
+    }
+    let result = sync_run(&p);
+    if p.has("export-after") {
+        // Exported even when the sync failed: the drive can go either way.
+        match zfs.export(&pool, false) {
+            Ok(()) => drive_line(json, &format!("drive: exported {pool}: safe to disconnect")),
+            Err(e) => {
+                let e = Error::from(e);
+                if result.is_ok() {
+                    return Err(Fail::Other(
+                        lib_code(&e),
+                        format!("cannot export {pool}: {e}"),
+                    ));
+                }
+                let _ = writeln!(
+                    std::io::stderr().lock(),
+                    "backup: cannot export {pool}: {e}"
+                );
+            }
+        }
+    }
+    result
+}
+
+/// `--import`: finds TARGET's pool under `dir` (a directory of devices, or
+/// one device or file) and imports it with nothing mounted; nothing to do
+/// when it is imported already. A pool that is not healthy is reported
+/// (on stderr) before anything is written.
+fn import_drive(zfs: &Zfs, pool: &PoolName, dir: &Path, json: bool) -> Result<(), Fail> {
+    let imported = zfs.pools().map_err(Error::from)?;
+    if imported.iter().any(|p| p.name() == pool) {
+        drive_line(json, &format!("drive: {pool} is imported already"));
+    } else {
+        let search = SearchPaths::new([dir]);
+        let found = zfs
+            .find_importable_pool(pool, &search)
+            .map_err(Error::from)?;
+        let devices: Vec<String> = found
+            .devices()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        drive_line(
+            json,
+            &format!(
+                "drive: found {pool} ({}) on {}: {}",
+                found.guid(),
+                devices.join(", "),
+                found.state()
+            ),
+        );
+        zfs.import(&found, &ImportOptions::new())
+            .map_err(Error::from)?;
+        drive_line(json, &format!("drive: imported {pool}, nothing mounted"));
+    }
+    let status = zfs.pool_status(pool).map_err(Error::from)?;
+    if !status.state().is_online() {
+        let mut bad = Vec::new();
+        for v in status.root().walk() {
+            if !v.state().is_online() || v.errors().total() > 0 {
+                let name = v
+                    .path()
+                    .map_or(v.kind().to_owned(), |p| p.display().to_string());
+                bad.push(format!("{name} {}", v.state()));
+            }
+        }
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "backup: warning: pool {pool} is {}: {}",
+            status.state(),
+            bad.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// A line of the drive story: stdout, or stderr under `--json`.
+fn drive_line(json: bool, line: &str) {
+    if json {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    } else {
+        out!("{line}");
+    }
+}
+
+/// `drives`: one line per importable pool, `NAME GUID STATE`.
+fn drives(args: &[OsString]) -> Result<u8, Fail> {
+    let Some(p) = parse("drives", args, &[], &[SEARCH_DIR])? else {
+        out!("{USAGE}");
+        return Ok(0);
+    };
+    let search = if p.values("dir").is_empty() {
+        SearchPaths::default()
+    } else {
+        SearchPaths::new(p.values("dir").iter().map(PathBuf::from))
+    };
+    let zfs = open()?;
+    let found = zfs.find_importable_pools(&search).map_err(Error::from)?;
+    if found.pools().is_empty() {
+        let dirs: Vec<String> = search
+            .paths()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        return Err(Fail::Other(
+            5,
+            format!(
+                "no importable pool found in {} ({} devices read)",
+                dirs.join(", "),
+                found.devices_read()
+            ),
+        ));
+    }
+    for pool in found.pools() {
+        out!("{} {} {}", pool.name(), pool.guid(), pool.state());
+    }
+    Ok(0)
+}
+
+/// `sync` itself, once the drive (if any) is online.
+fn sync_run(p: &Parsed) -> Result<u8, Fail> {
+    let json = p.has("json");
+    let keep = keep_args(p)?;
+    let prefix = prefix_arg(p.value("prefix"))?;
+    let sides = sides(p)?;
+    let repl = replication(p, &sides)?.prefix(prefix.clone());
     let zfs = open()?;
     let local = Local::new(&zfs);
     let remote = sides.connect()?;

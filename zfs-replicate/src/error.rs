@@ -319,7 +319,7 @@ fn core_kind(kind: zfs_core::ErrorKind) -> ErrorKind {
     use zfs_core::ErrorKind as K;
     match kind {
         K::NotFound => ErrorKind::NotFound,
-        K::Busy | K::ResumeExists => ErrorKind::Busy,
+        K::Busy | K::ResumeExists | K::InUseElsewhere => ErrorKind::Busy,
         // A wrong encryption key is a refusal too.
         K::PermissionDenied | K::WrongKey | K::KeyNotLoaded => ErrorKind::PermissionDenied,
         K::NoSpace => ErrorKind::NoSpace,

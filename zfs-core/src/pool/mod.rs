@@ -1,4 +1,6 @@
-//! Pools: listing from the kernel's pool configurations.
+//! Pools: the imported ones, their health and scrubs ([`status`]), and
+//! pools on devices that are not imported: finding, importing and exporting
+//! them ([`import`], from the devices' labels: [`read_labels`]).
 //!
 //! ```no_run
 //! let zfs = zfs_core::Zfs::open()?;
@@ -7,6 +9,24 @@
 //! }
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
+
+pub mod import;
+mod label;
+pub mod status;
+mod vdev;
+
+pub use import::{
+    system_hostid, Discovery, ImportOptions, ImportablePool, LastHost, SearchPaths, SkippedDevice,
+    DEFAULT_SEARCH_PATH,
+};
+#[doc(hidden)]
+pub use label::fuzzing as label_fuzzing;
+pub use label::{
+    parse_label, read_labels, DeviceLabels, Label, LabelError, LabelReadError, PoolState,
+    MIN_DEVICE_SIZE, VDEV_PHYS_SIZE,
+};
+pub use status::{PoolStatus, Scan, ScanKind, ScanState};
+pub use vdev::{Vdev, VdevErrors, VdevState};
 
 use zfs_sys::ioctl::ZFS_IOC_POOL_CONFIGS;
 
@@ -23,6 +43,10 @@ pub struct Pool {
 }
 
 impl Pool {
+    pub(crate) fn new(name: PoolName, guid: u64) -> Pool {
+        Pool { name, guid }
+    }
+
     pub fn name(&self) -> &PoolName {
         &self.name
     }
