@@ -1178,6 +1178,20 @@ pub(crate) fn block_device_size(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
     }
 }
 
+#[cfg(test)]
+mod block_device_tests {
+    use super::*;
+
+    #[test]
+    fn blkgetsize64_is_linux_s_number_and_fails_on_a_file() {
+        use std::os::fd::AsFd;
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert_eq!(BLKGETSIZE64, 0x8008_1272);
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        assert_eq!(block_device_size(f.as_fd()), Err(Errno(libc::ENOTTY)));
+    }
+}
+
 /// Whether `fd` is a FIFO (pipe).
 pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> Result<bool, Errno> {
     // SAFETY: an all-zero `stat` is a valid out buffer for fstat.

@@ -656,10 +656,6 @@ mod tests {
             self.0.extend_from_slice(&v.to_be_bytes());
             self
         }
-        fn u64(&mut self, v: u64) -> &mut Self {
-            self.0.extend_from_slice(&v.to_be_bytes());
-            self
-        }
         fn bytes(&mut self, b: &[u8]) -> &mut Self {
             self.0.extend_from_slice(b);
             while self.0.len() % 4 != 0 {
