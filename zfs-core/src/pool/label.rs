@@ -583,6 +583,96 @@ pub mod fuzzing {
     pub fn vdev_phys_offset(size: u64, l: usize) -> Option<u64> {
         super::vdev_phys_offset(size, l)
     }
+
+    /// libnvpair's `nvlist_unpack` of an XDR list that
+    /// [`NvList::unpack_xdr`] accepts, for a differential check (None for
+    /// bytes it refuses: only those it accepts reach libnvpair).
+    pub fn libnvpair_unpack_xdr(bytes: &[u8]) -> Option<Result<NvList, crate::Errno>> {
+        let (_, used) = NvList::unpack_xdr(bytes).ok()?;
+        // A copy: libnvpair wants XDR 4-byte aligned.
+        let copy = bytes.get(..used)?.to_vec();
+        Some(crate::ffi::CNvList::unpack(&copy).and_then(|c| c.to_nvlist()))
+    }
+
+    /// Writes the `vdev_label` fuzz target's seeds into `dir`: labels
+    /// sealed for byte 16384, each the packed list and its 40-byte trailer.
+    pub fn write_seeds(dir: &std::path::Path) -> Result<(), crate::Error> {
+        let io = |e: std::io::Error| {
+            crate::Error::from_errno(
+                "write seed",
+                "",
+                crate::Errno(e.raw_os_error().unwrap_or(0)),
+            )
+        };
+        for (name, config, big_endian) in seed_configs() {
+            let mut b = config.pack_xdr()?;
+            if big_endian {
+                b[1] = 0;
+            }
+            b.resize(b.len() + ECK_SIZE, 0);
+            seal(&mut b, 16 << 10, big_endian);
+            std::fs::write(dir.join(name), b).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn seed_configs() -> Vec<(&'static str, NvList, bool)> {
+        let tree = NvList::new()
+            .with("type", "disk")
+            .with("id", 0u64)
+            .with("guid", 0x1234_5678_9abc_def0u64)
+            .with("path", "/dev/sdb1")
+            .with("whole_disk", 1u64)
+            .with("ashift", 12u64)
+            .with("asize", 1u64 << 36)
+            .with("children", vec![NvList::new().with("guid", 7u64)]);
+        let pool = NvList::new()
+            .with("version", 5000u64)
+            .with("name", "backup")
+            .with("state", 1u64)
+            .with("txg", 42u64)
+            .with("pool_guid", 0xfeed_face_cafe_beefu64)
+            .with("hostid", 0x8d2a_11c3u64)
+            .with("hostname", "nas")
+            .with("top_guid", 0x1234_5678_9abc_def0u64)
+            .with("guid", 0x1234_5678_9abc_def0u64)
+            .with("vdev_tree", tree)
+            .with(
+                "features_for_read",
+                NvList::new().with("com.delphix:hole_birth", NvValue::Boolean),
+            );
+        let spare = NvList::new()
+            .with("version", 5000u64)
+            .with("state", 3u64)
+            .with("guid", 9u64);
+        let mut types = NvList::new().with("state", 4u64).with("guid", 1u64);
+        for (k, v) in [
+            ("b", NvValue::BoolValue(true)),
+            ("i8", NvValue::I8(-1)),
+            ("u16", NvValue::U16(65535)),
+            ("i16", NvValue::I16(-2)),
+            ("d", NvValue::Double(0.5)),
+            ("h", NvValue::HrTime(-3)),
+            ("bytes", NvValue::ByteArray(vec![1, 2, 3])),
+            ("bools", NvValue::BoolArray(vec![true, false])),
+            ("i32s", NvValue::I32Array(vec![-1])),
+            ("u32s", NvValue::U32Array(vec![])),
+            ("i64s", NvValue::I64Array(vec![i64::MIN])),
+            (
+                "strs",
+                NvValue::StringArray(vec!["a".into(), String::new()]),
+            ),
+            ("lists", NvValue::NvListArray(vec![NvList::new()])),
+        ] {
+            types.insert(k, v);
+        }
+        vec![
+            ("pool-le", pool.clone(), false),
+            ("pool-be", pool, true),
+            ("spare-le", spare, false),
+            ("every-type-be", types, true),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -1032,6 +1122,29 @@ mod tests {
         let mut f = std::io::Cursor::new(Vec::new());
         f.write_all(&b).unwrap();
         assert_eq!(parse_label(f.get_ref(), offset).unwrap().txg(), 77);
+    }
+
+    /// Writes the fuzz seeds (`ZFS_FUZZ_SEEDS=fuzz/seeds/vdev_label`).
+    #[test]
+    #[ignore = "writes files: ZFS_FUZZ_SEEDS=dir"]
+    fn write_fuzz_seeds() {
+        let dir = std::env::var_os("ZFS_FUZZ_SEEDS").expect("ZFS_FUZZ_SEEDS");
+        super::fuzzing::write_seeds(Path::new(&dir)).unwrap();
+    }
+
+    #[test]
+    fn the_fuzz_seeds_parse() {
+        for (name, config, big_endian) in super::fuzzing::seed_configs() {
+            let mut b = config.pack_xdr().unwrap();
+            b.resize(b.len() + ECK_SIZE, 0);
+            seal(&mut b, 16 << 10, big_endian);
+            let l = parse_label(&b, 16 << 10).unwrap();
+            assert_eq!(
+                (l.config(), l.big_endian()),
+                (&config, big_endian),
+                "{name}"
+            );
+        }
     }
 
     /// A real pool image (one of OpenZFS's test block files, say
