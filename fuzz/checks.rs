@@ -564,3 +564,155 @@ pub fn bounded_allocations<R>(bound: usize, f: impl FnOnce() -> R) -> (R, usize)
     drop(reset);
     (r, ALLOC_LARGEST.with(|l| l.get()))
 }
+
+/// The byte offset every `vdev_label` input is parsed at (label 0's
+/// `vdev_phys_t`), the checksum verifier.
+pub const LABEL_OFFSET: u64 = 16 << 10;
+
+/// How much one allocation may exceed the input, decoding a label's
+/// nvlist: [`LABEL_FACTOR`] times the input's length plus this.
+pub const LABEL_SLACK: usize = 64 << 10;
+
+/// The factor of the input's length one allocation may reach: the
+/// in-memory form of an nvlist is larger than its XDR encoding (an empty
+/// string in a `string_array` takes 4 bytes there and a 24-byte `String`
+/// here; a pair at least 20 bytes there and 56 in the list's `Vec`, whose
+/// capacity doubles as it grows), but never by more than this.
+pub const LABEL_FACTOR: usize = 8;
+
+/// Vdev labels: `parse_label` of the input as it is (at byte
+/// [`LABEL_OFFSET`]) and sealed with a correct checksum trailer (in the
+/// byte order of the input's magic, little-endian when it has none), so
+/// that the nvlist decoder and the field checks are reached; and
+/// `NvList::unpack_xdr` of the input directly. Each: no single allocation
+/// over [`LABEL_FACTOR`] times the input plus [`LABEL_SLACK`]; an accepted
+/// label's fields follow `zpool_read_label`'s rules and its config, packed
+/// again by libnvpair (XDR) and sealed, parses to the same label; a decoded
+/// list takes a multiple of 4 bytes inside the input, decodes the same from
+/// exactly those bytes, reads the same through libnvpair, and packed again
+/// by libnvpair decodes to itself. Returns whether a label was accepted.
+pub fn vdev_label(data: &[u8]) -> bool {
+    use zfs_core::pool::label_fuzzing::seal;
+
+    let mut accepted = label_properties(data);
+    if let Some(at) = data.len().checked_sub(40) {
+        let big_endian = data[at..at + 8] == 0x0210_da7a_b10c_7a11u64.to_be_bytes();
+        let mut sealed = data.to_vec();
+        seal(&mut sealed, LABEL_OFFSET, big_endian);
+        accepted |= label_properties(&sealed);
+    }
+    xdr_properties(data);
+    accepted
+}
+
+fn label_properties(data: &[u8]) -> bool {
+    use zfs_core::pool::label_fuzzing::vdev_phys;
+    use zfs_core::pool::{parse_label, LabelError, PoolState};
+
+    let len = data.len();
+    let bound = LABEL_FACTOR * len + LABEL_SLACK;
+    let (r, largest) = bounded_allocations(bound, || parse_label(data, LABEL_OFFSET));
+    assert!(
+        largest <= bound,
+        "an allocation of {largest} bytes parsing a {len}-byte label"
+    );
+    let label = match r {
+        Ok(l) => l,
+        Err(e) => {
+            match e {
+                LabelError::TooShort { offset, len: l } => {
+                    assert!(offset == LABEL_OFFSET && l == len && len < 40)
+                }
+                LabelError::Blank { offset } => {
+                    assert!(offset == LABEL_OFFSET && len >= 40 && data.iter().all(|&b| b == 0))
+                }
+                LabelError::NoMagic { offset }
+                | LabelError::Checksum { offset }
+                | LabelError::Nvlist { offset, .. }
+                | LabelError::Field { offset, .. }
+                | LabelError::State { offset, .. } => {
+                    assert!(offset == LABEL_OFFSET && len >= 40 && data.iter().any(|&b| b != 0))
+                }
+                other => panic!("unexpected label error {other:?}"),
+            }
+            return false;
+        }
+    };
+    let config = label.config();
+    let (list, _) =
+        NvList::unpack_xdr(&data[..len - 40]).expect("an accepted label's list decodes");
+    assert_eq!(format!("{list:?}"), format!("{config:?}"));
+    // zpool_read_label's rules, and the accessors read the config.
+    assert_ne!(label.guid(), 0);
+    assert_eq!(config.get_u64("guid").ok(), Some(label.guid()));
+    assert_eq!(config.get_u64("state").ok(), Some(label.state().raw()));
+    assert!(label.state().raw() <= PoolState::L2Cache.raw());
+    let aux = matches!(label.state(), PoolState::Spare | PoolState::L2Cache);
+    assert!(aux || label.txg() != 0);
+    assert_eq!(config.get_u64("txg").unwrap_or(0), label.txg());
+    assert_eq!(config.get_str("name").ok(), label.pool_name());
+    assert_eq!(config.get_str("hostname").ok(), label.hostname());
+    assert_eq!(config.get_u64("pool_guid").ok(), label.pool_guid());
+    assert_eq!(config.get_u64("top_guid").ok(), label.top_guid());
+    assert_eq!(config.get_u64("hostid").ok(), label.hostid());
+    // Packed again by libnvpair and sealed: the same label.
+    if let Ok(again) = vdev_phys(config, LABEL_OFFSET, label.big_endian()) {
+        let back = parse_label(&again, LABEL_OFFSET).expect("a repacked label parses");
+        assert_eq!(format!("{back:?}"), format!("{label:?}"));
+    }
+    true
+}
+
+fn xdr_properties(data: &[u8]) -> bool {
+    use zfs_core::pool::label_fuzzing::libnvpair_unpack_xdr;
+
+    let len = data.len();
+    let bound = LABEL_FACTOR * len + LABEL_SLACK;
+    let (r, largest) = bounded_allocations(bound, || NvList::unpack_xdr(data));
+    assert!(
+        largest <= bound,
+        "an allocation of {largest} bytes decoding {len} bytes of XDR"
+    );
+    let Ok((list, used)) = r else {
+        return false;
+    };
+    assert!(
+        used <= len && used % 4 == 0 && used >= 20,
+        "used {used} of {len}"
+    );
+    let (exact, n) = NvList::unpack_xdr(&data[..used]).expect("the bytes used decode alone");
+    assert_eq!(n, used);
+    assert_eq!(format!("{exact:?}"), format!("{list:?}"));
+    // libnvpair reads the same pairs (a replaced name moves to the end of
+    // its list there, so both are compared sorted).
+    let theirs = libnvpair_unpack_xdr(data)
+        .expect("accepted")
+        .expect("libnvpair reads what the decoder accepts");
+    assert_eq!(
+        format!("{:?}", sorted(&theirs)),
+        format!("{:?}", sorted(&list))
+    );
+    // Packed again by libnvpair: the same list.
+    let packed = list.pack_xdr().expect("a decoded list packs");
+    let (again, _) = NvList::unpack_xdr(&packed).expect("a packed list decodes");
+    assert_eq!(format!("{again:?}"), format!("{list:?}"));
+    true
+}
+
+/// `l` with its pairs sorted by name at every depth.
+fn sorted(l: &NvList) -> NvList {
+    use zfs_core::NvValue;
+
+    let mut pairs: Vec<_> = l.iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = NvList::new();
+    for (k, v) in pairs {
+        let v = match v {
+            NvValue::NvList(l) => NvValue::NvList(sorted(l)),
+            NvValue::NvListArray(a) => NvValue::NvListArray(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        };
+        out.insert(k, v);
+    }
+    out
+}

@@ -316,3 +316,70 @@ fn sidecar_seeds_parse_whole_and_a_huge_geometry_allocates_little() {
     assert!(largest <= huge.len(), "{largest}");
     assert!(checks::zpar_parse(&huge));
 }
+
+#[test]
+fn mutated_labels_keep_the_parser_properties() {
+    run(
+        "vdev_label",
+        0x5eed_0007,
+        seeds!(
+            "vdev_label/pool-le",
+            "vdev_label/pool-be",
+            "vdev_label/spare-le",
+            "vdev_label/every-type-be",
+        ),
+        5000,
+        16384,
+        checks::vdev_label,
+    );
+}
+
+/// The label seeds parse as they are, and the XDR lists that take the most
+/// memory per input byte (empty strings in a `string_array`, empty lists in
+/// an `nvlist_array`, many short names) allocate within the fuzz bound:
+/// [`checks::LABEL_FACTOR`] times the input plus [`checks::LABEL_SLACK`].
+#[test]
+fn label_seeds_parse_and_dense_lists_allocate_within_the_bound() {
+    use zfs_core::pool::{parse_label, PoolState};
+    use zfs_core::{NvList, NvValue};
+
+    let (_, largest) = checks::bounded_allocations(10, || vec![0u8; 1000]);
+    assert!(checks::bounded_alloc_installed() && largest >= 1000);
+
+    let seed = include_bytes!("../fuzz/seeds/vdev_label/pool-be");
+    let l = parse_label(seed, checks::LABEL_OFFSET).unwrap();
+    assert_eq!(
+        (l.pool_name(), l.txg(), l.big_endian()),
+        (Some("backup"), 42, true)
+    );
+    let seed = include_bytes!("../fuzz/seeds/vdev_label/spare-le");
+    let l = parse_label(seed, checks::LABEL_OFFSET).unwrap();
+    assert_eq!(
+        (l.state(), l.txg(), l.pool_name()),
+        (PoolState::Spare, 0, None)
+    );
+
+    let n = 30_000;
+    let strings = NvList::new().with("s", NvValue::StringArray(vec![String::new(); n]));
+    let lists = NvList::new().with("l", NvValue::NvListArray(vec![NvList::new(); n]));
+    let mut names = NvList::new();
+    for i in 0..n {
+        names.insert_flag(format!("{i:x}"));
+    }
+    for (what, list) in [("strings", strings), ("lists", lists), ("names", names)] {
+        let packed = list.pack_xdr().unwrap();
+        let len = packed.len();
+        let bound = checks::LABEL_FACTOR * len + checks::LABEL_SLACK;
+        let (r, largest) = checks::bounded_allocations(bound, || NvList::unpack_xdr(&packed));
+        assert_eq!(r.unwrap().0, list);
+        println!(
+            "{what}: {len} bytes, largest allocation {largest} ({:.1}x)",
+            largest as f64 / len as f64
+        );
+        assert!(largest <= bound, "{what}: {largest} > {bound}");
+        // As a label: no guid or state, so refused, but the properties hold.
+        let mut b = packed;
+        b.resize(len + 40, 0);
+        assert!(!checks::vdev_label(&b));
+    }
+}

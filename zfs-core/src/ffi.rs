@@ -231,18 +231,19 @@ impl CNvList {
 
     /// Packs in native encoding.
     pub(crate) fn pack(&self) -> Result<Vec<u8>, Errno> {
+        self.pack_as(zfs_sys::NV_ENCODE_NATIVE as i32)
+    }
+
+    /// Packs in XDR encoding (vdev labels).
+    pub(crate) fn pack_xdr(&self) -> Result<Vec<u8>, Errno> {
+        self.pack_as(zfs_sys::NV_ENCODE_XDR as i32)
+    }
+
+    fn pack_as(&self, encoding: i32) -> Result<Vec<u8>, Errno> {
         let mut buf: *mut libc::c_char = ptr::null_mut();
         let mut size: usize = 0;
         // SAFETY: valid list; nvlist_pack mallocs `buf` and sets `size`.
-        rc(unsafe {
-            zfs_sys::nvlist_pack(
-                self.as_ptr(),
-                &mut buf,
-                &mut size,
-                zfs_sys::NV_ENCODE_NATIVE as i32,
-                0,
-            )
-        })?;
+        rc(unsafe { zfs_sys::nvlist_pack(self.as_ptr(), &mut buf, &mut size, encoding, 0) })?;
         if buf.is_null() {
             return Err(Errno(libc::ENOMEM));
         }
@@ -1168,6 +1169,56 @@ pub(crate) fn bytes_available(fd: BorrowedFd<'_>) -> Result<usize, Errno> {
         Err(last_errno())
     } else {
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// `BLKGETSIZE64`, `_IOR(0x12, 114, size_t)` (linux/fs.h): the direction
+/// bits sit higher on powerpc, mips and sparc.
+#[cfg(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+))]
+const IOC_READ: u32 = 2 << 29;
+#[cfg(not(any(
+    target_arch = "powerpc",
+    target_arch = "powerpc64",
+    target_arch = "mips",
+    target_arch = "mips64",
+    target_arch = "sparc",
+    target_arch = "sparc64"
+)))]
+const IOC_READ: u32 = 2 << 30;
+const BLKGETSIZE64: u32 =
+    IOC_READ | ((std::mem::size_of::<usize>() as u32) << 16) | (0x12 << 8) | 114;
+
+/// `ioctl(BLKGETSIZE64)`: the size of a block device in bytes.
+pub(crate) fn block_device_size(fd: BorrowedFd<'_>) -> Result<u64, Errno> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is
+    // valid for it; on a file that is not a block device it fails (ENOTTY).
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64 as _, &mut size) };
+    if r < 0 {
+        Err(last_errno())
+    } else {
+        Ok(size)
+    }
+}
+
+#[cfg(test)]
+mod block_device_tests {
+    use super::*;
+
+    #[test]
+    fn blkgetsize64_is_linux_s_number_and_fails_on_a_file() {
+        use std::os::fd::AsFd;
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        assert_eq!(BLKGETSIZE64, 0x8008_1272);
+        let f = std::fs::File::open("/proc/self/exe").unwrap();
+        assert_eq!(block_device_size(f.as_fd()), Err(Errno(libc::ENOTTY)));
     }
 }
 

@@ -27,6 +27,7 @@ use crate::error::{Errno, Error};
 use crate::ffi::CNvList;
 
 mod packed;
+mod xdr;
 
 pub use packed::{check_packed, MAX_DEPTH, MAX_PAIRS};
 
@@ -129,10 +130,20 @@ pub enum NvListError {
         expected: &'static str,
         found: &'static str,
     },
-    /// Packed bytes that [`check_packed`] refuses (before libnvpair sees
-    /// them): `offset` is the byte at fault.
+    /// Packed bytes that [`check_packed`] (before libnvpair sees them) or
+    /// [`NvList::unpack_xdr`] refuses: `offset` is the byte at fault.
     #[error("malformed packed nvlist at byte {offset}: {reason}")]
     Malformed { offset: usize, reason: &'static str },
+    /// A packed value of a libnvpair type that [`NvValue`] cannot hold
+    /// (`int8_array`, `int16_array`, `uint16_array`); `offset` is its type's.
+    #[error("packed nvlist value of unsupported type {type_name} at byte {offset}")]
+    Unsupported {
+        offset: usize,
+        type_name: &'static str,
+    },
+    /// A packed name or string that is not UTF-8; `offset` is its length's.
+    #[error("packed nvlist string at byte {offset} is not UTF-8")]
+    NotUtf8 { offset: usize },
 }
 
 /// An owned list of unique names and typed values, in insertion order.
@@ -339,6 +350,40 @@ impl NvList {
     pub fn pack(&self) -> Result<Vec<u8>, Error> {
         let c = CNvList::from_nvlist(self).map_err(|e| nv_error("nvlist_pack", e))?;
         c.pack().map_err(|e| nv_error("nvlist_pack", e))
+    }
+
+    /// Packs the list in libnvpair's XDR encoding (`NV_ENCODE_XDR`), the
+    /// encoding of vdev labels.
+    pub fn pack_xdr(&self) -> Result<Vec<u8>, Error> {
+        let c = CNvList::from_nvlist(self).map_err(|e| nv_error("nvlist_pack", e))?;
+        c.pack_xdr().map_err(|e| nv_error("nvlist_pack", e))
+    }
+
+    /// Decodes a list packed in libnvpair's XDR encoding, as vdev labels
+    /// hold it, in safe Rust (libnvpair is not called). Returns the list and
+    /// the bytes it took, up to and including its end mark; the bytes after
+    /// it (a label's zero padding, say) are not read.
+    ///
+    /// Untrusted input is fine: every count is checked against the bytes
+    /// left before anything is allocated, nesting is limited to
+    /// [`MAX_DEPTH`] and pairs to [`MAX_PAIRS`], and what libnvpair's
+    /// decoder would refuse is refused, plus some it would accept but never
+    /// writes. Names and strings must be UTF-8. A duplicate name replaces
+    /// the earlier value in place, as [`insert`](Self::insert) does.
+    ///
+    /// ```
+    /// use zfs_core::nvlist::NvList;
+    ///
+    /// let label = NvList::new().with("name", "tank").with("txg", 4u64);
+    /// let mut packed = label.pack_xdr()?;
+    /// let len = packed.len();
+    /// packed.resize(len + 100, 0); // padding after the list is ignored
+    /// let (back, used) = NvList::unpack_xdr(&packed)?;
+    /// assert_eq!((back, used), (label, len));
+    /// # Ok::<(), zfs_core::Error>(())
+    /// ```
+    pub fn unpack_xdr(bytes: &[u8]) -> Result<(NvList, usize), NvListError> {
+        xdr::unpack(bytes)
     }
 
     /// Unpacks a list packed by libnvpair in the native encoding of this
