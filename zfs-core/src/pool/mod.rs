@@ -30,14 +30,6 @@ pub use vdev::{Vdev, VdevErrors, VdevState};
 
 use zfs_sys::ioctl::ZFS_IOC_POOL_CONFIGS;
 
-mod label;
-#[doc(hidden)]
-pub use label::fuzzing as label_fuzzing;
-pub use label::{
-    parse_label, read_labels, DeviceLabels, Label, LabelError, LabelReadError, PoolState,
-    MIN_DEVICE_SIZE, VDEV_PHYS_SIZE,
-};
-
 use crate::error::{Error, Result};
 use crate::name::PoolName;
 use crate::nvlist::NvValue;
