@@ -445,11 +445,10 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "resolve resume token",
     "read BEGIN record",
     "read ZFS sysfs",
-    "read vdev labels",
     "find importable pools",
     "import pool",
     "export pool",
-    "read hostid",
+    "write seed", // pool::label_fuzzing's seed writer
     // system calls and I/O
     "create pool file",
     "dup",

@@ -566,8 +566,8 @@ pub mod fuzzing {
         let mut buf = config.pack_xdr()?;
         if buf.len() > VDEV_PHYS_SIZE - ECK_SIZE {
             return Err(crate::Error::from_errno(
+                "nvlist_pack",
                 "vdev_phys",
-                "",
                 crate::Errno(libc::E2BIG),
             ));
         }
