@@ -882,6 +882,111 @@ mod tests {
         assert!(force_required(&mmp, PoolState::Exported, 0));
     }
 
+    /// A label of leaf `guid` under top-level vdev `top` (id `id`) of pool 7.
+    fn label(txg: u64, guid: u64, top: u64, id: u64, path: &str, children: u64) -> Label {
+        let tree = NvList::new()
+            .with("type", "file")
+            .with("id", id)
+            .with("guid", guid)
+            .with("path", path);
+        let config = NvList::new()
+            .with("version", 5000u64)
+            .with("name", "pipe")
+            .with("state", 1u64)
+            .with("txg", txg)
+            .with("pool_guid", 7u64)
+            .with("hostid", 0x1234u64)
+            .with("hostname", "laptop")
+            .with("top_guid", top)
+            .with("guid", guid)
+            .with("vdev_children", children)
+            .with("vdev_tree", tree);
+        let phys = super::super::label::fuzzing::vdev_phys(&config, 16384, false).unwrap();
+        super::super::label::parse_label(&phys, 16384).unwrap()
+    }
+
+    fn found(guid: u64, path: &str, order: usize, labels: usize) -> Found {
+        Found {
+            guid,
+            path: PathBuf::from(path),
+            order,
+            labels,
+        }
+    }
+
+    #[test]
+    fn a_pool_is_assembled_from_the_newest_label_of_each_top_level_vdev() {
+        // Three top-level vdevs; id 1 was not found. The newest label (txg
+        // 20) says there are 3.
+        let mut labels = PoolLabels::default();
+        labels.tops.insert(100, label(10, 11, 100, 0, "/old/a", 2));
+        labels.tops.insert(300, label(20, 33, 300, 2, "/old/c", 3));
+        let found = [
+            found(11, "/dev/disk/by-id/a", 0, 4),
+            found(33, "/old/c", 5, 2),
+            found(33, "/dev/disk/by-id/c", 1, 4),
+        ];
+        let config = assemble(&labels, &found).unwrap();
+        assert_eq!(config.get_str("name").unwrap(), "pipe");
+        assert_eq!(config.get_u64("vdev_children").unwrap(), 3);
+        assert_eq!(config.get_u64("hostid").unwrap(), 0x1234);
+        let root = config.get_nvlist("vdev_tree").unwrap();
+        assert_eq!(root.get_str("type").unwrap(), "root");
+        assert_eq!(root.get_u64("guid").unwrap(), 7);
+        let children = root.get_nvlist_array("children").unwrap();
+        let kinds: Vec<&str> = children
+            .iter()
+            .map(|c| c.get_str("type").unwrap())
+            .collect();
+        assert_eq!(kinds, ["file", "missing", "file"]);
+        assert_eq!(children[1].get_u64("id").unwrap(), 1);
+        assert_eq!(children[1].get_u64("guid").unwrap(), 0);
+        // A leaf found only elsewhere points there; one found at its
+        // label's own path keeps it, even with fewer labels there.
+        assert_eq!(children[0].get_str("path").unwrap(), "/dev/disk/by-id/a");
+        assert_eq!(children[2].get_str("path").unwrap(), "/old/c");
+    }
+
+    #[test]
+    fn holes_extra_slots_and_path_preference_follow_libzutil() {
+        let mut labels = PoolLabels::default();
+        // The newest label says 2 children; a stale one names id 3.
+        let mut newest = label(30, 11, 100, 0, "/x/a", 2);
+        let cfg = newest.config().clone().with("hole_array", vec![1u64]);
+        let phys = super::super::label::fuzzing::vdev_phys(&cfg, 16384, false).unwrap();
+        newest = super::super::label::parse_label(&phys, 16384).unwrap();
+        labels.tops.insert(100, newest);
+        labels.tops.insert(400, label(5, 44, 400, 3, "/x/d", 4));
+        // Two names for guid 11, neither the label's path: more labels
+        // wins, then the earlier in the search.
+        let found = [
+            found(11, "/b/a", 1, 2),
+            found(11, "/c/a", 2, 4),
+            found(11, "/d/a", 0, 4),
+        ];
+        let config = assemble(&labels, &found).unwrap();
+        let children = config
+            .get_nvlist("vdev_tree")
+            .unwrap()
+            .get_nvlist_array("children")
+            .unwrap()
+            .to_vec();
+        assert_eq!(children.len(), 2, "slots beyond vdev_children are dropped");
+        assert_eq!(children[1].get_str("type").unwrap(), "hole");
+        assert_eq!(children[0].get_str("path").unwrap(), "/d/a");
+        assert_eq!(config.get_u64_array("hole_array").unwrap(), [1]);
+    }
+
+    #[test]
+    fn absurd_top_level_counts_are_refused_not_allocated() {
+        let mut labels = PoolLabels::default();
+        labels
+            .tops
+            .insert(100, label(10, 11, 100, 0, "/a", 1 << 40));
+        let e = assemble(&labels, &[]).unwrap_err();
+        assert!(e.contains("top-level vdevs"), "{e}");
+    }
+
     #[test]
     fn options_become_import_properties() {
         assert_eq!(
