@@ -10,7 +10,7 @@ use std::time::Duration;
 use zfs_core::pool::{ImportOptions, PoolState, SearchPaths, VdevState};
 use zfs_core::testing::unique_pool_name;
 use zfs_core::{ErrorKind, PoolName, Zfs};
-use zfs_replicate_tests::{zfs_cli, zpool_cli};
+use zfs_replicate_tests::{mount, unmount, zfs_cli, zpool_cli};
 
 const FILE_SIZE: u64 = 128 << 20;
 
@@ -176,16 +176,12 @@ fn an_exported_pool_is_found_imported_without_mounts_and_exported() {
 
     // A mounted filesystem keeps the pool: a typed refusal naming it.
     let data = format!("{}/data", drive.name);
-    zfs_cli(&[
-        "set",
-        &format!("mountpoint={}", drive.dir.join("mnt").display()),
-        &data,
-    ]);
-    zfs_cli(&["mount", &data]);
+    mount(&data);
     let e = zfs.export(&drive.name, false).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Busy, "{e}");
     assert!(e.to_string().contains(&data), "{e}");
-    zfs_cli(&["unmount", &data]);
+    assert!(drive.imported_cli());
+    unmount(&data);
 
     zfs.export(&drive.name, false).unwrap();
     assert!(!drive.imported_cli());
@@ -302,13 +298,12 @@ fn damaged_labels_one_lost_still_imports_all_lost_is_no_pool() {
 #[ignore = "needs ZFS: run cargo xtask test"]
 fn a_mirror_missing_a_side_imports_degraded_and_scrubs() {
     let zfs = zfs();
-    let drive = Drive::create("mirror", 2);
+    let drive = Drive::create("twoway", 2);
     let data = format!("{}/data", drive.name);
     zfs_cli(&["create", &data]);
-    let mnt = drive.dir.join("mnt");
-    zfs_cli(&["set", &format!("mountpoint={}", mnt.display()), &data]);
+    let mnt = mount(&data);
     std::fs::write(mnt.join("f"), vec![7u8; 4 << 20]).unwrap();
-    zfs_cli(&["unmount", &data]);
+    unmount(&data);
     let guid = drive.guid_cli();
     zpool_cli(&["export", drive.name.as_str()]);
 
