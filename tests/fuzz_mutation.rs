@@ -383,3 +383,41 @@ fn label_seeds_parse_and_dense_lists_allocate_within_the_bound() {
         assert!(!checks::vdev_label(&b));
     }
 }
+
+/// What a `vdev_label` corpus reaches (`VDEV_LABEL_CORPUS=dir`, printed):
+/// inputs that parse as labels as they are and once sealed, and that
+/// decode as XDR lists; each input also passes the target's properties.
+#[test]
+#[ignore = "reads a fuzz corpus: VDEV_LABEL_CORPUS=dir"]
+fn vdev_label_corpus_summary() {
+    use zfs_core::pool::label_fuzzing::seal;
+    use zfs_core::pool::parse_label;
+
+    let dir = std::env::var_os("VDEV_LABEL_CORPUS").expect("VDEV_LABEL_CORPUS");
+    let (mut n, mut as_is, mut sealed, mut xdr) = (0, 0, 0, 0);
+    let mut errors = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        checks::vdev_label(&data);
+        n += 1;
+        as_is += usize::from(parse_label(&data, checks::LABEL_OFFSET).is_ok());
+        xdr += usize::from(zfs_core::NvList::unpack_xdr(&data).is_ok());
+        let mut s = data.clone();
+        seal(&mut s, checks::LABEL_OFFSET, false);
+        match parse_label(&s, checks::LABEL_OFFSET) {
+            Ok(_) => sealed += 1,
+            Err(e) => {
+                let e = e.to_string();
+                let kind = e.split(": ").skip(1).collect::<Vec<_>>().join(": ");
+                let kind = kind.split(" at byte").next().unwrap_or("").to_owned();
+                *errors.entry(kind).or_insert(0) += 1;
+            }
+        }
+    }
+    println!(
+        "{n} inputs: {as_is} labels as they are, {sealed} sealed (little-endian), {xdr} XDR lists"
+    );
+    for (e, count) in errors {
+        println!("{count:6} {e}");
+    }
+}

@@ -21,12 +21,14 @@
 //! libnvpair ignores a pair's encoded size (and writes one 4 bytes too large
 //! for empty arrays), so it is not checked here either. The decoded size
 //! must be the pair's native size, as libnvpair's `i_validate_nvpair`
-//! requires. Stricter than libnvpair, on purpose (it never writes these):
-//! list version 0 and known flags; a header byte order of 0 or 1 and zero
-//! reserved bytes; both words of an end mark zero; array counts equal to
-//! nelem; no NUL inside a name or string; 8- and 16-bit values in range
-//! (zero- or sign-extended, as the kernel and libtirpc write them);
-//! nesting at most [`MAX_DEPTH`] and at most [`MAX_PAIRS`] pairs. Names
+//! requires. Stricter than libnvpair over libtirpc, on purpose (it never
+//! writes these): list version 0 and known flags; a header byte order of 0
+//! or 1 and zero reserved bytes; both words of an end mark zero; array
+//! counts equal to nelem; zero padding; no NUL inside a name or string;
+//! 8- and 16-bit values in range (zero- or sign-extended, as the kernel
+//! and libtirpc write them); nesting at most [`MAX_DEPTH`] and at most
+//! [`MAX_PAIRS`] pairs. (The kernel's own XDR, spl-xdr.c, also refuses
+//! non-zero padding, NULs in strings and bytes over 0xff.) Names
 //! and strings must be UTF-8 ([`NvListError::NotUtf8`]); `int8_array`,
 //! `int16_array` and `uint16_array` values, which [`NvValue`] cannot hold,
 //! are refused ([`NvListError::Unsupported`]). A duplicate name replaces

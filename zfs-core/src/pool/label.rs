@@ -379,13 +379,14 @@ pub fn read_labels(path: &Path) -> Result<DeviceLabels, LabelReadError> {
     })
 }
 
+/// Opens read-only; `O_NONBLOCK` so that a FIFO does not wait for a writer
+/// (it changes nothing for files and disks).
 fn open(path: &Path, direct: bool) -> io::Result<File> {
-    let mut o = std::fs::OpenOptions::new();
-    o.read(true);
-    if direct {
-        o.custom_flags(libc::O_DIRECT);
-    }
-    o.open(path)
+    let direct = if direct { libc::O_DIRECT } else { 0 };
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | direct)
+        .open(path)
 }
 
 /// Reads and parses the four labels; an error names the offset.
@@ -1085,13 +1086,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        for p in ["/dev/null", "/"] {
+        let fifo = temp("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo.0).status();
+        assert!(made.unwrap().success());
+        for p in [Path::new("/dev/null"), Path::new("/"), &fifo.0] {
             assert!(
                 matches!(
-                    read_labels(Path::new(p)),
+                    read_labels(p),
                     Err(LabelReadError::NotFileOrBlockDevice { .. })
                 ),
-                "{p}"
+                "{p:?}"
             );
         }
     }
