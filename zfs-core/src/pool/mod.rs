@@ -32,7 +32,7 @@ use zfs_sys::ioctl::ZFS_IOC_POOL_CONFIGS;
 
 use crate::error::{Error, Result};
 use crate::name::PoolName;
-use crate::nvlist::NvValue;
+use crate::nvlist::{NvList, NvValue};
 use crate::Zfs;
 
 /// An imported pool.
@@ -61,20 +61,56 @@ impl Zfs {
         const OP: &str = "ZFS_IOC_POOL_CONFIGS";
         let (_, configs) =
             self.ioctl_nvlist_out(ZFS_IOC_POOL_CONFIGS, OP, "", 64 << 10, 256 << 20)?;
-        let mut out = Vec::new();
-        for (name, config) in configs.iter() {
-            let NvValue::NvList(config) = config else {
-                continue;
-            };
-            let guid = config
-                .get_u64("pool_guid")
-                .map_err(|e| Error::shape(OP, name, e))?;
-            out.push(Pool {
-                name: PoolName::new(name)?,
-                guid,
-            });
+        pools_from_configs(&configs)
+    }
+}
+
+/// The pools of a `ZFS_IOC_POOL_CONFIGS` reply. The kernel's own entries
+/// are left out: while any process checks a pool for import
+/// (`ZFS_IOC_POOL_TRYIMPORT`), the reply holds it as `$import` (2.1) or
+/// `$import-<thread>-<name>` (2.2+), a name no pool can have.
+fn pools_from_configs(configs: &NvList) -> Result<Vec<Pool>> {
+    const OP: &str = "ZFS_IOC_POOL_CONFIGS";
+    let mut out = Vec::new();
+    for (name, config) in configs.iter() {
+        let NvValue::NvList(config) = config else {
+            continue;
+        };
+        if name.starts_with('$') {
+            continue;
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        let guid = config
+            .get_u64("pool_guid")
+            .map_err(|e| Error::shape(OP, name, e))?;
+        out.push(Pool {
+            name: PoolName::new(name)?,
+            guid,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_leave_out_a_pool_being_checked_for_import() {
+        let pool = |guid: u64| NvList::new().with("pool_guid", guid);
+        let configs = NvList::new()
+            .with("tank", pool(1))
+            .with("$import-ffff8881-pipe", NvList::new())
+            .with("$import", NvList::new())
+            .with("alpha", pool(2));
+        let names: Vec<String> = pools_from_configs(&configs)
+            .unwrap()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        assert_eq!(names, ["alpha", "tank"]);
+        // A real entry without its GUID is still an error.
+        let bad = NvList::new().with("tank", NvList::new());
+        assert!(pools_from_configs(&bad).is_err());
     }
 }

@@ -37,7 +37,9 @@ const PSS_TO_EXAMINE: usize = 4;
 const PSS_EXAMINED: usize = 5;
 const PSS_ERRORS: usize = 8;
 const PSS_PASS_SCRUB_PAUSE: usize = 11;
-const PSS_ISSUED: usize = 15;
+/// After `pss_pass_exam` (9), `pss_pass_start`, `pss_pass_scrub_pause`,
+/// `pss_pass_scrub_spent_paused` and `pss_pass_issued` (13).
+const PSS_ISSUED: usize = 14;
 
 /// `pool_scan_func_t` and `pool_scrub_cmd_t` values.
 const POOL_SCAN_NONE: u64 = 0;
