@@ -191,6 +191,24 @@ fn an_exported_pool_is_found_imported_without_mounts_and_exported() {
     assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
 }
 
+/// Stops scans from progressing while alive (`zfs_scan_suspend_progress`).
+struct ScanHold;
+
+const SUSPEND_PROGRESS: &str = "/sys/module/zfs/parameters/zfs_scan_suspend_progress";
+
+impl ScanHold {
+    fn new() -> ScanHold {
+        std::fs::write(SUSPEND_PROGRESS, "1").unwrap();
+        ScanHold
+    }
+}
+
+impl Drop for ScanHold {
+    fn drop(&mut self) {
+        let _ = std::fs::write(SUSPEND_PROGRESS, "0");
+    }
+}
+
 /// Sets the SPL's hostid (what the kernel and `zpool` use) for the life of
 /// the guard.
 struct HostId(String);
@@ -352,6 +370,30 @@ fn a_mirror_missing_a_side_imports_degraded_and_scrubs() {
     let last = zfs.wait_scrub(&drive.name).unwrap().unwrap();
     assert_eq!(last.state(), zfs_core::pool::ScanState::Finished);
     assert!(zpool_cli(&["status", drive.name.as_str()]).contains("scrub repaired 0B"));
+
+    // A scrub held still (the module's zfs_scan_suspend_progress): progress
+    // is reported while it runs; paused, it is returned as paused; a scrub
+    // request resumes it (ECANCELED from the kernel, a success).
+    let hold = ScanHold::new();
+    zfs.scrub(&drive.name).unwrap();
+    let mut calls = 0;
+    let scan = zfs
+        .wait_scrub_with_progress(&drive.name, Duration::from_millis(20), |s| {
+            calls += 1;
+            assert!(s.is_running() && !s.is_paused(), "{s:?}");
+            if calls == 3 {
+                zpool_cli(&["scrub", "-p", drive.name.as_str()]);
+            }
+        })
+        .unwrap();
+    assert_eq!(calls, 3);
+    assert!(scan.is_running() && scan.is_paused(), "{scan:?}");
+    zfs.scrub(&drive.name).unwrap();
+    let resumed = zfs.pool_status(&drive.name).unwrap();
+    assert!(!resumed.scan().unwrap().is_paused(), "{resumed:?}");
+    drop(hold);
+    let last = zfs.wait_scrub(&drive.name).unwrap().unwrap();
+    assert_eq!(last.state(), zfs_core::pool::ScanState::Finished);
     zfs.export(&drive.name, false).unwrap();
 
     // The side comes back: found from both directories, ONLINE again.
@@ -361,16 +403,18 @@ fn a_mirror_missing_a_side_imports_degraded_and_scrubs() {
     assert_eq!(pool.devices().len(), 2);
 }
 
-fn backup(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("backup")
-        .args(args)
-        .output()
-        .expect("the backup example is on PATH in the guest")
-}
-
 /// Exit code, stdout and stderr of a `backup` run (echoed for --nocapture).
 fn run(args: &[&str]) -> (i32, String, String) {
-    let o = backup(args);
+    run_in(&std::env::current_dir().unwrap(), args)
+}
+
+/// [`run`] in directory `cwd`.
+fn run_in(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new("backup")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("the backup example is on PATH in the guest");
     let (out, err) = (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -397,25 +441,33 @@ fn backup_drives_and_sync_import_export_story() {
     let dir = drive.dir.display().to_string();
     let target = format!("{}/home", drive.name);
 
-    // The drive is connected: `drives` sees it.
+    // The drive is connected: `drives` sees it, by an absolute or a
+    // relative path (the kernel opens vdevs by absolute path only).
     let (code, out, _) = run(&["drives", "-d", &dir]);
     assert_eq!(code, 0);
     assert_eq!(out, format!("{} {guid} ONLINE\n", drive.name));
+    let parent = drive.dir.parent().unwrap();
+    let relative = drive.dir.file_name().unwrap().to_str().unwrap();
+    let (code, out, _) = run_in(parent, &["drives", "-d", relative]);
+    assert_eq!((code, out), (0, format!("{} {guid} ONLINE\n", drive.name)));
     let empty = drive.dir.join("empty");
     std::fs::create_dir(&empty).unwrap();
     let (code, out, err) = run(&["drives", "-d", &empty.display().to_string()]);
     assert_eq!((code, out.as_str()), (5, ""));
     assert!(err.starts_with("backup: no importable pool found"), "{err}");
 
-    // Connected, imported, synced, exported.
-    let (code, out, err) = run(&[
-        "sync",
-        home.as_str(),
-        &target,
-        "--import",
-        &dir,
-        "--export-after",
-    ]);
+    // Connected, imported (found by a relative path), synced, exported.
+    let (code, out, err) = run_in(
+        parent,
+        &[
+            "sync",
+            home.as_str(),
+            &target,
+            "--import",
+            relative,
+            "--export-after",
+        ],
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.is_empty(), "{err}");
     let lines: Vec<&str> = out.lines().collect();

@@ -57,11 +57,13 @@
 //!   the system's cache file; nothing to do when it is imported already
 //!   (`drive:` lines say which). A pool that is not ONLINE (a DEGRADED
 //!   mirror) gets a warning line on stderr, naming the vdevs, before
-//!   anything is written. A pool last used by another system and not
-//!   exported there is refused (exit 1). `--export-after` exports TARGET's
-//!   pool when the sync ends, even when it failed (the sync's error is the
-//!   one reported, exit code and all), and prints `drive: exported POOL:
-//!   safe to disconnect`.
+//!   anything is written; one that is FAULTED, UNAVAIL or whose I/O is
+//!   suspended (a drive pulled while imported) is refused (exit 1), and so
+//!   is a pool last used by another system and not exported there.
+//!   `--export-after` exports TARGET's pool when the sync ends, even when
+//!   it failed (the sync's error is the one reported, exit code and all),
+//!   and prints `drive: exported POOL: safe to disconnect`; not a pool
+//!   whose I/O is suspended (it says so). DIR may be relative.
 //! - `drives` lists the pools that can be imported from the devices in
 //!   each `-d DIR` (default `/dev/disk/by-id`; a device or file is taken as
 //!   it is), one line each: `NAME GUID STATE` (STATE as `zpool import`
@@ -156,7 +158,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use zfs_replicate::core::pool::{ImportOptions, SearchPaths};
+use zfs_replicate::core::pool::{ImportOptions, SearchPaths, VdevState};
 use zfs_replicate::core::{
     BookmarkName, DatasetName, PoolName, SnapshotName, SnapshotOrBookmark, Zfs,
 };
@@ -1109,12 +1111,28 @@ fn sync(args: &[OsString]) -> Result<u8, Fail> {
     let pool = sides.target.pool();
     let json = p.has("json");
     let zfs = open()?;
-    if let Some(dir) = p.value("import") {
-        import_drive(&zfs, &pool, Path::new(dir), json)?;
-    }
-    let result = sync_run(&p);
-    if p.has("export-after") {
-        // Exported even when the sync failed: the drive can go either way.
+    let result = match p.value("import") {
+        Some(dir) => import_drive(&zfs, &pool, Path::new(dir), json).and_then(|()| sync_run(&p)),
+        None => sync_run(&p),
+    };
+    // Exported even when the sync (or a check after the import) failed:
+    // the drive can go either way. Not when it is not imported (it was
+    // not found), nor when its I/O is suspended (an export would wait).
+    let imported = zfs
+        .pools()
+        .map(|all| all.iter().any(|x| x.name() == &pool))
+        .unwrap_or(true);
+    let suspended = zfs
+        .pool_status(&pool)
+        .map(|s| s.is_suspended())
+        .unwrap_or(false);
+    if p.has("export-after") && imported && suspended {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "backup: {pool} is not exported: its I/O is suspended (zpool clear {pool} once the \
+             drive is back, or zpool export -f {pool})"
+        );
+    } else if p.has("export-after") && imported {
         match zfs.export(&pool, false) {
             Ok(()) => drive_line(json, &format!("drive: exported {pool}: safe to disconnect")),
             Err(e) => {
@@ -1167,6 +1185,24 @@ fn import_drive(zfs: &Zfs, pool: &PoolName, dir: &Path, json: bool) -> Result<()
         drive_line(json, &format!("drive: imported {pool}, nothing mounted"));
     }
     let status = zfs.pool_status(pool).map_err(Error::from)?;
+    // A drive pulled while imported: writes would wait for it forever.
+    if status.is_suspended()
+        || matches!(status.state(), VdevState::Faulted | VdevState::Unavailable)
+    {
+        return Err(Fail::Other(
+            1,
+            format!(
+                "pool {pool} is {}{}: not syncing to it (zpool status {pool}; zpool clear {pool} \
+                 once the drive is back)",
+                status.state(),
+                if status.is_suspended() {
+                    ", its I/O suspended"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
     if !status.state().is_online() {
         let mut bad = Vec::new();
         for v in status.root().walk() {

@@ -29,7 +29,7 @@
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -46,8 +46,11 @@ use crate::Zfs;
 
 /// `ZFS_IMPORT_ANY_HOST`: import a pool last used by another system.
 const ZFS_IMPORT_ANY_HOST: u64 = 0x2;
-/// `MMP_STATE_INACTIVE` (`mmp_state_t`).
-const MMP_STATE_INACTIVE: u64 = 0;
+/// `mmp_state_t`: `MMP_STATE_ACTIVE` 0, `MMP_STATE_INACTIVE` 1,
+/// `MMP_STATE_NO_HOSTID` 2.
+const MMP_STATE_ACTIVE: u64 = 0;
+const MMP_STATE_INACTIVE: u64 = 1;
+const MMP_STATE_NO_HOSTID: u64 = 2;
 /// `HOSTID_MASK`: hostids are 32 bits.
 const HOSTID_MASK: u64 = 0xffff_ffff;
 /// The default place to look for backup drives.
@@ -99,7 +102,7 @@ pub struct ImportablePool {
     pool_state: PoolState,
     root: Vdev,
     last_host: Option<LastHost>,
-    needs_force: bool,
+    host_check: HostCheck,
     devices: Vec<PathBuf>,
     config: NvList,
 }
@@ -140,7 +143,7 @@ impl ImportablePool {
     /// there (or is protected by `multihost`): [`Zfs::import`] then needs
     /// [`ImportOptions::force`].
     pub fn in_use_elsewhere(&self) -> bool {
-        self.needs_force
+        self.host_check != HostCheck::Ok
     }
 
     /// The devices (or files) the pool was found on.
@@ -356,15 +359,28 @@ fn valid_count_for(device: &DeviceLabels, guid: u64) -> usize {
         .count()
 }
 
-/// A file or device to read, the name it was found under, and its rank in
-/// the search order.
+/// A file or device to read once, and every name it was found under (each
+/// with its rank in the search order): by-id, by-path and wwn links to
+/// one disk are one candidate with several names.
 struct Candidate {
-    path: PathBuf,
-    order: usize,
+    names: Vec<(PathBuf, usize)>,
 }
 
-/// The files and block devices under `search`, each real device once
-/// (under its first name).
+/// `path` made absolute without resolving its last component (a
+/// `/dev/disk/by-id` link keeps its name): the kernel opens vdevs only by
+/// absolute path.
+fn absolute(path: &Path) -> std::io::Result<PathBuf> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+            Ok(std::fs::canonicalize(parent)?.join(name))
+        }
+        (_, Some(name)) => Ok(std::env::current_dir()?.join(name)),
+        _ => std::fs::canonicalize(path),
+    }
+}
+
+/// The files and block devices under `search`, each real device once,
+/// with all its names, as absolute paths.
 fn candidates(search: &SearchPaths) -> Result<Vec<Candidate>> {
     use std::os::unix::fs::FileTypeExt;
     const OP: &str = "find importable pools";
@@ -373,19 +389,31 @@ fn candidates(search: &SearchPaths) -> Result<Vec<Candidate>> {
             .map(|m| m.is_file() || m.file_type().is_block_device())
             .unwrap_or(false)
     };
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut index: HashMap<PathBuf, usize> = HashMap::new();
+    let mut order = 0;
     let mut add = |path: PathBuf, out: &mut Vec<Candidate>| {
         let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if seen.insert(real) {
-            let order = out.len();
-            out.push(Candidate { path, order });
+        order += 1;
+        match index.get(&real) {
+            Some(&i) => out[i].names.push((path, order)),
+            None => {
+                index.insert(real, out.len());
+                out.push(Candidate {
+                    names: vec![(path, order)],
+                });
+            }
         }
     };
-    for root in &search.paths {
+    for given in &search.paths {
+        let root = &absolute(given).map_err(|e| Error::io(OP, given.display().to_string(), e))?;
         let meta =
-            std::fs::metadata(root).map_err(|e| Error::io(OP, root.display().to_string(), e))?;
+            std::fs::metadata(root).map_err(|e| Error::io(OP, given.display().to_string(), e))?;
         if meta.is_dir() {
+            // The directory itself resolved (libzutil's realpath), its
+            // entries keep their names.
+            let root = &std::fs::canonicalize(root)
+                .map_err(|e| Error::io(OP, given.display().to_string(), e))?;
             let mut entries: Vec<PathBuf> = std::fs::read_dir(root)
                 .map_err(|e| Error::io(OP, root.display().to_string(), e))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -400,7 +428,7 @@ fn candidates(search: &SearchPaths) -> Result<Vec<Candidate>> {
         } else {
             return Err(Error::invalid(
                 OP,
-                root.display().to_string(),
+                given.display().to_string(),
                 ErrorKind::InvalidArgument,
                 "neither a directory, a file nor a block device",
             ));
@@ -454,7 +482,7 @@ fn assemble(labels: &PoolLabels, found: &[Found]) -> std::result::Result<NvList,
             None => return Err(format!("the newest label has no {key:?}")),
         }
     }
-    if let Ok(hostid) = first.get_u64("hostid") {
+    if let Some(hostid) = first.get_u64("hostid").ok().filter(|&h| h != 0) {
         config.insert("hostid", hostid);
         if let Ok(name) = first.get_str("hostname") {
             config.insert("hostname", name);
@@ -469,18 +497,24 @@ fn assemble(labels: &PoolLabels, found: &[Found]) -> std::result::Result<NvList,
         config.insert("hole_array", holes.clone());
     }
 
-    let mut by_id: BTreeMap<u64, NvList> = BTreeMap::new();
+    let mut by_id: BTreeMap<u64, (u64, NvList)> = BTreeMap::new();
     for label in labels.tops.values() {
         let top = label
             .config()
             .get_nvlist("vdev_tree")
             .map_err(|e| e.to_string())?;
         let id = top.get_u64("id").map_err(|e| e.to_string())?;
-        by_id.insert(id, top.clone());
+        // Two top-level vdevs claiming one id: the newer label's.
+        if by_id.get(&id).is_none_or(|(txg, _)| label.txg() > *txg) {
+            by_id.insert(id, (label.txg(), top.clone()));
+        }
     }
     // How many top-level slots: the newest label's count when it has one
     // (dropping any beyond it), else one past the highest id found.
-    let max_found = by_id.keys().next_back().map_or(0, |id| id + 1);
+    let max_found = by_id
+        .keys()
+        .next_back()
+        .map_or(0, |id| id.saturating_add(1));
     let slots = children_count.unwrap_or(max_found);
     // A label is at most 112 KiB, so its ids are small; refuse absurd ones
     // rather than allocating a placeholder per id.
@@ -490,7 +524,7 @@ fn assemble(labels: &PoolLabels, found: &[Found]) -> std::result::Result<NvList,
     let mut children = Vec::new();
     for id in 0..slots {
         let child = match by_id.remove(&id) {
-            Some(top) => top,
+            Some((_, top)) => top,
             None => {
                 let kind = if holes.contains(&id) {
                     "hole"
@@ -565,11 +599,12 @@ impl Zfs {
         let mut found = Vec::new();
         for cand in candidates(search)? {
             discovery.devices_read += 1;
-            let device: DeviceLabels = match read_labels(&cand.path) {
+            let first = cand.names[0].0.clone();
+            let device: DeviceLabels = match read_labels(&first) {
                 Ok(d) => d,
                 Err(e) => {
                     discovery.skipped.push(SkippedDevice {
-                        path: cand.path,
+                        path: first,
                         reason: e.to_string(),
                     });
                     continue;
@@ -578,17 +613,20 @@ impl Zfs {
             let Some(best) = device.best() else {
                 discovery.skipped.push(SkippedDevice {
                     reason: describe_invalid(&device),
-                    path: cand.path,
+                    path: first,
                 });
                 continue;
             };
             let labels = valid_count_for(&device, best.guid());
-            found.push(Found {
-                guid: best.guid(),
-                path: cand.path.clone(),
-                order: cand.order,
-                labels,
-            });
+            for (path, order) in &cand.names {
+                found.push(Found {
+                    guid: best.guid(),
+                    path: path.clone(),
+                    order: *order,
+                    labels,
+                });
+            }
+            let cand_path = first;
             // Spares and cache devices only lend their paths.
             let (Some(pool_guid), Some(top_guid)) = (best.pool_guid(), best.top_guid()) else {
                 continue;
@@ -597,7 +635,7 @@ impl Zfs {
                 continue;
             }
             let entry = pools.entry(pool_guid).or_default();
-            entry.devices.push(cand.path);
+            entry.devices.push(cand_path);
             match entry.tops.get(&top_guid) {
                 Some(have) if have.txg() >= best.txg() => {}
                 _ => {
@@ -646,7 +684,7 @@ impl Zfs {
                     continue;
                 }
             };
-            match self.try_import(&name, guid, &config, state, labels.devices) {
+            match self.try_import(&name, guid, &config, state, labels.devices, &found) {
                 Ok(pool) => discovery.pools.push(pool),
                 Err(e) => skip(format!("pool {name} ({guid:#x}): {e}"), &mut discovery),
             }
@@ -676,6 +714,7 @@ impl Zfs {
         assembled: &NvList,
         state: PoolState,
         devices: Vec<PathBuf>,
+        found: &[Found],
     ) -> Result<ImportablePool> {
         const OP: &str = "ZFS_IOC_POOL_TRYIMPORT";
         let packed = assembled.pack()?;
@@ -703,7 +742,7 @@ impl Zfs {
         config.remove("hostid");
         config.remove("hostname");
         let mut last_host = None;
-        if let Ok(hostid) = assembled.get_u64("hostid") {
+        if let Some(hostid) = assembled.get_u64("hostid").ok().filter(|&h| h != 0) {
             config.insert("hostid", hostid);
             let hostname = assembled.get_str("hostname").ok().map(str::to_owned);
             if let Some(h) = &hostname {
@@ -711,18 +750,31 @@ impl Zfs {
             }
             last_host = Some(LastHost { hostid, hostname });
         }
+        // Spares and cache devices appear only now: point them at where
+        // they were found too (libzutil does the same).
+        if let Some(NvValue::NvList(mut tree)) = config.remove("vdev_tree") {
+            for key in ["spares", "l2cache"] {
+                if let Some(NvValue::NvListArray(mut list)) = tree.remove(key) {
+                    for dev in &mut list {
+                        fix_paths(dev, found);
+                    }
+                    tree.insert(key, list);
+                }
+            }
+            config.insert("vdev_tree", tree);
+        }
         let tree = config
             .get_nvlist("vdev_tree")
             .map_err(|e| Error::shape(OP, name.as_str(), e))?;
         let root = Vdev::from_config(tree).map_err(|e| Error::shape(OP, name.as_str(), e))?;
-        let needs_force = force_required(&config, state, system_hostid());
+        let host_check = host_check(&config, state, system_hostid());
         Ok(ImportablePool {
             name: name.clone(),
             guid,
             pool_state: state,
             root,
             last_host,
-            needs_force,
+            host_check,
             devices,
             config,
         })
@@ -735,7 +787,31 @@ impl Zfs {
     pub fn import(&self, pool: &ImportablePool, options: &ImportOptions) -> Result<Pool> {
         const OP: &str = "ZFS_IOC_POOL_IMPORT";
         let name = options.rename.as_ref().unwrap_or(&pool.name);
-        if pool.needs_force && !options.force {
+        let refuse =
+            |kind, why: String| Err(Error::invalid("import pool", pool.name.as_str(), kind, why));
+        match &pool.host_check {
+            HostCheck::Ok => {}
+            HostCheck::NeedsForce if options.force => {}
+            HostCheck::ActiveElsewhere(host) => {
+                return refuse(
+                    ErrorKind::InUseElsewhere,
+                    format!(
+                        "imported now on {host} (multihost protection): export it there \
+                         first; force does not override this"
+                    ),
+                )
+            }
+            HostCheck::NoHostId => {
+                return refuse(
+                    ErrorKind::InvalidArgument,
+                    "the pool has multihost on and this system has no hostid: set a unique \
+                     one (zgenhostid) first"
+                        .to_owned(),
+                )
+            }
+            HostCheck::NeedsForce => {}
+        }
+        if pool.host_check == HostCheck::NeedsForce && !options.force {
             let host = match &pool.last_host {
                 Some(LastHost {
                     hostid,
@@ -806,24 +882,60 @@ impl Zfs {
         zc.set_cookie(u64::from(force));
         zc.set_guid(0); // never "hardforce": the labels must say exported
         zc.ioctl(self.dev(), ZFS_IOC_POOL_EXPORT)
-            .map_err(|e| Error::from_errno(OP, pool.as_str(), e))
+            .map_err(|e| match e.0 {
+                libc::EXDEV => Error::invalid(
+                    "export pool",
+                    pool.as_str(),
+                    ErrorKind::Busy,
+                    "it has an active shared spare that other pools could take once it is \
+                 exported: export with force to do so anyway",
+                ),
+                _ => Error::from_errno(OP, pool.as_str(), e),
+            })
     }
 }
 
 /// Whether `zpool import` would need `-f`: the pool is not exported and
 /// its last hostid is not ours, or multihost protection is active
 /// (`zfs_force_import_required`).
-fn force_required(config: &NvList, state: PoolState, our_hostid: u64) -> bool {
+fn host_check(config: &NvList, state: PoolState, our_hostid: u64) -> HostCheck {
     let info = config.get_nvlist("load_info").ok();
+    let mmp = info.and_then(|i| i.get_u64("mmp_state").ok());
+    match mmp {
+        Some(MMP_STATE_ACTIVE) => {
+            let info = info.unwrap_or(config);
+            let hostid = info.get_u64("mmp_hostid").unwrap_or(0);
+            let name = info.get_str("mmp_hostname").unwrap_or("another system");
+            return HostCheck::ActiveElsewhere(format!("{name} (hostid {hostid:#x})"));
+        }
+        Some(MMP_STATE_NO_HOSTID) => return HostCheck::NoHostId,
+        _ => {}
+    }
     let hostid = info
         .and_then(|i| i.get_u64("hostid").ok())
         .or_else(|| config.get_u64("hostid").ok())
         .unwrap_or(0);
     if state != PoolState::Exported && hostid != our_hostid {
-        return true;
+        return HostCheck::NeedsForce;
     }
-    info.and_then(|i| i.get_u64("mmp_state").ok())
-        .is_some_and(|s| s != MMP_STATE_INACTIVE)
+    match mmp {
+        Some(MMP_STATE_INACTIVE) | None => HostCheck::Ok,
+        Some(_) => HostCheck::NeedsForce,
+    }
+}
+
+/// Whether `zpool import` would import a pool as it is
+/// (`zfs_force_import_required`): [`HostCheck::NeedsForce`] when it is not
+/// exported and its last hostid is not ours; with `multihost` on, the
+/// kernel's activity check decides (`mmp_state` in the load info).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostCheck {
+    Ok,
+    NeedsForce,
+    /// Multihost: imported and alive on that host now; force cannot help.
+    ActiveElsewhere(String),
+    /// Multihost, and this system has no hostid.
+    NoHostId,
 }
 
 /// The mounted ZFS filesystems of `pool`, from `/proc/self/mountinfo`.
@@ -863,23 +975,46 @@ mod tests {
 
     #[test]
     fn force_is_required_only_for_a_pool_not_exported_by_another_host() {
+        use HostCheck::*;
         let cfg = |hostid: u64| {
             NvList::new()
                 .with("hostid", hostid)
                 .with("load_info", NvList::new())
         };
-        assert!(!force_required(&cfg(7), PoolState::Exported, 9));
-        assert!(!force_required(&cfg(9), PoolState::Active, 9));
-        assert!(force_required(&cfg(7), PoolState::Active, 9));
+        assert_eq!(host_check(&cfg(7), PoolState::Exported, 9), Ok);
+        assert_eq!(host_check(&cfg(9), PoolState::Active, 9), Ok);
+        assert_eq!(host_check(&cfg(7), PoolState::Active, 9), NeedsForce);
         // The kernel's load_info hostid (from the MOS) wins over the label's.
         let mut c = cfg(7);
         c.insert("load_info", NvList::new().with("hostid", 9u64));
-        assert!(!force_required(&c, PoolState::Active, 9));
+        assert_eq!(host_check(&c, PoolState::Active, 9), Ok);
         // No hostid anywhere and none set here: same system.
-        assert!(!force_required(&NvList::new(), PoolState::Active, 0));
-        // multihost activity always needs force.
-        let mmp = NvList::new().with("load_info", NvList::new().with("mmp_state", 1u64));
-        assert!(force_required(&mmp, PoolState::Exported, 0));
+        assert_eq!(host_check(&NvList::new(), PoolState::Active, 0), Ok);
+    }
+
+    #[test]
+    fn multihost_states_follow_mmp_state_t() {
+        use HostCheck::*;
+        let mmp = |state: u64| {
+            NvList::new().with(
+                "load_info",
+                NvList::new()
+                    .with("mmp_state", state)
+                    .with("mmp_hostid", 0x42u64)
+                    .with("mmp_hostname", "nas"),
+            )
+        };
+        // MMP_STATE_INACTIVE (1): safe, exported by another host or not.
+        assert_eq!(host_check(&mmp(1), PoolState::Exported, 9), Ok);
+        // MMP_STATE_ACTIVE (0): alive elsewhere, named.
+        assert_eq!(
+            host_check(&mmp(0), PoolState::Exported, 9),
+            ActiveElsewhere("nas (hostid 0x42)".to_owned())
+        );
+        // MMP_STATE_NO_HOSTID (2).
+        assert_eq!(host_check(&mmp(2), PoolState::Active, 0), NoHostId);
+        // An unknown state is not taken as safe.
+        assert_eq!(host_check(&mmp(7), PoolState::Exported, 9), NeedsForce);
     }
 
     /// A label of leaf `guid` under top-level vdev `top` (id `id`) of pool 7.
@@ -975,6 +1110,61 @@ mod tests {
         assert_eq!(children[1].get_str("type").unwrap(), "hole");
         assert_eq!(children[0].get_str("path").unwrap(), "/d/a");
         assert_eq!(config.get_u64_array("hole_array").unwrap(), [1]);
+    }
+
+    #[test]
+    fn a_top_level_id_of_u64_max_is_no_panic() {
+        // No vdev_children: the slot count comes from the highest id.
+        let config = label(10, 11, 100, u64::MAX, "/a", 1).config().clone();
+        let mut config = config;
+        config.remove("vdev_children");
+        let phys = super::super::label::fuzzing::vdev_phys(&config, 16384, false).unwrap();
+        let mut labels = PoolLabels::default();
+        labels
+            .tops
+            .insert(100, super::super::label::parse_label(&phys, 16384).unwrap());
+        let e = assemble(&labels, &[]).unwrap_err();
+        assert!(e.contains("top-level vdevs"), "{e}");
+    }
+
+    #[test]
+    fn two_top_level_vdevs_with_one_id_give_the_newer() {
+        let mut labels = PoolLabels::default();
+        labels.tops.insert(100, label(10, 11, 100, 0, "/old", 1));
+        labels.tops.insert(200, label(20, 22, 200, 0, "/new", 1));
+        let config = assemble(&labels, &[]).unwrap();
+        let children = config
+            .get_nvlist("vdev_tree")
+            .unwrap()
+            .get_nvlist_array("children")
+            .unwrap()
+            .to_vec();
+        assert_eq!(children.len(), 1);
+        assert_eq!(children[0].get_u64("guid").unwrap(), 22);
+    }
+
+    #[test]
+    fn relative_search_paths_become_absolute_keeping_link_names() {
+        let dir = std::env::temp_dir().join(format!("relsearch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let disk = dir.join("disk0");
+        std::fs::write(&disk, b"x").unwrap();
+        std::os::unix::fs::symlink("disk0", dir.join("usb-alias")).unwrap();
+        // The same directory, relative to the current one.
+        let cwd = std::env::current_dir().unwrap();
+        let up = "../".repeat(cwd.components().count() - 1);
+        let rel = PathBuf::from(format!(
+            "{up}{}",
+            dir.display().to_string().trim_start_matches('/')
+        ));
+        assert!(rel.is_relative());
+        let c = candidates(&SearchPaths::new([&rel])).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(c.len(), 1, "one real device");
+        let real_dir = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+        let real_dir = real_dir.join(dir.file_name().unwrap());
+        let names: Vec<&Path> = c[0].names.iter().map(|(p, _)| p.as_path()).collect();
+        assert_eq!(names, [real_dir.join("disk0"), real_dir.join("usb-alias")]);
     }
 
     #[test]

@@ -77,6 +77,18 @@ pub enum ScanState {
     Other(u64),
 }
 
+/// A scrub request that resumed a paused scrub: the kernel's `dsl_scan`
+/// says ECANCELED, and libzfs's `zpool_scan` counts it a success.
+fn scan_outcome(
+    func: u64,
+    r: std::result::Result<(), crate::Errno>,
+) -> std::result::Result<(), crate::Errno> {
+    match r {
+        Err(e) if e.0 == libc::ECANCELED && func == POOL_SCAN_SCRUB => Ok(()),
+        other => other,
+    }
+}
+
 /// The pool's last (or current) scrub or resilver, from `scan_stats`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scan {
@@ -296,8 +308,8 @@ impl Zfs {
         let mut zc = IoctlCmd::new(pool.as_str());
         zc.set_cookie(func);
         zc.set_flags(POOL_SCRUB_NORMAL);
-        zc.ioctl(self.dev(), ZFS_IOC_POOL_SCAN)
-            .map_err(|e| Error::from_errno(OP, pool.as_str(), e))
+        let r = zc.ioctl(self.dev(), ZFS_IOC_POOL_SCAN);
+        scan_outcome(func, r).map_err(|e| Error::from_errno(OP, pool.as_str(), e))
     }
 
     /// Blocks until no scrub runs on `pool` (`lzc_wait`, as `zpool wait -t
@@ -319,8 +331,10 @@ impl Zfs {
 
     /// Waits for the running scrub of `pool` to end, calling `progress`
     /// with its state every `every` (and not at all when none runs), and
-    /// returns the final result. A resilver is waited for the same way.
-    /// [`ErrorKind::NotFound`] if the pool was never scrubbed.
+    /// returns the final result. A resilver is waited for the same way. A
+    /// paused scrub is returned as it is ([`Scan::is_paused`]): it would
+    /// not end by itself. [`ErrorKind::NotFound`] if the pool was never
+    /// scrubbed.
     pub fn wait_scrub_with_progress(
         &self,
         pool: &PoolName,
@@ -336,7 +350,7 @@ impl Zfs {
                     "the pool has never been scrubbed",
                 ));
             };
-            if !scan.is_running() {
+            if !scan.is_running() || scan.is_paused() {
                 return Ok(scan);
             }
             progress(&scan);
@@ -372,6 +386,16 @@ mod tests {
         assert_eq!(done.ended(), Some(UNIX_EPOCH + Duration::from_secs(200)));
         // A short array (an older or stranger module) is no panic.
         assert_eq!(Scan::from_stats(&[1]).unwrap().state(), ScanState::Other(0));
+    }
+
+    #[test]
+    fn a_scrub_that_resumes_a_paused_one_succeeds() {
+        let canceled = Err(crate::Errno(libc::ECANCELED));
+        assert_eq!(scan_outcome(POOL_SCAN_SCRUB, canceled), Ok(()));
+        // Stopping one, or another errno, is reported.
+        assert_eq!(scan_outcome(POOL_SCAN_NONE, canceled), canceled);
+        let busy = Err(crate::Errno(libc::EBUSY));
+        assert_eq!(scan_outcome(POOL_SCAN_SCRUB, busy), busy);
     }
 
     #[test]
