@@ -1167,6 +1167,41 @@ mod tests {
         assert_eq!(names, [real_dir.join("disk0"), real_dir.join("usb-alias")]);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever ids, counts and holes the labels claim: no panic, no
+        /// more than 4096 slots, every slot's id its index.
+        #[test]
+        fn assembly_of_hostile_labels_is_bounded(
+            tops in proptest::collection::vec((proptest::prelude::any::<u64>(), 0u64..64, 1u64..100), 1..5),
+            children in proptest::option::of(proptest::prelude::any::<u64>()),
+            holes in proptest::collection::vec(0u64..64, 0..4),
+        ) {
+            let mut labels = PoolLabels::default();
+            for (i, (id, small_id, txg)) in tops.iter().enumerate() {
+                let id = if i % 2 == 0 { *small_id } else { *id };
+                let mut cfg = label(*txg, 10 + i as u64, 100 + i as u64, id, "/d", 1).config().clone();
+                match children {
+                    Some(n) => { cfg.insert("vdev_children", n); }
+                    None => { cfg.remove("vdev_children"); }
+                }
+                if !holes.is_empty() {
+                    cfg.insert("hole_array", holes.clone());
+                }
+                let phys = super::super::label::fuzzing::vdev_phys(&cfg, 16384, false).unwrap();
+                labels.tops.insert(100 + i as u64, super::super::label::parse_label(&phys, 16384).unwrap());
+            }
+            if let Ok(config) = assemble(&labels, &[]) {
+                let root = config.get_nvlist("vdev_tree").unwrap();
+                let slots = root.get_nvlist_array("children").unwrap();
+                proptest::prop_assert!(slots.len() <= 4096);
+                for (i, c) in slots.iter().enumerate() {
+                    proptest::prop_assert_eq!(c.get_u64("id").unwrap(), i as u64);
+                }
+            }
+        }
+    }
+
     #[test]
     fn absurd_top_level_counts_are_refused_not_allocated() {
         let mut labels = PoolLabels::default();
