@@ -384,16 +384,20 @@ fn label_seeds_parse_and_dense_lists_allocate_within_the_bound() {
     }
 }
 
-/// What a `vdev_label` corpus reaches (`VDEV_LABEL_CORPUS=dir`, printed):
-/// inputs that parse as labels as they are and once sealed, and that
-/// decode as XDR lists; each input also passes the target's properties.
+/// What a `vdev_label` corpus reaches (printed): inputs that parse as
+/// labels as they are and once sealed, and that decode as XDR lists; each
+/// input also passes the target's properties. The committed seeds (each a
+/// sealed label) by default, a grown corpus with `VDEV_LABEL_CORPUS=dir`.
 #[test]
-#[ignore = "reads a fuzz corpus: VDEV_LABEL_CORPUS=dir"]
 fn vdev_label_corpus_summary() {
     use zfs_core::pool::label_fuzzing::seal;
     use zfs_core::pool::parse_label;
 
-    let dir = std::env::var_os("VDEV_LABEL_CORPUS").expect("VDEV_LABEL_CORPUS");
+    let seeds = std::env::var_os("VDEV_LABEL_CORPUS").is_none();
+    let dir = std::env::var_os("VDEV_LABEL_CORPUS").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/vdev_label"),
+        std::path::PathBuf::from,
+    );
     let (mut n, mut as_is, mut sealed, mut xdr) = (0, 0, 0, 0);
     let mut errors = std::collections::BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -417,6 +421,10 @@ fn vdev_label_corpus_summary() {
     println!(
         "{n} inputs: {as_is} labels as they are, {sealed} sealed (little-endian), {xdr} XDR lists"
     );
+    if seeds {
+        assert!(n >= 4, "the seeds are there");
+        assert_eq!(as_is, n, "every seed is a valid sealed label");
+    }
     for (e, count) in errors {
         println!("{count:6} {e}");
     }

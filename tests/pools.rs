@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use zfs_core::pool::{ImportOptions, PoolState, SearchPaths, VdevState};
+use zfs_core::pool::{read_labels, ImportOptions, LabelError, PoolState, SearchPaths, VdevState};
 use zfs_core::testing::unique_pool_name;
 use zfs_core::{ErrorKind, PoolName, Zfs};
 use zfs_replicate_tests::{mount, unmount, zfs_cli, zpool_cli};
@@ -121,6 +121,15 @@ fn an_exported_pool_is_found_imported_without_mounts_and_exported() {
     let guid = drive.guid_cli();
     zpool_cli(&["export", drive.name.as_str()]);
     assert!(!drive.imported_cli());
+
+    // Real labels, as the kernel wrote them: all four valid (checksums
+    // included), naming the pool.
+    let labels = read_labels(&drive.file(0)).unwrap();
+    assert!(labels.labels().iter().all(|l| l.is_ok()), "{labels}");
+    let best = labels.best().unwrap();
+    assert_eq!(best.pool_guid(), Some(guid));
+    assert_eq!(best.pool_name(), Some(drive.name.as_str()));
+    assert_eq!(best.state(), PoolState::Exported);
 
     // A stray file and an empty one beside the pool's: skipped, no panic.
     std::fs::write(drive.dir.join("notes.txt"), b"not a pool").unwrap();
@@ -281,6 +290,12 @@ fn damaged_labels_one_lost_still_imports_all_lost_is_no_pool() {
     zpool_cli(&["export", drive.name.as_str()]);
 
     zero_label(&drive.file(0), 0);
+    let labels = read_labels(&drive.file(0)).unwrap();
+    assert!(
+        matches!(labels.labels()[0], Err(LabelError::Blank { .. })),
+        "{labels}"
+    );
+    assert!(labels.labels()[1..].iter().all(|l| l.is_ok()), "{labels}");
     let pool = zfs
         .find_importable_pool(&drive.name, &drive.search())
         .unwrap();

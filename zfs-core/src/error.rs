@@ -448,7 +448,6 @@ pub(crate) static OPERATIONS: &[&str] = &[
     "find importable pools",
     "import pool",
     "export pool",
-    "write seed", // pool::label_fuzzing's seed writer
     // system calls and I/O
     "create pool file",
     "dup",

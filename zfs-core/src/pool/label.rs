@@ -595,16 +595,11 @@ pub mod fuzzing {
         Some(crate::ffi::CNvList::unpack(&copy).and_then(|c| c.to_nvlist()))
     }
 
-    /// Writes the `vdev_label` fuzz target's seeds into `dir`: labels
-    /// sealed for byte 16384, each the packed list and its 40-byte trailer.
-    pub fn write_seeds(dir: &std::path::Path) -> Result<(), crate::Error> {
-        let io = |e: std::io::Error| {
-            crate::Error::from_errno(
-                "write seed",
-                "",
-                crate::Errno(e.raw_os_error().unwrap_or(0)),
-            )
-        };
+    /// The `vdev_label` fuzz target's seeds, by file name: labels sealed
+    /// for byte 16384, each the packed list and its 40-byte trailer
+    /// (`fuzz/seeds/vdev_label/`, checked by a unit test).
+    pub fn seeds() -> Result<Vec<(&'static str, Vec<u8>)>, crate::Error> {
+        let mut out = Vec::new();
         for (name, config, big_endian) in seed_configs() {
             let mut b = config.pack_xdr()?;
             if big_endian {
@@ -612,9 +607,9 @@ pub mod fuzzing {
             }
             b.resize(b.len() + ECK_SIZE, 0);
             seal(&mut b, 16 << 10, big_endian);
-            std::fs::write(dir.join(name), b).map_err(io)?;
+            out.push((name, b));
         }
-        Ok(())
+        Ok(out)
     }
 
     pub(super) fn seed_configs() -> Vec<(&'static str, NvList, bool)> {
@@ -1128,12 +1123,23 @@ mod tests {
         assert_eq!(parse_label(f.get_ref(), offset).unwrap().txg(), 77);
     }
 
-    /// Writes the fuzz seeds (`ZFS_FUZZ_SEEDS=fuzz/seeds/vdev_label`).
+    /// The committed fuzz seeds are the ones the builders make
+    /// (`ZFS_FUZZ_SEEDS_UPDATE=1` rewrites them instead).
     #[test]
-    #[ignore = "writes files: ZFS_FUZZ_SEEDS=dir"]
-    fn write_fuzz_seeds() {
-        let dir = std::env::var_os("ZFS_FUZZ_SEEDS").expect("ZFS_FUZZ_SEEDS");
-        super::fuzzing::write_seeds(Path::new(&dir)).unwrap();
+    fn the_committed_fuzz_seeds_are_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/vdev_label");
+        for (name, bytes) in super::fuzzing::seeds().unwrap() {
+            let path = dir.join(name);
+            if std::env::var_os("ZFS_FUZZ_SEEDS_UPDATE").is_some() {
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let committed = std::fs::read(&path).unwrap();
+            assert!(
+                committed == bytes,
+                "{} differs: ZFS_FUZZ_SEEDS_UPDATE=1",
+                path.display()
+            );
+        }
     }
 
     #[test]
@@ -1149,18 +1155,5 @@ mod tests {
                 "{name}"
             );
         }
-    }
-
-    /// A real pool image (one of OpenZFS's test block files, say
-    /// `zpool_import/blockfiles/unclean_export.dat`, decompressed), named by
-    /// `ZFS_LABEL_IMAGE`: it has a valid label, and prints them all.
-    #[test]
-    #[ignore = "needs a real pool image: ZFS_LABEL_IMAGE=path"]
-    fn a_real_pool_image_has_valid_labels() {
-        let path = std::env::var_os("ZFS_LABEL_IMAGE").expect("ZFS_LABEL_IMAGE");
-        let d = read_labels(Path::new(&path)).unwrap();
-        println!("{d}");
-        let best = d.best().expect("a valid label");
-        println!("big-endian: {}\n{}", best.big_endian(), best.config());
     }
 }
