@@ -16,7 +16,6 @@
 //! # Ok::<(), zfs_core::Error>(())
 //! ```
 
-use std::ffi::CString;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use zfs_sys::ioctl::{ZFS_IOC_POOL_SCAN, ZFS_IOC_POOL_STATS};
@@ -24,7 +23,7 @@ use zfs_sys::ioctl::{ZFS_IOC_POOL_SCAN, ZFS_IOC_POOL_STATS};
 use super::vdev::{Vdev, VdevState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ffi::{self, IoctlCmd};
-use crate::name::PoolName;
+use crate::name::{AnyName, PoolName};
 use crate::nvlist::NvList;
 use crate::Zfs;
 
@@ -316,15 +315,7 @@ impl Zfs {
     /// scrub`), then returns the last scrub's result; `None` if the pool
     /// was never scrubbed.
     pub fn wait_scrub(&self, pool: &PoolName) -> Result<Option<Scan>> {
-        let c = CString::new(pool.as_str()).map_err(|_| {
-            Error::invalid(
-                "lzc_wait",
-                pool.as_str(),
-                ErrorKind::InvalidName,
-                "contains NUL",
-            )
-        })?;
-        ffi::lzc_wait(&c, ZPOOL_WAIT_SCRUB)
+        ffi::lzc_wait(&pool.to_c_name(), ZPOOL_WAIT_SCRUB)
             .map_err(|e| Error::from_errno("lzc_wait", pool.as_str(), e))?;
         Ok(self.pool_status(pool)?.scan)
     }
